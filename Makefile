@@ -1,0 +1,54 @@
+# twin.cluster: one entry point for set-up, lint, tests, benchmarks and the demo.
+#   make demo   start the assistant on this machine (offline models)
+#   make test   everything: lint, pytest, every molecule scenario
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export PATH := $(CURDIR)/.venv/bin:$(HOME)/.local/bin:$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/molecule/_shared/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export UV_PYTHON_DOWNLOADS := never
+export TWIN_CACHE_DIR ?= $(HOME)/.cache/twin-cluster
+
+SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+PYTEST_ARGS ?=
+
+.PHONY: help deps lint unit molecule test test-live bench demo llama-server collection clean
+
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## Install Debian packages, the Python environment and the test image (idempotent).
+	@scripts/bootstrap.sh
+
+lint: deps ## ansible-lint (production profile), yamllint and ruff.
+	yamllint -s .
+	ansible-lint
+	ruff check .
+	ruff format --check .
+
+unit: deps ## pytest: unit tests and real-component tests (not the live cluster ones).
+	pytest -m "not live" $(PYTEST_ARGS)
+
+molecule: deps ## Every molecule scenario: converge, idempotence, verify.
+	@set -e; for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; molecule test -s $$s; done
+
+test: lint unit molecule ## Everything a change must pass.
+
+test-live: deps ## Checks against a real cluster (CONSUL_HTTP_ADDR, NOMAD_ADDR and tokens).
+	pytest -m live -rs $(PYTEST_ARGS)
+
+bench: deps ## Benchmarks: write JSON under .cache/bench/ and print tables.
+	@set -e; mkdir -p .cache/bench; for b in benchmarks/bench_*.py; do echo "=== $$b"; python $$b --out .cache/bench; done
+
+llama-server: deps ## Build llama.cpp's llama-server once (cached) and print its path.
+	@scripts/build-llama-server.sh
+
+demo: deps ## Start the assistant on this machine; prints the URL to open.
+	@scripts/demo.sh
+
+collection: deps ## Build the collection tarball.
+	ansible-galaxy collection build --force --output-path .cache/dist
+
+clean: ## Remove build outputs (keeps the model and llama.cpp caches).
+	rm -rf .cache/dist .cache/bench .pytest_cache .ruff_cache
