@@ -1,0 +1,59 @@
+"""Prometheus metrics of the assistant, served on ``/metrics``.
+
+One registry for the whole app so tests can read values without global state
+from other tests leaking in (``REGISTRY`` is passed to every metric).
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Latency buckets from 25 ms to 10 s: voice turns live between 0.2 and 3 s.
+_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+TURN_LATENCY = Histogram(
+    "twin_turn_latency_seconds",
+    "End of the user's speech (or text turn) to the first audio (or text) of the answer.",
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+TURN_STAGE = Histogram(
+    "twin_turn_stage_seconds",
+    "Per-turn time spent in one stage: stt, llm_ttfb (LLM time to first token), tts_ttfb.",
+    ["stage"],
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+ROUTING_DECISIONS = Counter(
+    "twin_routing_decisions_total",
+    "Turns routed to an expert, by expert and reason (rule, similarity, sticky, fallback, failover).",
+    ["expert", "reason"],
+    registry=REGISTRY,
+)
+EXPERT_ERRORS = Counter(
+    "twin_expert_errors_total",
+    "Expert requests that failed, by expert and kind (timeout, connect, http, invalid).",
+    ["expert", "kind"],
+    registry=REGISTRY,
+)
+EXPERTS_AVAILABLE = Gauge(
+    "twin_experts_available",
+    "Healthy experts currently known to the router.",
+    registry=REGISTRY,
+)
+DISCOVERY_ERRORS = Counter(
+    "twin_discovery_errors_total",
+    "Failed Consul discovery requests (the last known expert set stays in use).",
+    registry=REGISTRY,
+)
+TOOL_CALLS = Counter(
+    "twin_tool_calls_total",
+    "Tool calls by tool and outcome (ok, invalid_arguments, error).",
+    ["tool", "outcome"],
+    registry=REGISTRY,
+)
+MEMORY_ERRORS = Counter(
+    "twin_memory_errors_total",
+    "Memory store failures; the conversation goes on without memory.",
+    registry=REGISTRY,
+)
