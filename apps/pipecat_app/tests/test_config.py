@@ -1,0 +1,144 @@
+"""The config file is validated at start and every error names the key and its source."""
+
+from pathlib import Path
+
+import pytest
+
+from pipecat_app.cli import main
+from pipecat_app.config import (
+    DEMO_CONFIG,
+    ConfigError,
+    OpenAISTTConfig,
+    PiperTTSConfig,
+    WhisperSTTConfig,
+    load_config,
+)
+
+CLUSTER_EXAMPLE = DEMO_CONFIG.with_name("cluster.toml.example")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "app.toml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_config_loads_with_the_bundled_offline_models():
+    config = load_config(DEMO_CONFIG, environ={})
+    assert isinstance(config.stt, WhisperSTTConfig)
+    assert (config.stt.resolved_model_dir() / "model.bin").is_file()
+    assert isinstance(config.tts, PiperTTSConfig)
+    assert (config.tts.resolved_voice_dir() / "en_US-joe-medium.onnx").is_file()
+    assert config.twin.discovery.mode == "static"
+    assert [e.base_url for e in config.twin.experts] == ["http://127.0.0.1:8080/v1"]
+    # Memory lives under the user's cache, never in the repository.
+    assert not config.twin.memory.path.is_relative_to(DEMO_CONFIG.parents[3])
+    assert Path(config.twin.prompt.file).is_file()
+
+
+def test_cluster_example_loads_with_openai_compatible_speech_and_consul():
+    config = load_config(CLUSTER_EXAMPLE, environ={})
+    assert isinstance(config.stt, OpenAISTTConfig)
+    assert config.stt.base_url.endswith("/v1")
+    assert config.tts.provider == "openai"
+    assert config.twin.discovery.mode == "consul"
+    assert config.twin.prompt.consul_key == "twin/prompts/system"
+
+
+def test_unknown_key_is_named_with_its_section_and_file(tmp_path):
+    path = write(tmp_path, '[server]\nprot = 8000\n[twin]\nuser_id = "a"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert "server.prot: unknown key" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    path = write(tmp_path, '[server]\nport = "eighty"\n')
+    with pytest.raises(ConfigError, match=r"server\.port: Input should be a valid integer"):
+        load_config(path, environ={})
+
+
+def test_out_of_range_value_names_the_key(tmp_path):
+    path = write(tmp_path, "[vad]\nconfidence = 1.5\n")
+    with pytest.raises(ConfigError, match=r"vad\.confidence: Input should be less than or equal"):
+        load_config(path, environ={})
+
+
+def test_unknown_provider_names_the_choices(tmp_path):
+    path = write(tmp_path, '[stt]\nprovider = "deepgram"\n')
+    with pytest.raises(ConfigError, match=r"stt: .*'whisper', 'openai'"):
+        load_config(path, environ={})
+
+
+def test_openai_stt_without_base_url_is_a_missing_key(tmp_path):
+    path = write(tmp_path, '[stt]\nprovider = "openai"\n')
+    with pytest.raises(ConfigError, match=r"stt\.base_url: required key is missing"):
+        load_config(path, environ={})
+
+
+def test_twin_errors_come_through_with_their_twin_key(tmp_path):
+    path = write(tmp_path, '[twin.discovery]\nmode = "etcd"\n')
+    with pytest.raises(ConfigError, match=r"twin\.discovery\.mode: Input should be"):
+        load_config(path, environ={})
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = write(tmp_path, "[server\nport = 1\n")
+    with pytest.raises(ConfigError, match=r"app\.toml is not valid TOML"):
+        load_config(path, environ={})
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_missing_local_voice_is_caught_at_start_not_downloaded(tmp_path):
+    path = write(tmp_path, f'[tts]\nprovider = "piper"\nvoice_dir = "{tmp_path}"\n')
+    with pytest.raises(ConfigError, match=r"tts\.voice: .*en_US-joe-medium\.onnx"):
+        load_config(path, environ={})
+
+
+def test_environment_overrides_nested_keys_with_typed_values(tmp_path):
+    path = write(tmp_path, "[server]\nport = 7000\n")
+    config = load_config(
+        path,
+        environ={
+            "TWIN_APP__SERVER__PORT": "9001",
+            "TWIN_APP__LOG__JSON_LINES": "true",
+            "TWIN_APP__TWIN__MEMORY__PATH": "/data/m.sqlite3",
+            "TWIN_APP__TWIN__ROUTING__THRESHOLD": "0.5",
+            "UNRELATED": "x",
+        },
+    )
+    assert config.server.port == 9001
+    assert config.log.json_lines is True
+    assert config.twin.memory.path == Path("/data/m.sqlite3")
+    assert config.twin.routing.threshold == 0.5
+
+
+def test_bad_environment_override_names_the_variable(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError, match=r"server\.port: .* \(set by TWIN_APP__SERVER__PORT\)"):
+        load_config(path, environ={"TWIN_APP__SERVER__PORT": "high"})
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path):
+    path = write(tmp_path, '[twin.memory]\npath = "state/memory.sqlite3"\n')
+    config = load_config(path, environ={})
+    assert config.twin.memory.path == tmp_path / "state" / "memory.sqlite3"
+
+
+def test_check_command_exits_2_and_prints_the_error(tmp_path, capsys):
+    path = write(tmp_path, "[server]\nport = 0\n")
+    assert main(["check", "--config", str(path)]) == 2
+    assert "server.port" in capsys.readouterr().err
+
+
+def test_check_command_hides_secrets(tmp_path, capsys):
+    path = write(
+        tmp_path, '[stt]\nprovider = "openai"\nbase_url = "http://s/v1"\napi_key = "sekrit"\n'
+    )
+    assert main(["check", "--config", str(path)]) == 0
+    assert "sekrit" not in capsys.readouterr().out
