@@ -1,0 +1,274 @@
+"""TwinService configuration: the ``[twin]`` table of the app's config file.
+
+One typed model, validated once at start. Every field is documented here; the
+app's ``AppConfig`` embeds :class:`TwinConfig` as its ``twin`` field.
+
+TOML shape::
+
+    [twin]
+    user_id = "default"
+
+    [twin.memory]
+    path = "/var/lib/twin/memory.sqlite3"
+    token_budget = 512
+
+    [twin.prompt]
+    file = "prompts/system.md"
+    consul_key = "twin/prompts/system"
+
+    [twin.discovery]
+    mode = "static"                 # or "consul"
+    consul_addr = "http://127.0.0.1:8500"
+    service = "llm-expert"
+
+    [[twin.experts]]
+    name = "general"
+    domain = "general"
+    description = "Everyday conversation and general knowledge"
+    base_url = "http://127.0.0.1:8080/v1"
+
+    [twin.routing]
+    default_domain = "general"
+    threshold = 0.35
+
+    [[twin.routing.rules]]
+    domain = "code"
+    pattern = "(?i)\\b(python|code)\\b"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemoryConfig(_Strict):
+    """``[twin.memory]``: the SQLite memory store.
+
+    Attributes:
+        path: SQLite database file (WAL mode). In the cluster this is on a Nomad
+            host volume so memory survives restarts and rescheduling.
+        token_budget: Tokens of recalled memory put into the context per turn
+            (estimated as characters / 4).
+        recall_limit: Most items recalled per turn before the budget is applied.
+        half_life_days: Recency weighting: a memory this many days old counts half
+            as much as a fresh one with the same text relevance.
+        enabled: False runs without memory (no file is opened).
+    """
+
+    path: Path = Path("/var/lib/twin/memory.sqlite3")
+    token_budget: int = Field(default=512, ge=0)
+    recall_limit: int = Field(default=8, ge=1, le=100)
+    half_life_days: float = Field(default=30.0, gt=0)
+    enabled: bool = True
+
+
+class PromptConfig(_Strict):
+    """``[twin.prompt]``: where the system prompt comes from.
+
+    Attributes:
+        file: Local default system prompt (used until, or unless, Consul KV has one).
+            Relative paths are resolved against the working directory.
+        text: Inline default used when ``file`` is empty or missing.
+        consul_key: Consul KV key that ``prompt_engineering/`` publishes evolved
+            prompts to; watched with blocking queries and applied without a
+            restart. Empty: no Consul watch.
+    """
+
+    file: str = ""
+    text: str = (
+        "You are Twin, a helpful voice assistant. Answer briefly and clearly, "
+        "in one to three sentences, without lists or markup."
+    )
+    consul_key: str = ""
+
+
+class DiscoveryConfig(_Strict):
+    """``[twin.discovery]``: where the experts come from.
+
+    Attributes:
+        mode: ``static`` uses ``[[twin.experts]]`` (no Consul needed); ``consul``
+            follows the healthy instances of ``service`` with blocking queries.
+        consul_addr: Consul HTTP address (also used for the prompt watch and
+            ``cluster_status``). Env ``CONSUL_HTTP_ADDR`` overrides when this is
+            left at its default.
+        consul_token: Consul ACL token; empty falls back to env ``CONSUL_HTTP_TOKEN``.
+        service: Consul service name the expert jobs register.
+        wait: Blocking query wait (Consul duration string, e.g. ``"55s"``).
+        retry_s: Seconds between retries while Consul is unreachable.
+        vision_service: Consul service name of the vision service for ``describe_scene``.
+        nomad_addr: Nomad HTTP address for ``cluster_status``; empty: env ``NOMAD_ADDR``
+            or ``http://127.0.0.1:4646``.
+        nomad_token: Nomad ACL token; empty falls back to env ``NOMAD_TOKEN``.
+    """
+
+    mode: Literal["static", "consul"] = "static"
+    consul_addr: str = "http://127.0.0.1:8500"
+    consul_token: str = Field(default="", repr=False)
+    service: str = "llm-expert"
+    wait: str = "55s"
+    retry_s: float = Field(default=2.0, gt=0)
+    vision_service: str = "vision"
+    nomad_addr: str = ""
+    nomad_token: str = Field(default="", repr=False)
+
+    def resolved_consul_addr(self) -> str:
+        """Consul address with env ``CONSUL_HTTP_ADDR`` applied when left at default."""
+        env = os.environ.get("CONSUL_HTTP_ADDR", "")
+        addr = self.consul_addr
+        if env and addr == "http://127.0.0.1:8500":
+            addr = env
+        return addr if "://" in addr else f"http://{addr}"
+
+    def resolved_consul_token(self) -> str:
+        """ACL token from config, else env ``CONSUL_HTTP_TOKEN``."""
+        return self.consul_token or os.environ.get("CONSUL_HTTP_TOKEN", "")
+
+    def resolved_nomad_addr(self) -> str:
+        """Nomad address from config, else env ``NOMAD_ADDR``, else the local agent."""
+        return self.nomad_addr or os.environ.get("NOMAD_ADDR", "http://127.0.0.1:4646")
+
+    def resolved_nomad_token(self) -> str:
+        """ACL token from config, else env ``NOMAD_TOKEN``."""
+        return self.nomad_token or os.environ.get("NOMAD_TOKEN", "")
+
+
+class ExpertConfig(_Strict):
+    """``[[twin.experts]]``: one static expert (an OpenAI-compatible endpoint).
+
+    Attributes:
+        name: Unique name (metrics label, logs).
+        domain: Routing domain (``general``, ``code``...).
+        description: What the expert is good at; the router compares turns to it.
+        base_url: OpenAI-compatible base URL, ending in ``/v1``.
+        model: Model name sent in requests.
+        context_length: Context window in tokens; older turns are dropped to fit.
+        tool_calls: True for servers that accept native ``tools`` (llama-server
+            ``--jinja``); False uses the JSON-schema constrained fallback
+            (``response_format``), which prima.cpp's server honours.
+        api_key: Bearer key, if the endpoint needs one.
+    """
+
+    name: str
+    domain: str = "general"
+    description: str = ""
+    base_url: str
+    model: str = "default"
+    context_length: int = Field(default=2048, ge=256)
+    tool_calls: bool = False
+    api_key: str = Field(default="none", repr=False)
+
+
+class RoutingRule(_Strict):
+    """``[[twin.routing.rules]]``: a regular expression that sends a turn to a domain.
+
+    Attributes:
+        domain: Domain chosen when ``pattern`` matches the user's turn.
+        pattern: Python regular expression (``re.search``).
+    """
+
+    domain: str
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"twin.routing.rules.pattern {value!r} is not a regex: {exc}") from exc
+        return value
+
+
+class RoutingConfig(_Strict):
+    """``[twin.routing]``: the mixture-of-experts router.
+
+    Attributes:
+        default_domain: Domain of the general expert used below ``threshold``.
+        threshold: Lowest similarity (0..1) between a turn and an expert's
+            description that routes to that expert; below it the default domain wins.
+        sticky_turns: A conversation stays with its expert for up to this many
+            turns while the topic holds (no rule or clear similarity winner
+            points elsewhere); 0 disables stickiness.
+        expert_timeout_s: Seconds to wait for an expert's first token (and between
+            tokens) before failing over to the next healthy expert.
+        rules: Regex rules checked before similarity.
+    """
+
+    default_domain: str = "general"
+    threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    sticky_turns: int = Field(default=3, ge=0)
+    expert_timeout_s: float = Field(default=20.0, gt=0)
+    rules: list[RoutingRule] = Field(default_factory=list)
+
+
+class ToolsConfig(_Strict):
+    """``[twin.tools]``: the built-in tools.
+
+    Attributes:
+        enabled: False advertises no tools.
+        max_rounds: Most tool rounds in one turn before the model must answer.
+        vision_url: Base URL of the vision service for ``describe_scene``; empty:
+            discovered in Consul (service ``discovery.vision_service``) when
+            discovery mode is ``consul``.
+        timeout_s: Seconds a tool may take before it returns a timeout error.
+    """
+
+    enabled: bool = True
+    max_rounds: int = Field(default=2, ge=1, le=8)
+    vision_url: str = ""
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+def _default_expert() -> ExpertConfig:
+    """The embedded default: one general expert on a local llama-server."""
+    return ExpertConfig(
+        name="general",
+        domain="general",
+        description="Everyday conversation and general knowledge",
+        base_url="http://127.0.0.1:8080/v1",
+        model="smollm2-135m",
+    )
+
+
+class TwinConfig(_Strict):
+    """``[twin]``: TwinService (memory, tools, routing, discovery, prompt).
+
+    Attributes:
+        user_id: Whose memory this conversation reads and writes.
+        memory: See :class:`MemoryConfig`.
+        prompt: See :class:`PromptConfig`.
+        discovery: See :class:`DiscoveryConfig`.
+        experts: Static experts (used in ``static`` mode); default: one general
+            expert on a local llama-server at ``http://127.0.0.1:8080/v1``.
+        routing: See :class:`RoutingConfig`.
+        tools: See :class:`ToolsConfig`.
+    """
+
+    user_id: str = "default"
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    experts: list[ExpertConfig] = Field(default_factory=lambda: [_default_expert()])
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+
+    @model_validator(mode="after")
+    def _static_needs_experts(self) -> TwinConfig:
+        if self.discovery.mode == "static" and not self.experts:
+            raise ValueError(
+                "twin.discovery.mode is 'static' but no [[twin.experts]] are configured: "
+                "add at least one expert or set mode = 'consul'"
+            )
+        names = [e.name for e in self.experts]
+        if len(names) != len(set(names)):
+            raise ValueError(f"twin.experts names must be unique, got {names}")
+        return self

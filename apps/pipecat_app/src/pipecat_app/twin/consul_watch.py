@@ -1,0 +1,132 @@
+"""Consul blocking queries: one watch loop shared by expert discovery and the prompt.
+
+A blocking query sends the last ``X-Consul-Index`` as ``index`` with a ``wait``
+time; Consul answers when the data changes or the wait ends. Index handling
+follows Consul's guidance on blocking queries: an index that goes backwards
+(a snapshot restore, a new cluster) or is not positive resets to 0 so the
+next request returns at once instead of waiting on a stale index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from loguru import logger
+
+#: Called with the decoded body (or None for a 404) after every change.
+OnChange = Callable[[Any], Awaitable[None] | None]
+#: Called with the exception when a request fails.
+OnError = Callable[[Exception], None]
+
+
+def next_index(previous: int, header: str | None) -> int:
+    """The index to send next, from the previous one and the response header."""
+    try:
+        index = int(header or 0)
+    except ValueError:
+        return 0
+    if index <= 0 or index < previous:
+        return 0
+    return index
+
+
+def wait_seconds(wait: str) -> float:
+    """Seconds in a Consul duration like ``"55s"`` or ``"5m"``."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if wait.endswith(suffix):
+            return float(wait[: -len(suffix)]) * units[suffix]
+    return float(wait)
+
+
+class BlockingWatch:
+    """Follow one Consul endpoint with blocking queries in a background task.
+
+    Args:
+        client: An ``httpx.AsyncClient`` whose ``base_url`` is the Consul address.
+        path: API path such as ``/v1/health/service/llm-expert``.
+        params: Extra query parameters (``passing``...).
+        wait: Blocking wait (Consul duration).
+        retry_s: Pause after a failed request.
+        on_change: Called with the decoded JSON (None on 404) when the index moves.
+        on_error: Called with the exception when a request fails.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        wait: str = "55s",
+        retry_s: float = 2.0,
+        on_change: OnChange,
+        on_error: OnError,
+    ) -> None:
+        self._client = client
+        self._path = path
+        self._params = dict(params or {})
+        self._wait = wait
+        self._retry_s = retry_s
+        self._on_change = on_change
+        self._on_error = on_error
+        self.index = 0
+        self._task: asyncio.Task[None] | None = None
+        self.first_result = asyncio.Event()
+
+    async def poll_once(self) -> bool:
+        """One blocking request; returns True when the index moved (``on_change`` ran)."""
+        params = {**self._params, "index": str(self.index), "wait": self._wait}
+        timeout = wait_seconds(self._wait) * 1.1 + 5.0
+        response = await self._client.get(self._path, params=params, timeout=timeout)
+        if response.status_code not in (200, 404):
+            response.raise_for_status()
+        new_index = next_index(self.index, response.headers.get("X-Consul-Index"))
+        changed = new_index != self.index or new_index == 0 or not self.first_result.is_set()
+        if new_index < self.index:
+            logger.info(f"consul: index of {self._path} went back to {new_index}, resetting")
+        self.index = new_index
+        if changed:
+            body = response.json() if response.status_code == 200 else None
+            result = self._on_change(body)
+            if asyncio.iscoroutine(result):
+                await result
+            self.first_result.set()
+        return changed
+
+    async def run(self) -> None:
+        """Loop until cancelled; errors are reported and retried after ``retry_s``."""
+        while True:
+            try:
+                await self.poll_once()
+                if self.index == 0:
+                    # A reset (or an endpoint without an index): do not spin.
+                    await asyncio.sleep(self._retry_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._on_error(exc)
+                await asyncio.sleep(self._retry_s)
+
+    def start(self) -> None:
+        """Start the background task (once)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"consul-watch {self._path}")
+
+    async def stop(self) -> None:
+        """Cancel the background task and wait for it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def consul_client(addr: str, token: str) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for the Consul HTTP API (token in ``X-Consul-Token``)."""
+    headers = {"X-Consul-Token": token} if token else {}
+    return httpx.AsyncClient(base_url=addr, headers=headers)

@@ -1,0 +1,183 @@
+"""Where the experts are: a static list from config, or Consul kept current in the background.
+
+In ``consul`` mode a :class:`~pipecat_app.twin.consul_watch.BlockingWatch`
+follows ``/v1/health/service/<service>?passing=true``; each change replaces
+the known set. A turn only ever reads :attr:`ExpertDirectory.experts` (a
+snapshot in memory), so no Consul request sits on a turn's path. When
+Consul is unreachable the last known set stays in use, and the error is
+logged and counted (``DISCOVERY_ERRORS``).
+
+Service metadata the expert jobs register (``ServiceMeta``, all strings):
+``domain``, ``description``, ``model``, ``context_length``, ``tool_calls``
+(``"true"``/``"false"``) and optionally ``base_path`` (default ``/v1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from loguru import logger
+
+from pipecat_app.metrics import DISCOVERY_ERRORS, EXPERTS_AVAILABLE
+from pipecat_app.twin.config import DiscoveryConfig, ExpertConfig
+from pipecat_app.twin.consul_watch import BlockingWatch, consul_client
+
+
+@dataclass(frozen=True)
+class Expert:
+    """One LLM endpoint the router may send turns to."""
+
+    name: str
+    domain: str
+    description: str
+    base_url: str
+    model: str = "default"
+    context_length: int = 2048
+    tool_calls: bool = False
+    api_key: str = "none"
+
+    @classmethod
+    def from_config(cls, cfg: ExpertConfig) -> Expert:
+        """An expert from a ``[[twin.experts]]`` entry."""
+        return cls(
+            name=cfg.name,
+            domain=cfg.domain,
+            description=cfg.description,
+            base_url=cfg.base_url.rstrip("/"),
+            model=cfg.model,
+            context_length=cfg.context_length,
+            tool_calls=cfg.tool_calls,
+            api_key=cfg.api_key,
+        )
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def experts_from_health(entries: Sequence[dict[str, Any]]) -> list[Expert]:
+    """Experts from a ``/v1/health/service/<name>`` response (passing instances only).
+
+    Entries with any non-passing check are left out too, in case the query
+    was made without ``passing``. Entries without a usable address are skipped
+    with a warning.
+    """
+    experts: list[Expert] = []
+    for entry in entries:
+        service = entry.get("Service") or {}
+        node = entry.get("Node") or {}
+        checks = entry.get("Checks") or []
+        if any(c.get("Status") != "passing" for c in checks):
+            continue
+        address = service.get("Address") or node.get("Address")
+        port = service.get("Port")
+        if not address or not port:
+            logger.warning(f"discovery: {service.get('ID')!r} has no address/port, skipped")
+            continue
+        meta = service.get("Meta") or {}
+        try:
+            context_length = int(meta.get("context_length") or 2048)
+        except ValueError:
+            context_length = 2048
+        host = f"[{address}]" if ":" in address else address
+        base_path = "/" + (meta.get("base_path") or "/v1").strip("/")
+        experts.append(
+            Expert(
+                name=service.get("ID") or f"{service.get('Service')}-{address}-{port}",
+                domain=meta.get("domain") or "general",
+                description=meta.get("description") or "",
+                base_url=f"http://{host}:{port}{base_path}",
+                model=meta.get("model") or "default",
+                context_length=context_length,
+                tool_calls=_truthy(meta.get("tool_calls")),
+            )
+        )
+    experts.sort(key=lambda e: e.name)
+    return experts
+
+
+class ExpertDirectory:
+    """The current set of healthy experts (static, or followed in Consul).
+
+    Args:
+        config: ``[twin.discovery]``.
+        static: Experts used in ``static`` mode.
+        on_change: Called with the new list whenever it changes.
+    """
+
+    def __init__(
+        self,
+        config: DiscoveryConfig,
+        static: Sequence[ExpertConfig] = (),
+        *,
+        on_change: Callable[[list[Expert]], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._static = [Expert.from_config(e) for e in static]
+        self._experts: list[Expert] = []
+        self._on_change = on_change
+        self._client: httpx.AsyncClient | None = None
+        self._watch: BlockingWatch | None = None
+        self.last_error: str | None = None
+
+    @property
+    def experts(self) -> list[Expert]:
+        """Snapshot of the known healthy experts (no I/O)."""
+        return list(self._experts)
+
+    @property
+    def watch(self) -> BlockingWatch | None:
+        """The Consul watch (``consul`` mode, after :meth:`start`)."""
+        return self._watch
+
+    def _set(self, experts: list[Expert]) -> None:
+        changed = experts != self._experts
+        self._experts = experts
+        EXPERTS_AVAILABLE.set(len(experts))
+        if changed:
+            logger.info(f"discovery: experts now {[e.name for e in experts]}")
+            if self._on_change is not None:
+                self._on_change(list(experts))
+
+    def _health_changed(self, body: Any) -> None:
+        self.last_error = None
+        self._set(experts_from_health(body or []))
+
+    def _failed(self, exc: Exception) -> None:
+        DISCOVERY_ERRORS.inc()
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        logger.error(
+            f"discovery: Consul at {self._config.resolved_consul_addr()} failed "
+            f"({self.last_error}); keeping the last known {len(self._experts)} expert(s)"
+        )
+
+    async def start(self) -> None:
+        """Static: publish the list. Consul: start the background blocking-query watch."""
+        if self._config.mode == "static":
+            self._set(list(self._static))
+            return
+        self._client = consul_client(
+            self._config.resolved_consul_addr(), self._config.resolved_consul_token()
+        )
+        self._watch = BlockingWatch(
+            self._client,
+            f"/v1/health/service/{self._config.service}",
+            params={"passing": "true"},
+            wait=self._config.wait,
+            retry_s=self._config.retry_s,
+            on_change=self._health_changed,
+            on_error=self._failed,
+        )
+        self._watch.start()
+
+    async def stop(self) -> None:
+        """Stop the watch and close the HTTP client."""
+        if self._watch is not None:
+            await self._watch.stop()
+            self._watch = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

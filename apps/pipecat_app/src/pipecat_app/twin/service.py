@@ -1,0 +1,323 @@
+"""TwinService: memory, tools and mixture-of-experts routing as one pipecat stage.
+
+Pipeline placement (the app builds it)::
+
+    Pipeline([transport.input(), stt, user_agg, *twin.processors(), tts,
+              transport.output(), assistant_agg])
+
+:class:`TwinLLMProcessor` takes the user aggregator's ``LLMContextFrame``
+and, for each turn: recalls memory within the token budget into the system
+message of the request (the conversation's ``LLMContext`` is not grown by
+it), routes the turn (:mod:`~pipecat_app.twin.router`), streams the chosen
+expert's answer (:mod:`~pipecat_app.twin.llm`) as
+``LLMFullResponseStartFrame``, ``LLMTextFrame``..., ``LLMFullResponseEndFrame``
+so TTS and the assistant aggregator work unchanged, runs tool calls (native
+or JSON-schema fallback) and fails over to the next healthy expert when one
+fails or times out, before or during streaming. Every other frame passes on.
+An interruption cancels the running turn (pipecat cancels the processor's
+frame task) and the stream is closed.
+
+Streaming uses the ``openai`` client pipecat depends on rather than an
+``OpenAILLMService`` per expert; :mod:`pipecat_app.twin.llm` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from loguru import logger
+from pipecat.adapters.llm.services.open_ai_adapter import OpenAILLMAdapter
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.processors.aggregators.llm_context import (
+    NOT_GIVEN,
+    LLMContext,
+    standard_message_text,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
+from pipecat_app.twin.config import TwinConfig
+from pipecat_app.twin.discovery import Expert, ExpertDirectory
+from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls
+from pipecat_app.twin.memory import MemoryStore, estimate_tokens, fit_to_budget, render_block
+from pipecat_app.twin.prompt import PromptSource
+from pipecat_app.twin.router import Conversation, NoExpertsError, RouteDecision, Router
+from pipecat_app.twin.tools import ToolBox, builtin_tools
+
+#: Said when every expert failed, so the user still gets an answer to the turn.
+NO_EXPERT_REPLY = "Sorry, I cannot reach any of my language models right now. Please try again."
+
+
+def _plain(message: Any) -> dict[str, Any]:
+    return dict(message) if isinstance(message, dict) else {}
+
+
+def fit_history(
+    messages: list[dict[str, Any]], system: str, context_length: int, reserve: int
+) -> list[dict[str, Any]]:
+    """System message plus the newest messages that fit ``context_length - reserve`` tokens.
+
+    The last message (the user's turn) is always kept.
+    """
+    budget = max(0, context_length - reserve - estimate_tokens(system))
+    kept: list[dict[str, Any]] = []
+    for message in reversed(messages):
+        cost = estimate_tokens(json.dumps(message.get("content") or "")) + 4
+        if kept and cost > budget:
+            break
+        kept.append(message)
+        budget -= cost
+    kept.reverse()
+    # A history must not start with tool results cut from their call.
+    while len(kept) > 1 and kept[0].get("role") == "tool":
+        kept.pop(0)
+    return [{"role": "system", "content": system}, *kept]
+
+
+class TwinService:
+    """The assistant's brain for one conversation.
+
+    Args:
+        config: ``[twin]`` (see :mod:`pipecat_app.twin.config`).
+
+    ``__init__`` does no I/O; :meth:`start` opens memory, starts discovery and
+    the prompt watch; :meth:`stop` undoes it.
+    """
+
+    def __init__(self, config: TwinConfig) -> None:
+        self.config = config
+        self.memory = MemoryStore(config.memory.path, half_life_days=config.memory.half_life_days)
+        self.directory = ExpertDirectory(config.discovery, config.experts)
+        self.prompt = PromptSource(config.prompt, config.discovery, on_change=self._set_prompt)
+        self.router = Router(config.routing)
+        self.conversation = Conversation()
+        self.client = ExpertClient(timeout_s=config.routing.expert_timeout_s)
+        self.toolbox = ToolBox(
+            builtin_tools(self.memory, lambda: self.config.user_id, config.tools, config.discovery)
+            if config.tools.enabled
+            else [],
+            timeout_s=config.tools.timeout_s,
+        )
+        self._context = LLMContext(
+            messages=[{"role": "system", "content": self.prompt.text}],
+            tools=self.toolbox.tools_schema() if config.tools.enabled else NOT_GIVEN,
+        )
+        self._adapter = OpenAILLMAdapter()
+
+    @property
+    def context(self) -> LLMContext:
+        """The conversation's LLMContext (system prompt, tools) for the aggregator pair."""
+        return self._context
+
+    def processors(self) -> list[FrameProcessor]:
+        """The stages to put between the user aggregator and TTS."""
+        return [TwinLLMProcessor(self)]
+
+    async def start(self) -> None:
+        """Open memory, start expert discovery and the prompt watch."""
+        if self.config.memory.enabled:
+            self.memory.open()
+        await self.directory.start()
+        await self.prompt.start()
+
+    async def stop(self) -> None:
+        """Stop background tasks and close memory and HTTP clients."""
+        await self.prompt.stop()
+        await self.directory.stop()
+        await self.client.close()
+        self.memory.close()
+
+    def _set_prompt(self, text: str) -> None:
+        messages = self._context.get_messages()
+        if messages and _plain(messages[0]).get("role") == "system":
+            messages[0] = {"role": "system", "content": text}
+        else:
+            messages.insert(0, {"role": "system", "content": text})
+
+    # -- one turn ----------------------------------------------------------------
+
+    def build_system(self, user_text: str) -> str:
+        """System prompt plus the memory recalled for this turn, within the token budget."""
+        system = self.prompt.text
+        if not self.config.memory.enabled or not user_text:
+            return system
+        items = self.memory.recall(
+            self.config.user_id, user_text, limit=self.config.memory.recall_limit
+        )
+        block = render_block(fit_to_budget(items, self.config.memory.token_budget))
+        return f"{system}\n\n{block}" if block else system
+
+    async def history(self, context: LLMContext) -> list[dict[str, Any]]:
+        """The context's messages in OpenAI form, without system messages."""
+        params = await self._adapter.get_llm_invocation_params(
+            context, convert_developer_to_user=True
+        )
+        return [_plain(m) for m in params["messages"] if _plain(m).get("role") != "system"]
+
+    def route(self, user_text: str) -> RouteDecision:
+        """Route a turn over the currently known experts."""
+        return self.router.route(user_text, self.directory.experts, self.conversation)
+
+    def remember_turn(self, role: str, text: str) -> None:
+        """Store one side of a turn as an episodic memory."""
+        if self.config.memory.enabled and text.strip():
+            self.memory.remember(self.config.user_id, text, kind="episode", role=role)
+
+
+class TwinLLMProcessor(FrameProcessor):
+    """Answers each ``LLMContextFrame`` with the best available expert (see module doc)."""
+
+    def __init__(self, twin: TwinService, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._twin = twin
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Run a turn for each context frame; pass everything else on."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            if frame.speculation:
+                return  # provisional context: nothing may reach the user
+            await self._turn(frame.context)
+        else:
+            await self.push_frame(frame, direction)
+
+    async def _turn(self, context: LLMContext) -> None:
+        twin = self._twin
+        started = time.monotonic()
+        messages = context.get_messages()
+        user_text = standard_message_text(messages[-1]) if messages else ""
+        await self.push_frame(LLMFullResponseStartFrame())
+        answer = ""
+        try:
+            system = twin.build_system(user_text)
+            history = await twin.history(context)
+            try:
+                decision = twin.route(user_text)
+            except NoExpertsError:
+                logger.error("twin: no experts known; answering with the apology")
+                answer = NO_EXPERT_REPLY
+                await self.push_frame(LLMTextFrame(answer))
+                return
+            answer = await self._answer(decision, system, history, started)
+        finally:
+            await self.push_frame(LLMFullResponseEndFrame())
+            twin.remember_turn("user", user_text)
+            twin.remember_turn("assistant", answer)
+
+    async def _answer(
+        self,
+        decision: RouteDecision,
+        system: str,
+        history: list[dict[str, Any]],
+        started: float,
+    ) -> str:
+        """Try the experts in the decision's order until one answers."""
+        twin = self._twin
+        spoken: list[str] = []
+        first_token = [False]
+        for attempt, expert in enumerate(decision.order):
+            if attempt > 0:
+                ROUTING_DECISIONS.labels(expert=expert.name, reason="failover").inc()
+                logger.warning(f"twin: failing over to {expert.name}")
+            try:
+                await self._run_expert(expert, system, history, spoken, first_token, started)
+            except ExpertError as exc:
+                EXPERT_ERRORS.labels(expert=exc.expert.name, kind=exc.kind).inc()
+                twin.router.mark_failed(exc.expert)
+                logger.error(f"twin: expert {exc}")
+                continue
+            twin.router.mark_ok(expert)
+            twin.conversation.expert = expert.name
+            twin.conversation.domain = expert.domain
+            return "".join(spoken)
+        await self.push_frame(
+            ErrorFrame(error="twin: every expert failed this turn"), FrameDirection.UPSTREAM
+        )
+        reply = (" " if spoken else "") + NO_EXPERT_REPLY
+        await self.push_frame(LLMTextFrame(reply))
+        spoken.append(reply)
+        return "".join(spoken)
+
+    async def _run_expert(
+        self,
+        expert: Expert,
+        system: str,
+        history: list[dict[str, Any]],
+        spoken: list[str],
+        first_token: list[bool],
+        started: float,
+    ) -> None:
+        """One expert, with up to ``max_rounds`` tool rounds; raises ExpertError on failure."""
+        twin = self._twin
+        tools = [t for name in twin.toolbox.names if (t := twin.toolbox.get(name))]
+        reserve = twin.client.max_tokens
+        turn: list[dict[str, Any]] = list(history)
+        if spoken:
+            # Failover mid-answer: the next expert continues what was already said.
+            turn.append({"role": "assistant", "content": "".join(spoken)})
+            turn.append({"role": "user", "content": "(continue your answer from where it stopped)"})
+        max_rounds = twin.config.tools.max_rounds
+        for round_no in range(max_rounds + 1):
+            choice = "auto" if tools and round_no < max_rounds else "none"
+            messages = fit_history(turn, system, expert.context_length, reserve)
+            calls: ToolCalls | None = None
+            async for event in twin.client.stream(expert, messages, tools, choice=choice):
+                if isinstance(event, TextDelta):
+                    if not first_token[0]:
+                        first_token[0] = True
+                        TURN_STAGE.labels(stage="llm_ttfb").observe(time.monotonic() - started)
+                    spoken.append(event.text)
+                    await self.push_frame(LLMTextFrame(event.text))
+                else:
+                    calls = event
+            if calls is None:
+                return
+            await self._run_tools(expert, calls, turn)
+
+    async def _run_tools(
+        self, expert: Expert, calls: ToolCalls, turn: list[dict[str, Any]]
+    ) -> None:
+        """Execute the calls and append the exchange in the expert's own style."""
+        toolbox = self._twin.toolbox
+        if expert.tool_calls:
+            turn.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        }
+                        for c in calls.calls
+                    ],
+                }
+            )
+            for call in calls.calls:
+                result = await toolbox.call(call.name, call.arguments)
+                logger.info(f"twin: tool {call.name} -> {result}")
+                turn.append(
+                    {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
+                )
+        else:
+            turn.append({"role": "assistant", "content": calls.raw})
+            for call in calls.calls:
+                result = await toolbox.call(call.name, call.arguments)
+                logger.info(f"twin: tool {call.name} -> {result}")
+                turn.append(
+                    {
+                        "role": "user",
+                        "content": f"Result of tool {call.name}: {json.dumps(result)}\n"
+                        "Now answer the user's last message using it.",
+                    }
+                )

