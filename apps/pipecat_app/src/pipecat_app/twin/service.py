@@ -6,10 +6,11 @@ Pipeline placement (the app builds it)::
               transport.output(), assistant_agg])
 
 :class:`TwinLLMProcessor` takes the user aggregator's ``LLMContextFrame``
-and, for each turn: recalls memory within the token budget into the system
-message of the request (the conversation's ``LLMContext`` is not grown by
-it), routes the turn (:mod:`~pipecat_app.twin.router`), streams the chosen
-expert's answer (:mod:`~pipecat_app.twin.llm`) as
+and, for each turn: builds the request's system message from the system
+prompt and the memory recalled within the token budget (neither is added to
+the ``LLMContext``: pipecat 1.x keeps the system prompt on the LLM service,
+not in the context), routes the turn (:mod:`~pipecat_app.twin.router`),
+streams the chosen expert's answer (:mod:`~pipecat_app.twin.llm`) as
 ``LLMFullResponseStartFrame``, ``LLMTextFrame``..., ``LLMFullResponseEndFrame``
 so TTS and the assistant aggregator work unchanged, runs tool calls (native
 or JSON-schema fallback) and fails over to the next healthy expert when one
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
@@ -40,6 +42,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import (
     NOT_GIVEN,
     LLMContext,
+    is_given,
     standard_message_text,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -47,7 +50,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
 from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.discovery import Expert, ExpertDirectory
-from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls
+from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
 from pipecat_app.twin.memory import MemoryStore, estimate_tokens, fit_to_budget, render_block
 from pipecat_app.twin.prompt import PromptSource
 from pipecat_app.twin.router import Conversation, NoExpertsError, RouteDecision, Router
@@ -97,7 +100,7 @@ class TwinService:
         self.config = config
         self.memory = MemoryStore(config.memory.path, half_life_days=config.memory.half_life_days)
         self.directory = ExpertDirectory(config.discovery, config.experts)
-        self.prompt = PromptSource(config.prompt, config.discovery, on_change=self._set_prompt)
+        self.prompt = PromptSource(config.prompt, config.discovery)
         self.router = Router(config.routing)
         self.conversation = Conversation()
         self.client = ExpertClient(timeout_s=config.routing.expert_timeout_s)
@@ -107,15 +110,22 @@ class TwinService:
             else [],
             timeout_s=config.tools.timeout_s,
         )
+        # pipecat 1.x keeps the system prompt out of the context (a context
+        # system message is deprecated since 1.9): like an LLM service's
+        # ``system_instruction`` it is applied to each request, from the
+        # prompt source, so a new prompt takes effect on the next turn.
         self._context = LLMContext(
-            messages=[{"role": "system", "content": self.prompt.text}],
             tools=self.toolbox.tools_schema() if config.tools.enabled else NOT_GIVEN,
         )
         self._adapter = OpenAILLMAdapter()
 
     @property
     def context(self) -> LLMContext:
-        """The conversation's LLMContext (system prompt, tools) for the aggregator pair."""
+        """The conversation's LLMContext (turns and tools) for ``LLMContextAggregatorPair``.
+
+        It carries no system message (pipecat 1.x): the system prompt is
+        :attr:`system_prompt`, applied to every request.
+        """
         return self._context
 
     def processors(self) -> list[FrameProcessor]:
@@ -136,14 +146,12 @@ class TwinService:
         await self.client.close()
         self.memory.close()
 
-    def _set_prompt(self, text: str) -> None:
-        messages = self._context.get_messages()
-        if messages and _plain(messages[0]).get("role") == "system":
-            messages[0] = {"role": "system", "content": text}
-        else:
-            messages.insert(0, {"role": "system", "content": text})
-
     # -- one turn ----------------------------------------------------------------
+
+    @property
+    def system_prompt(self) -> str:
+        """The current system prompt (local default or the Consul KV value)."""
+        return self.prompt.text
 
     def build_system(self, user_text: str) -> str:
         """System prompt plus the memory recalled for this turn, within the token budget."""
@@ -173,6 +181,32 @@ class TwinService:
             self.memory.remember(self.config.user_id, text, kind="episode", role=role)
 
 
+@dataclass
+class _Turn:
+    """What one turn has produced so far (kept across failovers)."""
+
+    started: float
+    choice: ToolChoice
+    spoken: list[str] = field(default_factory=list)
+    first_token: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.spoken)
+
+
+def first_round_choice(context: LLMContext) -> ToolChoice:
+    """The context's ``tool_choice`` for the first round ("auto" unless set).
+
+    ``"required"`` forces a tool call in the first round only; later rounds
+    are ``"auto"`` so the model can answer with the result.
+    """
+    choice = context.tool_choice
+    if is_given(choice) and choice in ("auto", "required", "none"):
+        return choice
+    return "auto"
+
+
 class TwinLLMProcessor(FrameProcessor):
     """Answers each ``LLMContextFrame`` with the best available expert (see module doc)."""
 
@@ -192,11 +226,10 @@ class TwinLLMProcessor(FrameProcessor):
 
     async def _turn(self, context: LLMContext) -> None:
         twin = self._twin
-        started = time.monotonic()
+        turn = _Turn(started=time.monotonic(), choice=first_round_choice(context))
         messages = context.get_messages()
         user_text = standard_message_text(messages[-1]) if messages else ""
         await self.push_frame(LLMFullResponseStartFrame())
-        answer = ""
         try:
             system = twin.build_system(user_text)
             history = await twin.history(context)
@@ -204,32 +237,32 @@ class TwinLLMProcessor(FrameProcessor):
                 decision = twin.route(user_text)
             except NoExpertsError:
                 logger.error("twin: no experts known; answering with the apology")
-                answer = NO_EXPERT_REPLY
-                await self.push_frame(LLMTextFrame(answer))
+                await self._say(turn, NO_EXPERT_REPLY)
                 return
-            answer = await self._answer(decision, system, history, started)
+            await self._answer(decision, system, history, turn)
         finally:
             await self.push_frame(LLMFullResponseEndFrame())
             twin.remember_turn("user", user_text)
-            twin.remember_turn("assistant", answer)
+            twin.remember_turn("assistant", turn.text)
+
+    async def _say(self, turn: _Turn, text: str) -> None:
+        if not turn.first_token:
+            turn.first_token = True
+            TURN_STAGE.labels(stage="llm_ttfb").observe(time.monotonic() - turn.started)
+        turn.spoken.append(text)
+        await self.push_frame(LLMTextFrame(text))
 
     async def _answer(
-        self,
-        decision: RouteDecision,
-        system: str,
-        history: list[dict[str, Any]],
-        started: float,
-    ) -> str:
+        self, decision: RouteDecision, system: str, history: list[dict[str, Any]], turn: _Turn
+    ) -> None:
         """Try the experts in the decision's order until one answers."""
         twin = self._twin
-        spoken: list[str] = []
-        first_token = [False]
         for attempt, expert in enumerate(decision.order):
             if attempt > 0:
                 ROUTING_DECISIONS.labels(expert=expert.name, reason="failover").inc()
                 logger.warning(f"twin: failing over to {expert.name}")
             try:
-                await self._run_expert(expert, system, history, spoken, first_token, started)
+                await self._run_expert(expert, system, history, turn)
             except ExpertError as exc:
                 EXPERT_ERRORS.labels(expert=exc.expert.name, kind=exc.kind).inc()
                 twin.router.mark_failed(exc.expert)
@@ -238,58 +271,48 @@ class TwinLLMProcessor(FrameProcessor):
             twin.router.mark_ok(expert)
             twin.conversation.expert = expert.name
             twin.conversation.domain = expert.domain
-            return "".join(spoken)
+            return
         await self.push_frame(
             ErrorFrame(error="twin: every expert failed this turn"), FrameDirection.UPSTREAM
         )
-        reply = (" " if spoken else "") + NO_EXPERT_REPLY
-        await self.push_frame(LLMTextFrame(reply))
-        spoken.append(reply)
-        return "".join(spoken)
+        await self._say(turn, (" " if turn.spoken else "") + NO_EXPERT_REPLY)
 
     async def _run_expert(
-        self,
-        expert: Expert,
-        system: str,
-        history: list[dict[str, Any]],
-        spoken: list[str],
-        first_token: list[bool],
-        started: float,
+        self, expert: Expert, system: str, history: list[dict[str, Any]], turn: _Turn
     ) -> None:
         """One expert, with up to ``max_rounds`` tool rounds; raises ExpertError on failure."""
         twin = self._twin
         tools = [t for name in twin.toolbox.names if (t := twin.toolbox.get(name))]
-        reserve = twin.client.max_tokens
-        turn: list[dict[str, Any]] = list(history)
-        if spoken:
+        exchange: list[dict[str, Any]] = list(history)
+        if turn.spoken:
             # Failover mid-answer: the next expert continues what was already said.
-            turn.append({"role": "assistant", "content": "".join(spoken)})
-            turn.append({"role": "user", "content": "(continue your answer from where it stopped)"})
+            exchange.append({"role": "assistant", "content": turn.text})
+            exchange.append(
+                {"role": "user", "content": "(continue your answer from where it stopped)"}
+            )
         max_rounds = twin.config.tools.max_rounds
         for round_no in range(max_rounds + 1):
-            choice = "auto" if tools and round_no < max_rounds else "none"
-            messages = fit_history(turn, system, expert.context_length, reserve)
+            choice: ToolChoice = turn.choice if round_no == 0 else "auto"
+            if not tools or round_no == max_rounds:
+                choice = "none"
+            messages = fit_history(exchange, system, expert.context_length, twin.client.max_tokens)
             calls: ToolCalls | None = None
             async for event in twin.client.stream(expert, messages, tools, choice=choice):
                 if isinstance(event, TextDelta):
-                    if not first_token[0]:
-                        first_token[0] = True
-                        TURN_STAGE.labels(stage="llm_ttfb").observe(time.monotonic() - started)
-                    spoken.append(event.text)
-                    await self.push_frame(LLMTextFrame(event.text))
+                    await self._say(turn, event.text)
                 else:
                     calls = event
             if calls is None:
                 return
-            await self._run_tools(expert, calls, turn)
+            await self._run_tools(expert, calls, exchange)
 
     async def _run_tools(
-        self, expert: Expert, calls: ToolCalls, turn: list[dict[str, Any]]
+        self, expert: Expert, calls: ToolCalls, exchange: list[dict[str, Any]]
     ) -> None:
         """Execute the calls and append the exchange in the expert's own style."""
         toolbox = self._twin.toolbox
         if expert.tool_calls:
-            turn.append(
+            exchange.append(
                 {
                     "role": "assistant",
                     "content": None,
@@ -306,15 +329,15 @@ class TwinLLMProcessor(FrameProcessor):
             for call in calls.calls:
                 result = await toolbox.call(call.name, call.arguments)
                 logger.info(f"twin: tool {call.name} -> {result}")
-                turn.append(
+                exchange.append(
                     {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
                 )
         else:
-            turn.append({"role": "assistant", "content": calls.raw})
+            exchange.append({"role": "assistant", "content": calls.raw})
             for call in calls.calls:
                 result = await toolbox.call(call.name, call.arguments)
                 logger.info(f"twin: tool {call.name} -> {result}")
-                turn.append(
+                exchange.append(
                     {
                         "role": "user",
                         "content": f"Result of tool {call.name}: {json.dumps(result)}\n"

@@ -1,0 +1,196 @@
+"""TwinService in a pipecat pipeline (run_test): frames, fallback answers, memory in context.
+
+The tests here need no LLM: experts are unreachable (a closed port, a real
+connection refusal) or absent. Tests against real llama-servers are in
+``test_twin_experts.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pipecat.frames.frames import (
+    ErrorFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TextFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.tests.utils import run_test
+
+from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS
+from pipecat_app.twin.config import TwinConfig
+from pipecat_app.twin.service import NO_EXPERT_REPLY, TwinService, fit_history
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+def make_twin(tmp_path, experts, **overrides) -> TwinService:
+    data = {
+        "user_id": "ana",
+        "memory": {"path": str(tmp_path / "memory.sqlite3"), "token_budget": 64},
+        "experts": experts,
+        "routing": {"expert_timeout_s": 2},
+        **overrides,
+    }
+    return TwinService(TwinConfig.model_validate(data))
+
+
+def closed_expert(name: str, domain: str = "general") -> dict:
+    return {
+        "name": name,
+        "domain": domain,
+        "description": "Everyday conversation",
+        "base_url": f"http://127.0.0.1:{free_port()}/v1",
+    }
+
+
+def user_turn(twin: TwinService, text: str) -> LLMContextFrame:
+    twin.context.add_message({"role": "user", "content": text})
+    return LLMContextFrame(context=twin.context)
+
+
+async def test_frames_other_than_context_pass_through_unchanged(tmp_path):
+    twin = make_twin(tmp_path, [closed_expert("a")])
+    await twin.start()
+    try:
+        down, _ = await run_test(
+            twin.processors()[0],
+            frames_to_send=[TextFrame("hello")],
+            expected_down_frames=[TextFrame],
+        )
+        assert down[0].text == "hello"
+    finally:
+        await twin.stop()
+
+
+async def test_speculative_context_produces_nothing(tmp_path):
+    twin = make_twin(tmp_path, [closed_expert("a")])
+    await twin.start()
+    try:
+        twin.context.add_message({"role": "user", "content": "hi"})
+        await run_test(
+            twin.processors()[0],
+            frames_to_send=[LLMContextFrame(context=twin.context, speculation=True)],
+            expected_down_frames=[],
+        )
+    finally:
+        await twin.stop()
+
+
+async def test_every_expert_down_still_answers_the_turn_and_reports_errors(tmp_path):
+    twin = make_twin(tmp_path, [closed_expert("down-a"), closed_expert("down-b")])
+    await twin.start()
+    before = {
+        n: EXPERT_ERRORS.labels(expert=n, kind="connect")._value.get() for n in ("down-a", "down-b")
+    }
+    failovers = ROUTING_DECISIONS.labels(expert="down-b", reason="failover")._value.get()
+    try:
+        down, up = await run_test(
+            twin.processors()[0],
+            frames_to_send=[user_turn(twin, "What is the capital of Portugal?")],
+            expected_down_frames=[LLMFullResponseStartFrame, LLMTextFrame, LLMFullResponseEndFrame],
+        )
+    finally:
+        await twin.stop()
+    assert down[1].text == NO_EXPERT_REPLY
+    assert any(isinstance(f, ErrorFrame) for f in up)
+    for name in ("down-a", "down-b"):
+        assert EXPERT_ERRORS.labels(expert=name, kind="connect")._value.get() == before[name] + 1
+    assert (
+        ROUTING_DECISIONS.labels(expert="down-b", reason="failover")._value.get() == failovers + 1
+    )
+
+
+async def test_no_known_experts_still_answers_the_turn(tmp_path):
+    twin = make_twin(
+        tmp_path,
+        [closed_expert("unused")],
+        discovery={
+            "mode": "consul",
+            "consul_addr": f"http://127.0.0.1:{free_port()}",
+            "retry_s": 5,
+        },
+    )
+    await twin.start()
+    try:
+        down, _ = await run_test(
+            twin.processors()[0],
+            frames_to_send=[user_turn(twin, "hello?")],
+            expected_down_frames=[LLMFullResponseStartFrame, LLMTextFrame, LLMFullResponseEndFrame],
+        )
+    finally:
+        await twin.stop()
+    assert down[1].text == NO_EXPERT_REPLY
+
+
+async def test_each_turn_is_stored_as_episodic_memory(tmp_path):
+    twin = make_twin(tmp_path, [closed_expert("a")])
+    await twin.start()
+    try:
+        await run_test(
+            twin.processors()[0],
+            frames_to_send=[user_turn(twin, "My cat is called Mingau")],
+        )
+        items = twin.memory.recall("ana", "cat Mingau")
+    finally:
+        await twin.stop()
+    assert [(i.kind, i.role, i.text) for i in items] == [
+        ("episode", "user", "My cat is called Mingau")
+    ]
+
+
+async def test_recalled_memory_goes_into_the_system_prompt_within_the_budget(tmp_path):
+    twin = make_twin(tmp_path, [closed_expert("a")])
+    await twin.start()
+    try:
+        twin.memory.remember("ana", "Ana's daughter is called Rita")
+        twin.memory.remember("ana", "Rita plays the cello " + "very " * 100)  # > 64 tokens
+        twin.memory.remember("ana", "Tomas plays football on Sundays")
+        system = twin.build_system("what is my daughter called? and Rita's cello?")
+    finally:
+        await twin.stop()
+    assert system.startswith(twin.prompt.text)
+    assert "- Ana's daughter is called Rita" in system
+    assert "cello" not in system  # did not fit the 64-token budget
+    assert "Tomas" not in system  # not relevant to the turn
+    # The conversation's context itself does not grow with recalled memory.
+    assert twin.context.messages == []
+
+
+async def test_memory_off_or_broken_leaves_the_prompt_alone(tmp_path):
+    (tmp_path / "memory.sqlite3").write_bytes(b"not sqlite" * 100)
+    twin = make_twin(tmp_path, [closed_expert("a")])
+    await twin.start()
+    try:
+        assert twin.build_system("anything about my daughter") == twin.prompt.text
+        _down, _ = await run_test(
+            twin.processors()[0],
+            frames_to_send=[user_turn(twin, "hello")],
+            expected_down_frames=[LLMFullResponseStartFrame, LLMTextFrame, LLMFullResponseEndFrame],
+        )
+    finally:
+        await twin.stop()
+
+
+def test_history_is_cut_to_the_context_window_keeping_the_last_turn():
+    messages = [{"role": "user", "content": "x" * 4000}, {"role": "assistant", "content": "ok"}]
+    messages += [{"role": "user", "content": "latest question"}]
+    fitted = fit_history(messages, "system prompt", context_length=512, reserve=256)
+    assert fitted[0] == {"role": "system", "content": "system prompt"}
+    assert fitted[-1]["content"] == "latest question"
+    assert all(m["content"] != "x" * 4000 for m in fitted)
+    tool_first = [{"role": "tool", "content": "{}"}, {"role": "user", "content": "q"}]
+    assert [m["role"] for m in fit_history(tool_first, "s", 2048, 256)] == ["system", "user"]
+
+
+def test_context_carries_the_tools_and_no_system_message(tmp_path):
+    twin = make_twin(tmp_path, [closed_expert("a")])
+    assert isinstance(twin.context, LLMContext)
+    assert twin.context.messages == []
+    names = [f.name for f in twin.context.tools.standard_tools]
+    assert "remember" in names
+    assert "cluster_status" in names
