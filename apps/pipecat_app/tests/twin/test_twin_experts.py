@@ -1,0 +1,244 @@
+"""TwinService against REAL llama-servers (SmolLM2-135M): tools both ways, failover.
+
+llama-server runs with ``--jinja``, so it accepts native ``tools`` and also
+``response_format`` with a JSON schema (what prima.cpp's server honours), so
+one binary exercises both tool-calling modes.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.tests.utils import run_test
+
+from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TOOL_CALLS
+from pipecat_app.twin.config import TwinConfig
+from pipecat_app.twin.discovery import Expert
+from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
+from pipecat_app.twin.service import NO_EXPERT_REPLY, TwinService
+from pipecat_app.twin.tools import ToolBox, memory_tools, time_tool
+
+from .conftest import LlamaServer, free_port
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+def expert(name: str, base_url: str, *, tool_calls: bool = False) -> dict:
+    return {
+        "name": name,
+        "domain": "general",
+        "description": "Everyday conversation and general knowledge",
+        "base_url": base_url,
+        "model": "smollm2-135m",
+        "tool_calls": tool_calls,
+    }
+
+
+def make_twin(tmp_path, experts: list[dict], timeout_s: float = 30) -> TwinService:
+    return TwinService(
+        TwinConfig.model_validate(
+            {
+                "user_id": "ana",
+                "memory": {"path": str(tmp_path / "memory.sqlite3")},
+                "experts": experts,
+                "routing": {"expert_timeout_s": timeout_s},
+            }
+        )
+    )
+
+
+async def ask(twin: TwinService, text: str, *, extra: list[FrameProcessor] = ()) -> str:
+    """One user turn through the pipeline; returns the answer (and keeps it in the context)."""
+    twin.context.add_message({"role": "user", "content": text})
+    stage = Pipeline([*twin.processors(), *extra]) if extra else twin.processors()[0]
+    down, _ = await run_test(stage, frames_to_send=[LLMContextFrame(context=twin.context)])
+    kinds = [type(f) for f in down]
+    assert kinds[0] is LLMFullResponseStartFrame
+    assert kinds[-1] is LLMFullResponseEndFrame
+    answer = "".join(f.text for f in down if isinstance(f, LLMTextFrame))
+    twin.context.add_message({"role": "assistant", "content": answer})
+    return answer
+
+
+def errors(name: str, kind: str) -> float:
+    return EXPERT_ERRORS.labels(expert=name, kind=kind)._value.get()
+
+
+# -- tool calling, both modes -------------------------------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-tools", "json-schema-fallback"])
+async def test_required_tool_call_is_returned_with_schema_valid_arguments(
+    llama_one: LlamaServer, tmp_path, native
+):
+    from pipecat_app.twin.memory import MemoryStore
+
+    store = MemoryStore(tmp_path / "m.sqlite3")
+    store.open()
+    box = ToolBox([time_tool(), *memory_tools(store, lambda: "ana")])
+    tools = [box.get(n) for n in box.names]
+    client = ExpertClient(timeout_s=60, max_tokens=128, temperature=0.0)
+    target = Expert("e", "general", "", llama_one.base_url, tool_calls=native)
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant with tools."},
+        {"role": "user", "content": "Please remember that my bike is green."},
+    ]
+    events = [e async for e in client.stream(target, messages, tools, choice="required")]
+    await client.close()
+    calls = [e for e in events if isinstance(e, ToolCalls)]
+    assert len(calls) == 1, events
+    call = calls[0].calls[0]
+    assert call.name in box.names
+    result = await box.call(call.name, call.arguments)
+    assert result["ok"] is True, result
+
+
+async def test_json_schema_fallback_streams_the_answer_text(llama_one: LlamaServer):
+    client = ExpertClient(timeout_s=60, max_tokens=64, temperature=0.0)
+    target = Expert("e", "general", "", llama_one.base_url, tool_calls=False)
+    messages = [{"role": "user", "content": "Say hello to Ana."}]
+    events = [e async for e in client.stream(target, messages, [], choice="none")]
+    await client.close()
+    texts = [e.text for e in events if isinstance(e, TextDelta)]
+    assert len(texts) > 1  # streamed in pieces, not one block at the end
+    answer = "".join(texts)
+    assert answer.strip()
+    assert not answer.lstrip().startswith("{")  # the JSON envelope is not spoken
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-tools", "json-schema-fallback"])
+async def test_tool_result_is_fed_back_and_the_turn_is_answered(
+    llama_one: LlamaServer, tmp_path, native
+):
+    twin = make_twin(tmp_path, [expert("solo", llama_one.base_url, tool_calls=native)])
+    twin.toolbox = ToolBox([time_tool()])
+    twin.context.set_tool_choice("required")  # first round must call the tool
+    before = TOOL_CALLS.labels(tool="current_time", outcome="ok")._value.get()
+    await twin.start()
+    try:
+        answer = await ask(twin, "What time is it now?")
+    finally:
+        await twin.stop()
+    assert TOOL_CALLS.labels(tool="current_time", outcome="ok")._value.get() == before + 1
+    assert answer.strip()
+    assert answer != NO_EXPERT_REPLY
+
+
+# -- failover ---------------------------------------------------------------------------
+
+
+async def test_refused_connection_fails_over_to_the_next_expert_in_the_same_turn(
+    llama_one: LlamaServer, tmp_path
+):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    twin = make_twin(tmp_path, [expert("a-dead", dead), expert("b-live", llama_one.base_url)])
+    before = errors("a-dead", "connect")
+    failovers = ROUTING_DECISIONS.labels(expert="b-live", reason="failover")._value.get()
+    await twin.start()
+    try:
+        answer = await ask(twin, "Hello, who are you?")
+    finally:
+        await twin.stop()
+    assert answer.strip()
+    assert NO_EXPERT_REPLY not in answer
+    assert errors("a-dead", "connect") == before + 1
+    assert (
+        ROUTING_DECISIONS.labels(expert="b-live", reason="failover")._value.get() == failovers + 1
+    )
+    assert twin.conversation.expert == "b-live"
+
+
+async def test_silent_expert_times_out_and_the_turn_goes_to_the_next(
+    llama_one: LlamaServer, tmp_path
+):
+    # A real TCP listener that accepts connections and never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+    twin = make_twin(tmp_path, [expert("a-silent", url), expert("b-live", llama_one.base_url)], 2)
+    before = errors("a-silent", "timeout")
+    await twin.start()
+    try:
+        started = time.monotonic()
+        answer = await ask(twin, "Hello there!")
+        elapsed = time.monotonic() - started
+    finally:
+        await twin.stop()
+        silent.close()
+    assert answer.strip()
+    assert NO_EXPERT_REPLY not in answer
+    assert errors("a-silent", "timeout") == before + 1
+    assert elapsed < 30
+
+
+async def test_expert_killed_mid_conversation_next_turn_answered_by_the_other(
+    llama_pair: tuple[LlamaServer, LlamaServer], tmp_path
+):
+    first, second = llama_pair
+    twin = make_twin(tmp_path, [expert("a", first.base_url), expert("b", second.base_url)])
+    before = errors("a", "connect")
+    await twin.start()
+    try:
+        assert (await ask(twin, "Hi! My name is Ana.")).strip()
+        assert twin.conversation.expert == "a"
+        first.kill()
+        answer = await ask(twin, "What is my name?")
+    finally:
+        await twin.stop()
+    assert answer.strip()
+    assert NO_EXPERT_REPLY not in answer
+    assert twin.conversation.expert == "b"
+    assert errors("a", "connect") == before + 1
+
+
+class KillOnFirstText(FrameProcessor):
+    """Kills a llama-server when the first answer text passes (a crash mid-stream)."""
+
+    def __init__(self, server: LlamaServer) -> None:
+        super().__init__()
+        self._server = server
+        self.texts_after_kill: list[str] = []
+        self._killed = False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMTextFrame):
+            if self._killed:
+                self.texts_after_kill.append(frame.text)
+            else:
+                self._server.kill()
+                self._killed = True
+        await self.push_frame(frame, direction)
+
+
+async def test_expert_killed_while_streaming_the_same_turn_is_finished_by_the_other(
+    llama_pair: tuple[LlamaServer, LlamaServer], tmp_path
+):
+    first, second = llama_pair
+    twin = make_twin(tmp_path, [expert("a", first.base_url), expert("b", second.base_url)])
+    twin.client = ExpertClient(timeout_s=30, max_tokens=256, temperature=0.7)
+    killer = KillOnFirstText(first)
+    before = errors("a", "connect") + errors("a", "timeout")
+    await twin.start()
+    try:
+        answer = await ask(
+            twin, "Tell me a long story about a dragon who learns to cook.", extra=[killer]
+        )
+    finally:
+        await twin.stop()
+    assert errors("a", "connect") + errors("a", "timeout") == before + 1
+    assert twin.conversation.expert == "b"
+    assert "".join(killer.texts_after_kill).strip()
+    assert NO_EXPERT_REPLY not in answer
