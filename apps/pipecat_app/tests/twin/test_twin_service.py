@@ -7,9 +7,13 @@ connection refusal) or absent. Tests against real llama-servers are in
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from pipecat.frames.frames import (
     ErrorFrame,
+    InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -17,7 +21,7 @@ from pipecat.frames.frames import (
     TextFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.tests.utils import run_test
+from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS
 from pipecat_app.twin.config import TwinConfig
@@ -194,3 +198,34 @@ def test_context_carries_the_tools_and_no_system_message(tmp_path):
     names = [f.name for f in twin.context.tools.standard_tools]
     assert "remember" in names
     assert "cluster_status" in names
+
+
+async def test_interruption_cancels_the_running_turn(tmp_path):
+    # A real TCP listener that accepts and never answers: the turn would wait 20 s.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+    twin = make_twin(
+        tmp_path,
+        [{"name": "slow", "base_url": url}],
+        routing={"expert_timeout_s": 20},
+    )
+    await twin.start()
+    try:
+        started = time.monotonic()
+        down, _ = await run_test(
+            twin.processors()[0],
+            frames_to_send=[
+                user_turn(twin, "Tell me a long story"),
+                SleepFrame(sleep=0.5),
+                InterruptionFrame(),
+            ],
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        await twin.stop()
+        silent.close()
+    assert elapsed < 10
+    assert any(isinstance(f, InterruptionFrame) for f in down)
+    assert not [f for f in down if isinstance(f, LLMTextFrame)]
