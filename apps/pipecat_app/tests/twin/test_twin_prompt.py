@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import uuid
 
+import httpx
 import pytest
 
 from pipecat_app.twin.config import DiscoveryConfig, PromptConfig, TwinConfig
@@ -109,3 +112,30 @@ async def test_prompt_change_reaches_the_next_turn_without_restart(recorded_api,
         assert twin.context.messages == [{"role": "user", "content": "hi"}]
     finally:
         await twin.stop()
+
+
+@pytest.mark.live
+async def test_live_consul_kv_prompt_is_applied_and_reloaded():
+    addr = os.environ.get("CONSUL_HTTP_ADDR")
+    if not addr:
+        pytest.skip("CONSUL_HTTP_ADDR is not set: no real Consul to test against")
+    addr = addr if "://" in addr else f"http://{addr}"
+    token = os.environ.get("CONSUL_HTTP_TOKEN", "")
+    key = f"twin-test/{uuid.uuid4().hex[:8]}/system"
+    headers = {"X-Consul-Token": token} if token else {}
+    async with httpx.AsyncClient(base_url=addr, headers=headers) as consul:
+        (await consul.put(f"/v1/kv/{key}", content=b"First live prompt.")).raise_for_status()
+        source = PromptSource(
+            PromptConfig(text="Inline default.", consul_key=key),
+            DiscoveryConfig(consul_addr=addr, consul_token=token, wait="5s", retry_s=0.5),
+        )
+        await source.start()
+        try:
+            await until(lambda: source.text == "First live prompt.", timeout=15)
+            (await consul.put(f"/v1/kv/{key}", content=b"Second live prompt.")).raise_for_status()
+            await until(lambda: source.text == "Second live prompt.", timeout=15)
+            (await consul.delete(f"/v1/kv/{key}")).raise_for_status()
+            await until(lambda: source.text == "Inline default.", timeout=15)
+        finally:
+            await source.stop()
+            await consul.delete(f"/v1/kv/{key}")

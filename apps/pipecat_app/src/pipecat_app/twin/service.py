@@ -24,6 +24,7 @@ Streaming uses the ``openai`` client pipecat depends on rather than an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -231,7 +232,8 @@ class TwinLLMProcessor(FrameProcessor):
         user_text = standard_message_text(messages[-1]) if messages else ""
         await self.push_frame(LLMFullResponseStartFrame())
         try:
-            system = twin.build_system(user_text)
+            # Recall is a few ms of SQLite: off the event loop, audio keeps flowing.
+            system = await asyncio.to_thread(twin.build_system, user_text)
             history = await twin.history(context)
             try:
                 decision = twin.route(user_text)
