@@ -162,7 +162,17 @@ class AnswerStreamer:
                 if esc == "u":
                     if i + 6 > len(raw):
                         break
-                    out.append(chr(int(raw[i + 2 : i + 6], 16)))
+                    code = int(raw[i + 2 : i + 6], 16)
+                    if 0xD800 <= code < 0xDC00:
+                        # A surrogate pair (emoji...): wait for the low half.
+                        if i + 12 > len(raw):
+                            break
+                        low = int(raw[i + 8 : i + 12], 16) if raw[i + 6 : i + 8] == "\\u" else 0
+                        if 0xDC00 <= low < 0xE000:
+                            out.append(chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)))
+                            i += 12
+                            continue
+                    out.append(chr(code))
                     i += 6
                     continue
                 out.append(_ESCAPES.get(esc, esc))
