@@ -75,6 +75,9 @@ class VADConfig(_Section):
     start_secs: float = Field(0.2, ge=0.0, description="Speech needed before a turn starts.")
     stop_secs: float = Field(0.2, ge=0.0, description="Silence needed before a turn ends.")
     min_volume: float = Field(0.6, ge=0.0, le=1.0, description="Minimum normalised volume.")
+    turn_stop_timeout_s: float = Field(
+        5.0, gt=0.0, description="Longest wait for the transcript once the user stops talking."
+    )
 
 
 class WhisperSTTConfig(_Section):

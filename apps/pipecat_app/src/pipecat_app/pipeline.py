@@ -1,0 +1,100 @@
+"""The assistant's pipelines, each read top to bottom as one list.
+
+Voice: transport in -> Silero VAD -> STT -> user aggregator (turn taking,
+barge-in) -> TwinService (routing, memory, tools, the expert LLM) -> TTS ->
+transport out -> assistant aggregator.
+
+The VAD runs in its own processor ahead of the STT rather than inside the
+user aggregator: the segmenting STT then sees each "started speaking" in
+order with the audio it belongs to. With the VAD in the aggregator (after the
+STT) a busy CPU delays the VAD frames that travel back up to the STT by more
+than the STT's one second of pre-roll, and the start of the utterance is lost.
+
+Text: the same without audio: text arrives as a user message, the answer's
+text frames go to a sink instead of a TTS.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+from pipecat.transports.base_transport import BaseTransport
+
+from pipecat_app.config import VADConfig
+
+
+class Conversation(Protocol):
+    """What the pipeline needs from TwinService: its context and its stages."""
+
+    @property
+    def context(self) -> LLMContext:
+        """The conversation's context (system prompt, tools, turns)."""
+        ...
+
+    def processors(self) -> list[FrameProcessor]:
+        """The stages between the user aggregator and the TTS."""
+        ...
+
+
+def make_vad(config: VADConfig) -> SileroVADAnalyzer:
+    """Silero VAD with the configured thresholds."""
+    return SileroVADAnalyzer(
+        params=VADParams(
+            confidence=config.confidence,
+            start_secs=config.start_secs,
+            stop_secs=config.stop_secs,
+            min_volume=config.min_volume,
+        )
+    )
+
+
+def voice_pipeline(
+    transport: BaseTransport,
+    stt: STTService,
+    twin: Conversation,
+    tts: TTSService,
+    vad: SileroVADAnalyzer,
+    turn_stop_timeout_s: float = 5.0,
+) -> Pipeline:
+    """The spoken conversation; user speech interrupts the bot (barge-in)."""
+    user, assistant = LLMContextAggregatorPair(
+        twin.context,
+        user_params=LLMUserAggregatorParams(user_turn_stop_timeout=turn_stop_timeout_s),
+    )
+    return Pipeline(
+        [
+            transport.input(),
+            VADProcessor(vad_analyzer=vad),
+            stt,
+            user,
+            *twin.processors(),
+            tts,
+            transport.output(),
+            assistant,
+        ]
+    )
+
+
+def text_pipeline(twin: Conversation, sink: FrameProcessor) -> Pipeline:
+    """The typed conversation: user messages in, the answer's text frames to ``sink``."""
+    user, assistant = LLMContextAggregatorPair(twin.context)
+    return Pipeline(
+        [
+            user,
+            *twin.processors(),
+            sink,
+            assistant,
+        ]
+    )

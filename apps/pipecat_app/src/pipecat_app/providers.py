@@ -1,0 +1,67 @@
+"""Speech services built from configuration: local models or OpenAI-compatible endpoints."""
+
+from __future__ import annotations
+
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+from pipecat.transcriptions.language import Language
+
+from pipecat_app.config import (
+    OpenAISTTConfig,
+    OpenAITTSConfig,
+    PiperTTSConfig,
+    STTConfig,
+    TTSConfig,
+    WhisperSTTConfig,
+)
+
+PIPER_STOP_TIMEOUT_S = 10.0
+
+
+def make_stt(config: STTConfig) -> STTService:
+    """Speech-to-text: faster-whisper in process, or an OpenAI-compatible endpoint."""
+    if isinstance(config, WhisperSTTConfig):
+        from pipecat.services.whisper.stt import WhisperSTTService
+
+        return WhisperSTTService(
+            device=config.device,
+            compute_type=config.compute_type,
+            settings=WhisperSTTService.Settings(
+                model=str(config.resolved_model_dir()), language=Language(config.language)
+            ),
+        )
+    if isinstance(config, OpenAISTTConfig):
+        from pipecat.services.openai.stt import OpenAISTTService
+
+        return OpenAISTTService(
+            api_key=config.api_key.get_secret_value(),
+            base_url=config.base_url,
+            settings=OpenAISTTService.Settings(
+                model=config.model, language=Language(config.language)
+            ),
+        )
+    raise TypeError(f"unknown STT config {type(config).__name__}")
+
+
+def make_tts(config: TTSConfig) -> TTSService:
+    """Text-to-speech: Piper in process, or an OpenAI-compatible endpoint."""
+    if isinstance(config, PiperTTSConfig):
+        from pipecat.services.piper.tts import PiperTTSService
+
+        return PiperTTSService(
+            download_dir=config.resolved_voice_dir(),
+            settings=PiperTTSService.Settings(voice=config.voice),
+            # Piper yields a sentence's audio only once it is synthesized; on a
+            # busy CPU that takes longer than the 3 s default, after which the
+            # audio would be dropped as late.
+            stop_frame_timeout_s=PIPER_STOP_TIMEOUT_S,
+        )
+    if isinstance(config, OpenAITTSConfig):
+        from pipecat.services.openai.tts import OpenAITTSService
+
+        return OpenAITTSService(
+            api_key=config.api_key.get_secret_value(),
+            base_url=config.base_url,
+            settings=OpenAITTSService.Settings(model=config.model, voice=config.voice),
+        )
+    raise TypeError(f"unknown TTS config {type(config).__name__}")

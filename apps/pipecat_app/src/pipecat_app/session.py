@@ -1,0 +1,211 @@
+"""One conversation: a TwinService and the pipeline worker that runs around it.
+
+``VoiceSession`` runs the spoken pipeline over any audio transport (WebRTC,
+audio files). ``TextSession`` runs the typed pipeline and answers
+``ask(text)`` with the answer's text as it streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+from loguru import logger
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    LLMFullResponseEndFrame,
+    LLMMessagesAppendFrame,
+    LLMTextFrame,
+)
+from pipecat.observers.base_observer import BaseObserver
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.workers.runner import WorkerRunner
+
+from pipecat_app.config import AppConfig
+from pipecat_app.pipeline import make_vad, text_pipeline, voice_pipeline
+from pipecat_app.providers import make_stt, make_tts
+from pipecat_app.turn_metrics import TurnMetricsObserver
+from pipecat_app.twin.config import TwinConfig
+
+
+class Twin(Protocol):
+    """The TwinService API a session uses (see ``pipecat_app.twin``)."""
+
+    @property
+    def context(self) -> LLMContext:
+        """The conversation's context."""
+        ...
+
+    def processors(self) -> list[FrameProcessor]:
+        """Stages between the user aggregator and the TTS."""
+        ...
+
+    async def start(self) -> None:
+        """Open memory, start discovery and the prompt watch."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop background work and close memory."""
+        ...
+
+
+TwinFactory = Callable[[TwinConfig], Twin]
+
+
+def twin_service(config: TwinConfig) -> Twin:
+    """The real TwinService (imported late: it pulls in the whole twin package)."""
+    from pipecat_app.twin import TwinService
+
+    return TwinService(config)
+
+
+class _Session:
+    """A pipeline worker run by its own runner, with the twin started around it."""
+
+    def __init__(self, twin: Twin, observers: Sequence[BaseObserver], *, rtvi: bool) -> None:
+        self.twin = twin
+        self._rtvi = rtvi
+        self._observers = list(observers)
+        self.worker: PipelineWorker | None = None
+        self._runner: WorkerRunner | None = None
+
+    def _make_worker(self, pipeline: object) -> PipelineWorker:
+        self.worker = PipelineWorker(
+            pipeline,  # type: ignore[arg-type]
+            params=PipelineParams(enable_metrics=True),
+            observers=self._observers,
+            idle_timeout_secs=None,
+            # RTVI: the browser client's protocol (bot ready, transcripts).
+            enable_rtvi=self._rtvi,
+        )
+        return self.worker
+
+    async def _run_worker(self) -> None:
+        assert self.worker is not None
+        await self.twin.start()
+        try:
+            self._runner = WorkerRunner(handle_sigint=False)
+            await self._runner.add_workers(self.worker)
+            await self._runner.run()
+        finally:
+            await self.twin.stop()
+
+    async def stop(self) -> None:
+        """End the conversation now (client gone, server shutting down)."""
+        if self._runner is not None:
+            await self._runner.cancel(reason="session stopped")
+        elif self.worker is not None:
+            await self.worker.cancel(reason="session stopped")
+
+
+class VoiceSession(_Session):
+    """A spoken conversation over ``transport`` until it is stopped."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        transport: BaseTransport,
+        *,
+        twin_factory: TwinFactory = twin_service,
+        observers: Sequence[BaseObserver] = (),
+    ) -> None:
+        self.turn_metrics = TurnMetricsObserver(voice=True)
+        super().__init__(twin_factory(config.twin), [self.turn_metrics, *observers], rtvi=True)
+        self.transport = transport
+        pipeline = voice_pipeline(
+            transport,
+            make_stt(config.stt),
+            self.twin,
+            make_tts(config.tts),
+            make_vad(config.vad),
+            config.vad.turn_stop_timeout_s,
+        )
+        self._make_worker(pipeline)
+
+    async def run(self) -> None:
+        """Run until the worker ends (client disconnected or :meth:`stop`)."""
+        await self._run_worker()
+
+
+class _AnswerSink(FrameProcessor):
+    """Hands the answer's text to the waiting ``ask`` and passes every frame on."""
+
+    def __init__(self) -> None:
+        super().__init__(name="answer-sink")
+        self.queue: asyncio.Queue[Frame] = asyncio.Queue()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMTextFrame | LLMFullResponseEndFrame | ErrorFrame):
+            self.queue.put_nowait(frame)
+        await self.push_frame(frame, direction)
+
+
+class TextSession(_Session):
+    """A typed conversation; ``ask`` one turn at a time."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        twin_factory: TwinFactory = twin_service,
+        observers: Sequence[BaseObserver] = (),
+        turn_timeout_s: float | None = None,
+    ) -> None:
+        self.turn_metrics = TurnMetricsObserver(voice=False)
+        super().__init__(twin_factory(config.twin), [self.turn_metrics, *observers], rtvi=False)
+        self._sink = _AnswerSink()
+        self._make_worker(text_pipeline(self.twin, self._sink))
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        # Failover may try every expert in turn before an answer starts.
+        experts = max(1, len(config.twin.experts))
+        self._timeout = turn_timeout_s or config.twin.routing.expert_timeout_s * (experts + 1)
+
+    async def start(self) -> None:
+        """Start the twin and the pipeline in the background."""
+        self._task = asyncio.create_task(self._run_worker(), name="text-session")
+
+    async def ask(self, text: str) -> AsyncIterator[str]:
+        """Send one user turn; yields the answer's text pieces as they stream."""
+        if self.worker is None or self._task is None:
+            raise RuntimeError("TextSession.start() was not called")
+        async with self._lock:
+            while not self._sink.queue.empty():
+                self._sink.queue.get_nowait()
+            await self.worker.queue_frame(
+                LLMMessagesAppendFrame(messages=[{"role": "user", "content": text}], run_llm=True)
+            )
+            while True:
+                if self._task.done():
+                    raise RuntimeError("the conversation pipeline stopped")
+                try:
+                    frame = await asyncio.wait_for(self._sink.queue.get(), self._timeout)
+                except TimeoutError as exc:
+                    raise TimeoutError(f"no answer within {self._timeout:.0f}s") from exc
+                if isinstance(frame, LLMTextFrame):
+                    yield frame.text
+                elif isinstance(frame, ErrorFrame):
+                    logger.warning(f"turn error: {frame.error}")
+                    if frame.fatal:
+                        raise RuntimeError(frame.error)
+                else:
+                    return
+
+    async def answer(self, text: str) -> str:
+        """The whole answer to one user turn."""
+        return "".join([piece async for piece in self.ask(text)])
+
+    async def close(self) -> None:
+        """Stop the pipeline and the twin."""
+        await self.stop()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()

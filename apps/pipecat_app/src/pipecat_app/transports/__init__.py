@@ -1,0 +1,1 @@
+"""How people reach the assistant: WebRTC, text (HTTP, websocket, terminal), audio files."""

@@ -1,0 +1,171 @@
+"""Debian's headless Chromium driven over the Chrome DevTools Protocol.
+
+No browser is downloaded and no driver package is needed: Chromium is started
+with ``--remote-debugging-port`` and spoken to over its websocket. A script
+added before the page loads keeps every ``RTCPeerConnection`` the page makes
+in ``window.__pcs`` so the test can read WebRTC stats (audio received).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.sync.client import connect
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+KEEP_PEER_CONNECTIONS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    window.__pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();
+"""
+
+# Sum of the audio the page has received over WebRTC (energy is 0 for silence).
+INBOUND_AUDIO = """
+(async () => {
+  let energy = 0, samples = 0, bytes = 0;
+  for (const pc of window.__pcs || []) {
+    const stats = await pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        energy += s.totalAudioEnergy || 0;
+        samples += s.totalSamplesReceived || 0;
+        bytes += s.bytesReceived || 0;
+      }
+    });
+  }
+  return {energy, samples, bytes, pcs: (window.__pcs || []).length,
+          states: (window.__pcs || []).map((pc) => pc.connectionState)};
+})()
+"""
+
+
+class Chromium:
+    """A headless Chromium with a fake microphone that plays ``wav`` in a loop."""
+
+    def __init__(self, wav: Path, profile: Path, port: int) -> None:
+        if CHROMIUM is None:
+            raise FileNotFoundError("chromium is not installed (scripts/apt-packages.txt)")
+        self.port = port
+        self.log = profile.parent / "chromium.log"
+        self.proc = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+                "--autoplay-policy=no-user-gesture-required",
+                f"--remote-debugging-port={port}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
+        )
+        self._ids = itertools.count(1)
+        self.console: list[str] = []
+        self._ws = connect(self._page_websocket(), max_size=None, open_timeout=10)
+
+    def _page_websocket(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                targets = httpx.get(f"http://127.0.0.1:{self.port}/json/list", timeout=2).json()
+                pages = [t for t in targets if t.get("type") == "page"]
+                if pages:
+                    return pages[0]["webSocketDebuggerUrl"]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError("Chromium's DevTools endpoint did not come up")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """One DevTools command; console messages that arrive meanwhile are kept."""
+        call_id = next(self._ids)
+        self._ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self._ws.recv(timeout=60))
+            if message.get("method") == "Runtime.consoleAPICalled":
+                args = message["params"].get("args", [])
+                self.console.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in args)
+                )
+            elif message.get("method") == "Runtime.exceptionThrown":
+                self.console.append(str(message["params"]["exceptionDetails"]))
+            if message.get("id") == call_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def evaluate(self, expression: str) -> Any:
+        """Evaluate JavaScript in the page (awaiting promises) and return the value."""
+        result = self.call(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page error: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def open(self, url: str) -> None:
+        """Load ``url`` with the peer-connection hook installed first."""
+        self.call("Page.enable")
+        self.call("Runtime.enable")
+        self.call("Page.addScriptToEvaluateOnNewDocument", source=KEEP_PEER_CONNECTIONS)
+        self.call("Page.navigate", url=url)
+
+    def click_button(self, label: str, timeout: float = 30) -> None:
+        """Click the first button whose text contains ``label`` once it appears."""
+        script = f"""
+        (() => {{
+          const b = [...document.querySelectorAll('button')]
+            .find((x) => x.innerText.toLowerCase().includes({json.dumps(label.lower())}));
+          if (!b || b.disabled) return false;
+          b.click();
+          return true;
+        }})()
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.evaluate(script):
+                return
+            time.sleep(0.3)
+        buttons = self.evaluate("[...document.querySelectorAll('button')].map(b => b.innerText)")
+        raise TimeoutError(f"no enabled button {label!r} on the page; buttons: {buttons}")
+
+    def inbound_audio(self) -> dict[str, Any]:
+        """WebRTC audio received by the page so far."""
+        return self.evaluate(INBOUND_AUDIO)
+
+    def close(self) -> None:
+        """Close the DevTools socket and stop Chromium."""
+        try:
+            self._ws.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)

@@ -1,0 +1,57 @@
+"""The HTTP server as Nomad runs it: health, metrics, the browser client, SIGTERM."""
+
+import json
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipecat_app.metrics import REGISTRY
+
+
+def test_health_reports_ok_and_session_counts(app):
+    response = httpx.get(f"{app.url}/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["sessions"] == {"voice": 0, "text": 0, "max": 4}
+
+
+def test_metrics_serves_every_twin_metric_in_prometheus_format(app):
+    response = httpx.get(f"{app.url}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    served = {family.name for family in text_string_to_metric_families(response.text)}
+    expected = {family.name for family in REGISTRY.collect()}
+    assert expected <= served
+    assert "twin_turn_stage_seconds" in served
+
+
+def test_root_redirects_to_the_prebuilt_voice_client(app):
+    response = httpx.get(f"{app.url}/", follow_redirects=True)
+    assert response.status_code == 200
+    assert str(response.url).endswith("/client/")
+    assert "<title>Pipecat UI</title>" in response.text
+
+
+def test_start_hands_out_a_session_for_the_offer(app):
+    response = httpx.post(f"{app.url}/start", json={"transport": "webrtc"})
+    assert response.status_code == 200
+    session_id = response.json()["sessionId"]
+    unknown = httpx.post(
+        f"{app.url}/sessions/not-{session_id}/api/offer", json={"sdp": "x", "type": "offer"}
+    )
+    assert unknown.status_code == 404
+
+
+def test_offer_without_sdp_is_a_client_error(app):
+    response = httpx.post(f"{app.url}/api/offer", json={"type": "offer"})
+    assert response.status_code == 400
+    assert "sdp" in response.json()["detail"]
+
+
+def test_sigterm_stops_cleanly_with_exit_code_0(own_app):
+    assert own_app.stop(timeout=20) == 0
+    records = [json.loads(line) for line in own_app.logs().splitlines() if line.startswith("{")]
+    events = [r["record"]["extra"].get("event") for r in records]
+    assert "stopping" in events
+    assert "stopped" in events
