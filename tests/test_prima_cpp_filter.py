@@ -1,0 +1,252 @@
+"""The prima_cpp filters turn user expert definitions into the job contract."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / ".cache" / "collections"))
+
+from ansible.errors import AnsibleFilterError  # noqa: E402
+from ansible_collections.twin.cluster.plugins.filter.prima_cpp import (  # noqa: E402
+    EXPERT_FIELDS,
+    FilterModule,
+    prima_cpp_experts,
+    prima_cpp_node_needs,
+    prima_cpp_without_gpu,
+)
+
+SHA = "a" * 64
+DEFAULTS = {
+    "namespace": "llm",
+    "datacenters": ["dc1"],
+    "region": "global",
+    "context": 4096,
+    "gpu_layers": 0,
+    "prefetch": False,
+    "resources": {"cpu": 2000, "memory": 4096},
+    "service_name": "llm-expert",
+    "data_port_base": 9000,
+    "signal_port_base": 10000,
+    "models_dir": "/srv/nomad/models",
+}
+HOSTVARS = {
+    "node1": {"ansible_host": "192.168.10.11"},
+    "node2": {"ansible_default_ipv4": {"address": "192.168.10.12"}, "ansible_host": "n2"},
+    "node3": {"prima_cpp_address": "10.9.9.13", "ansible_host": "192.168.10.13"},
+    "gpu1": {"ansible_host": "192.168.10.21", "nomad_nvidia_enable": True},
+    "gpu2": {"prima_cpp_cuda": "true"},
+    "bare": {},
+}
+
+
+def ring(**extra):
+    return {
+        "name": "general",
+        "domain": "general",
+        "model_url": "https://models.example/qwen2.5-7b-instruct-q4_k_m.gguf?download=1",
+        "model_sha256": SHA.upper(),
+        "nodes": ["node1", "node2", "node3"],
+        **extra,
+    }
+
+
+def test_three_node_ring_gets_ranks_in_node_order_with_ports_base_plus_rank():
+    [expert] = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS)
+    assert expert["world"] == 3
+    assert [(r["rank"], r["node"], r["address"]) for r in expert["ranks"]] == [
+        (0, "node1", "192.168.10.11"),
+        (1, "node2", "192.168.10.12"),
+        (2, "node3", "10.9.9.13"),
+    ]
+    assert [(r["data_port"], r["signal_port"]) for r in expert["ranks"]] == [
+        (9000, 10000),
+        (9001, 10001),
+        (9002, 10002),
+    ]
+    assert all(r["layer_window"] is None and r["gpu_mem"] is None for r in expert["ranks"])
+
+
+def test_defaults_fill_every_contract_field():
+    [expert] = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS)
+    assert expert["namespace"] == "llm"
+    assert expert["datacenters"] == ["dc1"]
+    assert expert["region"] == "global"
+    assert expert["model_path"] == "/srv/nomad/models/qwen2.5-7b-instruct-q4_k_m.gguf"
+    assert expert["model_name"] == "qwen2.5-7b-instruct-q4_k_m"
+    assert expert["model_sha256"] == SHA
+    assert expert["description"] == "general expert"
+    assert expert["tool_calls"] is False
+    assert (expert["context"], expert["gpu_layers"]) == (4096, 0)
+    assert (expert["gpu"], expert["gpu_count"]) == (False, 1)
+    assert (expert["http_port"], expert["threads"]) == (None, None)
+    assert expert["prefetch"] is False
+    assert expert["extra_args"] == []
+    assert expert["resources"] == {"cpu": 2000, "memory": 4096}
+    assert expert["api_key_variable"] is None
+    assert expert["service_name"] == "llm-expert"
+    assert expert["tags"] == ["expert", "general"]
+
+
+def test_single_gpu_expert_keeps_its_own_settings():
+    coder = {
+        "name": "coder",
+        "domain": "coding",
+        "description": "Writes and reviews code.",
+        "tool_calls": True,
+        "model_url": "https://models.example/coder.gguf",
+        "model_sha256": SHA,
+        "model_file": "qwen-coder-7b.gguf",
+        "model_name": "qwen2.5-coder-7b",
+        "nodes": ["gpu1"],
+        "gpu": True,
+        "gpu_layers": 99,
+        "context": 16384,
+        "namespace": "code",
+        "http_port": 8081,
+        "threads": 8,
+        "resources": {"memory": 12000},
+        "api_key_variable": "nomad/jobs/expert-coder",
+        "tags": ["coding", "fast"],
+        "extra_args": ["--jinja"],
+    }
+    [expert] = prima_cpp_experts([coder], HOSTVARS, DEFAULTS)
+    assert expert["world"] == 1
+    assert expert["ranks"] == [
+        {
+            "rank": 0,
+            "node": "gpu1",
+            "address": "192.168.10.21",
+            "data_port": 9000,
+            "signal_port": 10000,
+            "layer_window": None,
+            "gpu_mem": None,
+        }
+    ]
+    assert expert["model_path"] == "/srv/nomad/models/qwen-coder-7b.gguf"
+    assert expert["model_name"] == "qwen2.5-coder-7b"
+    assert expert["resources"] == {"cpu": 2000, "memory": 12000}
+    assert expert["tags"] == ["expert", "coding", "fast"]
+    assert (expert["gpu"], expert["gpu_layers"], expert["http_port"]) == (True, 99, 8081)
+    assert expert["api_key_variable"] == "nomad/jobs/expert-coder"
+    assert expert["extra_args"] == ["--jinja"]
+
+
+def test_custom_port_bases_and_per_rank_windows():
+    [expert] = prima_cpp_experts(
+        [
+            ring(
+                data_port_base=7000,
+                signal_port_base=7100,
+                layer_window=[10, 12, 6],
+                gpu_mem=[0, 8, 11.5],
+            )
+        ],
+        HOSTVARS,
+        DEFAULTS,
+    )
+    assert [(r["data_port"], r["signal_port"]) for r in expert["ranks"]] == [
+        (7000, 7100),
+        (7001, 7101),
+        (7002, 7102),
+    ]
+    assert [r["layer_window"] for r in expert["ranks"]] == [10, 12, 6]
+    assert [r["gpu_mem"] for r in expert["ranks"]] == [0, 8, 11.5]
+
+
+def test_a_node_may_host_two_ranks_on_different_ports():
+    [expert] = prima_cpp_experts([ring(nodes=["node1", "node1"])], HOSTVARS, DEFAULTS)
+    assert [(r["node"], r["data_port"]) for r in expert["ranks"]] == [
+        ("node1", 9000),
+        ("node1", 9001),
+    ]
+
+
+def test_address_falls_back_to_the_inventory_name():
+    [expert] = prima_cpp_experts([ring(nodes=["bare"])], HOSTVARS, DEFAULTS)
+    assert expert["ranks"][0]["address"] == "bare"
+
+
+def test_world_other_than_node_count_is_refused():
+    with pytest.raises(AnsibleFilterError, match="world 4 but 3 nodes"):
+        prima_cpp_experts([ring(world=4)], HOSTVARS, DEFAULTS)
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(AnsibleFilterError, match="unknown fields"):
+        prima_cpp_experts([ring(domian="general")], HOSTVARS, DEFAULTS)
+
+
+def test_rank_zero_of_an_auto_assigned_ring_needs_highs_and_others_do_not():
+    experts = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS)
+    needs = {n: prima_cpp_node_needs(experts, n) for n in ("node1", "node2", "gpu1")}
+    assert needs["node1"]["build"]
+    assert needs["node1"]["highs"]
+    assert needs["node2"]["build"]
+    assert not needs["node2"]["highs"]
+    assert needs["gpu1"] == {"build": False, "highs": False, "models": []}
+
+
+def test_ring_with_every_layer_window_needs_no_highs():
+    experts = prima_cpp_experts([ring(layer_window=[10, 10, 12])], HOSTVARS, DEFAULTS)
+    assert not prima_cpp_node_needs(experts, "node1")["highs"]
+
+
+def test_single_node_expert_needs_no_highs():
+    experts = prima_cpp_experts([ring(nodes=["node1"])], HOSTVARS, DEFAULTS)
+    assert not prima_cpp_node_needs(experts, "node1")["highs"]
+
+
+def test_models_go_only_to_the_nodes_of_their_expert_and_once_each():
+    experts = prima_cpp_experts(
+        [
+            ring(),
+            ring(name="general-2", nodes=["node1"]),
+            ring(name="coder", model_url="https://m.example/c.gguf", nodes=["node3"]),
+        ],
+        HOSTVARS,
+        DEFAULTS,
+    )
+    node1 = prima_cpp_node_needs(experts, "node1")["models"]
+    node3 = prima_cpp_node_needs(experts, "node3")["models"]
+    assert [m["path"] for m in node1] == ["/srv/nomad/models/qwen2.5-7b-instruct-q4_k_m.gguf"]
+    assert node1[0]["expert"] == "general"
+    assert sorted(m["path"] for m in node3) == [
+        "/srv/nomad/models/c.gguf",
+        "/srv/nomad/models/qwen2.5-7b-instruct-q4_k_m.gguf",
+    ]
+
+
+def test_two_experts_claiming_one_file_with_different_checksums_is_refused():
+    experts = prima_cpp_experts(
+        [ring(), ring(name="other", model_sha256="b" * 64, nodes=["node1"])],
+        HOSTVARS,
+        DEFAULTS,
+    )
+    with pytest.raises(AnsibleFilterError, match="different checksums"):
+        prima_cpp_node_needs(experts, "node1")
+
+
+def test_gpu_hosts_come_from_prima_cpp_cuda_or_nomad_nvidia_enable():
+    assert prima_cpp_without_gpu(["gpu1", "gpu2", "node1", "node1"], HOSTVARS) == ["node1"]
+
+
+def test_filters_are_registered_under_their_names():
+    assert set(FilterModule().filters()) == {
+        "prima_cpp_experts",
+        "prima_cpp_node_needs",
+        "prima_cpp_without_gpu",
+    }
+
+
+def test_known_fields_agree_between_filter_role_vars_and_argument_spec():
+    role = ROOT / "roles" / "prima_cpp"
+    role_vars = yaml.safe_load((role / "vars" / "main.yml").read_text())
+    spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+    spec_fields = spec["argument_specs"]["main"]["options"]["prima_cpp_experts"]["options"]
+    assert set(role_vars["_prima_cpp_expert_fields"]) == EXPERT_FIELDS
+    assert set(spec_fields) == EXPERT_FIELDS

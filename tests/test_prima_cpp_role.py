@@ -1,0 +1,226 @@
+"""The prima_cpp role run by the real ansible-playbook on the controller.
+
+The play targets only localhost, which runs no rank, so nothing is built or
+downloaded: these tests cover what happens on the controller, the checks of
+tasks/validate.yml and the rendering of the collection's expert job template.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHA = "0123456789abcdef" * 4
+
+INVENTORY = {
+    "all": {
+        "hosts": {
+            "node1": {"ansible_host": "192.168.10.11"},
+            "node2": {"ansible_host": "192.168.10.12"},
+            "node3": {"ansible_host": "192.168.10.13"},
+            "gpu1": {"ansible_host": "192.168.10.21", "nomad_nvidia_enable": True},
+            "localhost": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            },
+        }
+    }
+}
+
+
+def general(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "general",
+        "domain": "general",
+        "description": "Everyday questions.",
+        "model_url": "https://models.example/qwen2.5-7b-instruct-q4_k_m.gguf",
+        "model_sha256": SHA,
+        "nodes": ["node1", "node2", "node3"],
+        **extra,
+    }
+
+
+def coder(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "coder",
+        "domain": "coding",
+        "tool_calls": True,
+        "model_url": "https://models.example/coder.gguf",
+        "model_sha256": SHA,
+        "nodes": ["gpu1"],
+        "gpu": True,
+        "gpu_layers": 99,
+        **extra,
+    }
+
+
+def run_role(tmp_path: Path, experts: list[dict[str, Any]], **role_vars: Any):
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))
+    play = [
+        {
+            "name": "Run the prima_cpp role on the controller only.",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "vars": {
+                "prima_cpp_experts": experts,
+                "prima_cpp_submit_jobs": False,
+                "prima_cpp_jobs_dir": str(tmp_path / "rendered"),
+                **role_vars,
+            },
+            "roles": [{"role": "twin.cluster.prima_cpp"}],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
+        cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("experts", "role_vars", "expected"),
+    [
+        pytest.param(
+            [general(), general(nodes=["node1"])],
+            {},
+            "expert names general are used more than once",
+            id="duplicate-names",
+        ),
+        pytest.param(
+            [general(world=4)],
+            {},
+            "expert general has world 4 but lists 3 nodes",
+            id="world-larger-than-nodes",
+        ),
+        pytest.param(
+            [general(nodes=["node1", "node9"])],
+            {},
+            "expert general lists nodes node9 that are not in the inventory",
+            id="node-not-in-inventory",
+        ),
+        pytest.param(
+            [{k: v for k, v in general().items() if k != "model_sha256"}],
+            {},
+            "expert general needs model_url",
+            id="missing-checksum",
+        ),
+        pytest.param(
+            [general(model_sha256="abc")],
+            {},
+            "model_sha256 (its 64 hex digit SHA-256, got abc)",
+            id="short-checksum",
+        ),
+        pytest.param(
+            [general(domian="general")],
+            {},
+            "domian",
+            id="unknown-field",
+        ),
+        pytest.param(
+            [general(domain="")],
+            {},
+            "expert general has domain",
+            id="empty-domain",
+        ),
+        pytest.param(
+            [coder()],
+            {"prima_cpp_allowed_domains": ["general", "math"]},
+            "set domain to one of general, math",
+            id="domain-not-allowed",
+        ),
+        pytest.param(
+            [coder(nodes=["gpu1", "node2"])],
+            {},
+            "expert coder asks for a GPU but node2 have no NVIDIA GPU",
+            id="gpu-expert-on-cpu-node",
+        ),
+        pytest.param(
+            [general(layer_window=[16, 16])],
+            {},
+            "expert general sets layer_window or gpu_mem with a length other than its 3 ranks",
+            id="layer-window-length",
+        ),
+        pytest.param(
+            [general(name="General_1")],
+            {},
+            "expert General_1 needs a name of lower-case",
+            id="bad-name",
+        ),
+    ],
+)
+def test_bad_expert_definitions_fail_before_anything_runs(tmp_path, experts, role_vars, expected):
+    proc = run_role(tmp_path, experts, **role_vars)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert expected in out, out
+    assert not (tmp_path / "rendered").exists()
+
+
+def test_missing_job_template_is_named(tmp_path):
+    proc = run_role(tmp_path, [general()], prima_cpp_jobs_template=str(tmp_path / "nope.j2"))
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert f"prima_cpp_jobs_template {tmp_path / 'nope.j2'} does not exist" in out
+
+
+def load_job(path: Path) -> tuple[str, dict[str, Any]]:
+    with path.open() as handle:
+        doc = hcl2.load(handle)
+    [job] = doc["job"]
+    [(job_id, body)] = job.items()
+    return job_id.strip('"'), body
+
+
+def test_ring_and_gpu_expert_render_to_one_parseable_job_each(tmp_path):
+    proc = run_role(
+        tmp_path,
+        [general(namespace="brains", prefetch=True), coder(http_port=8081)],
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rendered = sorted(p.name for p in (tmp_path / "rendered").iterdir())
+    assert rendered == ["expert-coder.nomad.hcl", "expert-general.nomad.hcl"]
+
+    job_id, ring = load_job(tmp_path / "rendered" / "expert-general.nomad.hcl")
+    assert job_id == "expert-general"
+    assert ring["namespace"].strip('"') == "brains"
+    assert len(ring["group"]) == 3
+    text = (tmp_path / "rendered" / "expert-general.nomad.hcl").read_text()
+    for node in ("node1", "node2", "node3"):
+        assert node in text
+    assert "/opt/prima.cpp/current/bin/llama-server" in text
+    assert "/opt/prima.cpp/current/bin/llama-cli" in text
+    assert "qwen2.5-7b-instruct-q4_k_m.gguf" in text
+
+    job_id, single = load_job(tmp_path / "rendered" / "expert-coder.nomad.hcl")
+    assert job_id == "expert-coder"
+    assert single["namespace"].strip('"') == "llm"
+    assert len(single["group"]) == 1
+    assert "nvidia/gpu" in json.dumps(single)
+
+
+def test_second_run_renders_nothing_new(tmp_path):
+    first = run_role(tmp_path, [general()])
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run_role(tmp_path, [general()])
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "changed=0" in second.stdout, second.stdout
+
+
+def test_purge_removed_deletes_rendered_files_of_dropped_experts(tmp_path):
+    first = run_role(tmp_path, [general(), coder()])
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run_role(tmp_path, [general()], prima_cpp_purge_removed=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert sorted(p.name for p in (tmp_path / "rendered").iterdir()) == ["expert-general.nomad.hcl"]
