@@ -1,0 +1,399 @@
+"""jobs/pipecat-app.nomad.hcl.j2 rendered with the pipecat_app role's own variables.
+
+The template is rendered through Ansible's template machinery
+(``helpers.jobs.render_job``) with the role's ``defaults/main.yml`` and
+``vars/main.yml`` loaded as Ansible loads them (their Jinja resolved lazily),
+parsed with python-hcl2 and checked block by block. The config the job's
+``template`` block writes is fed to the app's real config loader and prompt
+reader, so a key the app does not know fails here, not on a cluster node.
+
+The role's checks (tasks/validate.yml) run through the real ansible-playbook.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible.template import trust_as_template
+from helpers.jobs import Block, Job, parse_job, render_job
+from helpers.nomad_task import TaskSpec
+from pipecat_app.config import load_config
+from pipecat_app.twin.prompt import load_default
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLE = ROOT / "roles" / "pipecat_app"
+TEMPLATE = "pipecat-app.nomad.hcl.j2"
+APP_VERSION = tomllib.loads((ROOT / "apps" / "pipecat_app" / "pyproject.toml").read_text())[
+    "project"
+]["version"]
+SOURCE_HASH = "0123456789abcdef" * 4
+RELEASE = f"{APP_VERSION}-{SOURCE_HASH[:12]}"
+
+_CT_ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+
+
+def _trusted(value: Any) -> Any:
+    """Mark strings from the role's YAML as templates, as Ansible does for role vars."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {k: _trusted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_trusted(v) for v in value]
+    return value
+
+
+def role_vars(hostvars: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The role's defaults and vars plus what Ansible provides, with ``overrides`` on top.
+
+    ``_pipecat_app_version`` (a file lookup in vars/main.yml) and the source
+    hash (computed by wheelhouse.yml) are given, as after the wheelhouse step.
+    """
+    variables: dict[str, Any] = {}
+    for part in ("defaults", "vars"):
+        variables.update(_trusted(yaml.safe_load((ROLE / part / "main.yml").read_text())))
+    hostvars = hostvars if hostvars is not None else {"node1": {}, "node2": {}}
+    variables.update(
+        role_path=str(ROLE),
+        playbook_dir="/srv/playbooks",
+        inventory_dir="/srv/inventory",
+        groups={"pipecat_app_hosts": list(hostvars)},
+        hostvars=hostvars,
+        _pipecat_app_version=APP_VERSION,
+        _pipecat_app_source_hash=SOURCE_HASH,
+    )
+    variables.update(overrides)
+    return variables
+
+
+def render(**overrides: Any) -> tuple[str, Job]:
+    text = render_job(TEMPLATE, role_vars(**overrides))
+    return text, parse_job(text)
+
+
+def task_of(job: Job) -> Block:
+    return job.group("assistant").labelled("task")["twin-app"]
+
+
+def templates_of(job: Job) -> dict[str, Block]:
+    return {str(t["destination"]): t for t in task_of(job).blocks("template")}
+
+
+def render_consul_template(data: str, env: dict[str, str], kv: dict[str, str]) -> str:
+    """Render the two consul-template actions the job's templates use, as Nomad would.
+
+    ``{{ env "NAME" }}`` is the task's environment; ``{{ keyOrDefault (env
+    "NAME") "default" }}`` is the Consul KV value at the key that variable
+    names. Any other action fails the test: the job's templates are kept to
+    these two so they can be rendered here without consul-template.
+    """
+
+    def action(match: re.Match[str]) -> str:
+        expr = match.group(1)
+        if found := re.fullmatch(r'env "([^"]+)"', expr):
+            return env[found.group(1)]
+        if found := re.fullmatch(r'keyOrDefault \(env "([^"]+)"\) "([^"]*)"', expr):
+            return kv.get(env[found.group(1)], found.group(2))
+        raise AssertionError(f"consul-template action this test cannot render: {match.group(0)}")
+
+    return _CT_ACTION.sub(action, data)
+
+
+def write_task_files(
+    job: Job, task_dir: Path, runtime: dict[str, str], kv: dict[str, str] | None = None
+) -> None:
+    """Write every template block's destination into ``task_dir`` (Nomad's task directory).
+
+    consul-template's ``env`` sees the task's environment: Nomad's runtime
+    values (``runtime``) and the task's ``env`` block.
+    """
+    env = {**runtime, **{k: str(v) for k, v in task_of(job).block("env").body.items()}}
+    for destination, block in templates_of(job).items():
+        assert destination.startswith("local/"), destination
+        path = task_dir / destination.removeprefix("local/")
+        path.write_text(render_consul_template(str(block["data"]), env, kv or {}))
+
+
+NOMAD_ENV = {"NOMAD_IP_http": "127.0.0.1", "NOMAD_PORT_http": "7860"}
+
+
+def test_rendered_job_is_pipecat_app_in_namespace_apps_with_rolling_updates():
+    text, job = render()
+    assert text.startswith("#\n# Ansible managed\n#\n")
+    assert job.id == "pipecat-app"
+    assert job["namespace"] == "apps"
+    assert job["region"] == "global"
+    assert job["datacenters"] == ["dc1"]
+    assert job["type"] == "service"
+    update = job.block("update")
+    assert update["max_parallel"] == 1
+    assert update["health_check"] == "checks"
+    assert update["auto_revert"] is True
+    assert list(job.groups()) == ["assistant"]
+
+
+def test_group_has_http_port_memory_volume_and_restart_policy():
+    _, job = render()
+    group = job.group("assistant")
+    assert group["count"] == 1
+    ports = group.block("network").labelled("port")
+    assert ports["http"]["static"] == 7860
+    volume = group.labelled("volume")["memory"]
+    assert (volume["type"], volume["source"], volume["read_only"]) == (
+        "host",
+        "assistant-memory",
+        False,
+    )
+    restart = group.block("restart")
+    assert restart["mode"] == "delay"
+
+
+def test_http_port_zero_leaves_the_port_to_nomad():
+    _, job = render(pipecat_app_http_port=0)
+    port = job.group("assistant").block("network").labelled("port")["http"]
+    assert "static" not in port.body
+
+
+def test_job_is_placed_only_on_hosts_of_the_group_by_hostname():
+    hostvars = {
+        "node1": {"ansible_facts": {"hostname": "mini-pc-1"}},
+        "node2": {},  # no facts gathered: the inventory name is used
+    }
+    text = render_job(TEMPLATE, role_vars(hostvars=hostvars))
+    [constraint] = parse_job(text).group("assistant").blocks("constraint")
+    assert constraint["attribute"] == "${attr.unique.hostname}"
+    assert constraint["operator"] == "set_contains_any"
+    assert constraint["value"] == "mini-pc-1,node2"
+
+
+def test_consul_service_twin_assistant_has_an_http_check_on_health():
+    _, job = render()
+    service = job.group("assistant").block("service")
+    assert service["name"] == "twin-assistant"
+    assert service["provider"] == "consul"
+    assert service["port"] == "http"
+    check = service.block("check")
+    assert (check["type"], check["path"]) == ("http", "/health")
+    spec = TaskSpec.from_job(job, "assistant", "twin-app")
+    assert [(c.service, c.type, c.port, c.path) for c in spec.checks] == [
+        ("twin-assistant", "http", "http", "/health")
+    ]
+
+
+def test_task_serves_the_release_venv_and_stops_on_sigterm():
+    _, job = render()
+    task = task_of(job)
+    assert task["driver"] == "exec"
+    assert task["user"] == "twin-assistant"
+    config = task.block("config")
+    assert config["command"] == f"/usr/local/lib/twin-pipecat-app/{RELEASE}/venv/bin/twin-app"
+    assert config["args"] == ["serve", "--config", "${NOMAD_TASK_DIR}/twin-app.toml"]
+    assert task["kill_signal"] == "SIGTERM"
+    assert task["kill_timeout"] == "30s"
+    resources = task.block("resources")
+    assert (resources["cpu"], resources["memory"]) == (2000, 2048)
+    mount = task.block("volume_mount")
+    assert (mount["volume"], mount["destination"]) == ("memory", "/var/lib/twin/memory")
+
+
+def test_raw_exec_has_no_volume_mount_and_uses_the_volume_host_path(tmp_path):
+    volumes = [
+        {"name": "assistant-memory", "path": "/srv/nomad/assistant-memory", "owner": "nomad"}
+    ]
+    _, job = render(pipecat_app_driver="raw_exec", nomad_host_volumes=volumes)
+    task = task_of(job)
+    assert task["driver"] == "raw_exec"
+    assert task["user"] == "nomad"  # the volume's owner, so it can write the memory
+    assert task.blocks("volume_mount") == []
+    write_task_files(job, tmp_path, NOMAD_ENV)
+    config = tomllib.loads((tmp_path / "twin-app.toml").read_text())
+    assert config["twin"]["memory"]["path"] == "/srv/nomad/assistant-memory/memory.sqlite3"
+
+
+def test_config_template_writes_a_config_the_app_accepts(tmp_path):
+    _, job = render()
+    templates = templates_of(job)
+    assert set(templates) == {"local/twin-app.toml", "local/system_prompt.md"}
+    assert templates["local/twin-app.toml"]["change_mode"] == "restart"
+    write_task_files(job, tmp_path, NOMAD_ENV)
+    config = load_config(tmp_path / "twin-app.toml", environ={})
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 7860)
+    assert config.log.json_lines is True
+    assert config.twin.discovery.mode == "consul"
+    assert config.twin.discovery.service == "llm-expert"
+    assert config.twin.discovery.consul_addr == "http://127.0.0.1:8500"
+    assert config.twin.prompt.consul_key == "twin/prompts/system"
+    assert str(config.twin.memory.path) == "/var/lib/twin/memory/memory.sqlite3"
+    assert config.stt.provider == "whisper"
+    assert config.tts.provider == "piper"
+
+
+def test_static_experts_routing_rules_and_speech_services_reach_the_app_config(tmp_path):
+    experts = [
+        {"name": "general", "base_url": "http://10.0.0.5:8080/v1", "model": "smollm2"},
+        {"name": "coder", "domain": "code", "base_url": "http://10.0.0.6:8080/v1"},
+    ]
+    routing = {
+        "default_domain": "general",
+        "threshold": 0.5,
+        "sticky_turns": 0,
+        "expert_timeout_s": 9,
+        "rules": [{"domain": "code", "pattern": '(?i)\\b(python|"quoted")\\b'}],
+    }
+    stt = {"provider": "openai", "base_url": "http://stt.service.consul:8000/v1", "model": "t"}
+    tts = {"provider": "openai", "base_url": "http://tts.service.consul:8000/v1", "voice": "v"}
+    _, job = render(
+        pipecat_app_discovery_mode="static",
+        pipecat_app_static_experts=experts,
+        pipecat_app_routing=routing,
+        pipecat_app_stt=stt,
+        pipecat_app_tts=tts,
+    )
+    write_task_files(job, tmp_path, NOMAD_ENV)
+    config = load_config(tmp_path / "twin-app.toml", environ={})
+    assert config.twin.discovery.mode == "static"
+    assert [(e.name, e.domain, e.base_url) for e in config.twin.experts] == [
+        ("general", "general", "http://10.0.0.5:8080/v1"),
+        ("coder", "code", "http://10.0.0.6:8080/v1"),
+    ]
+    assert config.twin.routing.threshold == 0.5
+    assert config.twin.routing.expert_timeout_s == 9
+    assert [(r.domain, r.pattern) for r in config.twin.routing.rules] == [
+        ("code", '(?i)\\b(python|"quoted")\\b')
+    ]
+    assert config.stt.base_url == "http://stt.service.consul:8000/v1"
+    assert config.tts.voice == "v"
+
+
+def test_prompt_template_follows_the_kv_key_and_falls_back_to_the_role_default(tmp_path):
+    prompt = 'You are a patient tutor.\nSpeak slowly, with "quotes" and a backslash \\ kept.'
+    _, job = render(pipecat_app_system_prompt=prompt, pipecat_app_prompt_key="lab/prompt")
+    assert task_of(job).block("env")["TWIN_PROMPT_KEY"] == "lab/prompt"
+    assert templates_of(job)["local/system_prompt.md"]["change_mode"] == "restart"
+
+    write_task_files(job, tmp_path, NOMAD_ENV, kv={})
+    config = load_config(tmp_path / "twin-app.toml", environ={})
+    assert config.twin.prompt.consul_key == "lab/prompt"
+    assert load_default(config.twin.prompt) == prompt
+
+    write_task_files(job, tmp_path, NOMAD_ENV, kv={"lab/prompt": "Evolved prompt from Consul."})
+    assert load_default(config.twin.prompt) == "Evolved prompt from Consul."
+
+
+def test_prompt_change_mode_noop_is_passed_through():
+    _, job = render(pipecat_app_prompt_change_mode="noop")
+    assert templates_of(job)["local/system_prompt.md"]["change_mode"] == "noop"
+
+
+def test_extra_env_reaches_the_task_environment():
+    _, job = render(pipecat_app_env={"TWIN_APP__LOG__LEVEL": "DEBUG", "NUMBER": 3})
+    env = task_of(job).block("env").body
+    assert env["TWIN_APP__LOG__LEVEL"] == "DEBUG"
+    assert env["NUMBER"] == "3"
+    assert env["HOME"] == "${NOMAD_TASK_DIR}"
+
+
+# The role's own checks, through the real ansible-playbook.
+
+
+def run_validate(tmp_path: Path, groups: dict[str, list[str]], **role_vars_: Any):
+    hosts = {h for members in groups.values() for h in members} | {"localhost"}
+    inventory = {
+        "all": {
+            "hosts": {
+                h: (
+                    {
+                        "ansible_connection": "local",
+                        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                    }
+                    if h == "localhost"
+                    else {}
+                )
+                for h in sorted(hosts)
+            },
+            "children": {g: {"hosts": {h: {} for h in members}} for g, members in groups.items()},
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    play = [
+        {
+            "name": "Run the pipecat_app role's checks.",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "vars": role_vars_,
+            "tasks": [
+                {
+                    "name": "Check the settings.",
+                    "ansible.builtin.include_role": {
+                        "name": "twin.cluster.pipecat_app",
+                        "tasks_from": "validate.yml",
+                    },
+                }
+            ],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_validate_passes_the_defaults(tmp_path):
+    result = run_validate(tmp_path, {"pipecat_app_hosts": ["node1"]})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("groups", "role_vars_", "message"),
+    [
+        pytest.param({"cluster": ["node1"]}, {}, "pipecat_app_hosts_group", id="empty-group"),
+        pytest.param(
+            {"pipecat_app_hosts": ["node1"]},
+            {"pipecat_app_system_prompt": "Say ${NAME} aloud."},
+            "pipecat_app_system_prompt",
+            id="template-syntax-in-prompt",
+        ),
+        pytest.param(
+            {"pipecat_app_hosts": ["node1"]},
+            {"pipecat_app_discovery_mode": "static"},
+            "pipecat_app_static_experts",
+            id="static-without-experts",
+        ),
+        pytest.param(
+            {"pipecat_app_hosts": ["node1"]},
+            {"pipecat_app_stt": {"provider": "openai"}},
+            "base_url",
+            id="openai-stt-without-url",
+        ),
+        pytest.param(
+            {"pipecat_app_hosts": ["node1"]},
+            {
+                "pipecat_app_user": "twin",
+                "nomad_host_volumes": [
+                    {"name": "assistant-memory", "path": "/m", "owner": "nomad"}
+                ],
+            },
+            "set the volume's owner to twin",
+            id="user-cannot-write-volume",
+        ),
+    ],
+)
+def test_validate_rejects_settings_with_a_message_naming_the_fix(
+    tmp_path, groups, role_vars_, message
+):
+    result = run_validate(tmp_path, groups, **role_vars_)
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout[-3000:]
