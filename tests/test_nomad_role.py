@@ -1,0 +1,293 @@
+"""The nomad role's checks and HTTP API steps, run with the real ansible-playbook.
+
+No Nomad binary exists on this machine, so the API steps (wait for a leader,
+ACL bootstrap, namespaces) talk to ``RecordedAPI`` replaying recordings of the
+real Nomad API (tests/recorded/nomad/, each naming its source). The checks run
+in check mode against the local machine and stop before anything is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers.recorded_api import RecordedAPI
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+SECRET_ID = "3f4a0fcd-7c42-773c-25db-2d31ba0c05fe"  # tests/recorded/nomad/acl_bootstrap.yaml
+
+API_PLAY = [
+    {
+        "name": "Run the nomad role's API steps.",
+        "hosts": "nomad_servers",
+        "gather_facts": False,
+        "tasks": [
+            {
+                "name": "Bootstrap ACLs and manage namespaces.",
+                "ansible.builtin.include_role": {
+                    "name": "twin.cluster.nomad",
+                    "tasks_from": "api.yml",
+                },
+            }
+        ],
+    }
+]
+
+MAIN_PLAY = [
+    {
+        "name": "Run the whole nomad role.",
+        "hosts": "all",
+        "gather_facts": False,
+        "roles": [{"role": "twin.cluster.nomad"}],
+    }
+]
+
+NAMESPACES = [
+    {"name": "llm", "description": "LLM experts"},
+    {
+        "name": "assistant",
+        "description": "Voice assistant and its memory",
+        "meta": {"owner": "twin", "tier": 1},
+    },
+]
+
+
+@dataclass
+class PlayResult:
+    rc: int
+    output: str
+
+    @property
+    def changed(self) -> int:
+        counts = re.findall(r"changed=(\d+)", self.output)
+        assert counts, f"no PLAY RECAP in output:\n{self.output}"
+        return sum(int(c) for c in counts)
+
+
+def run_play(
+    tmp_path: Path, play: list, hosts: dict[str, list[str]], variables: dict, check: bool = False
+) -> PlayResult:
+    """Run ``play`` on local-connection hosts grouped as ``hosts`` with ``variables``."""
+    inventory: dict = {"all": {"children": {}}}
+    for group, names in hosts.items():
+        inventory["all"]["children"][group] = {
+            "hosts": {
+                name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+                for name in names
+            }
+        }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    (tmp_path / "vars.yml").write_text(yaml.safe_dump(variables))
+    cmd = [
+        ANSIBLE_PLAYBOOK,
+        "-i",
+        str(tmp_path / "hosts.yml"),
+        "-e",
+        f"@{tmp_path / 'vars.yml'}",
+        str(tmp_path / "play.yml"),
+    ]
+    if check:
+        cmd.append("--check")
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+    }
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    return PlayResult(proc.returncode, proc.stdout + proc.stderr)
+
+
+def api_vars(api: RecordedAPI, creds: Path, **extra: object) -> dict:
+    return {
+        "nomad_api_addr": api.url,
+        "nomad_credentials_dir": str(creds),
+        "nomad_namespaces": NAMESPACES,
+        "nomad_leader_wait_retries": 3,
+        **extra,
+    }
+
+
+def run_api(tmp_path: Path, variables: dict) -> PlayResult:
+    return run_play(tmp_path, API_PLAY, {"nomad_servers": ["nomad1"]}, variables)
+
+
+ALL_NAMESPACE_RECORDINGS = [
+    "status_leader",
+    "acl_bootstrap",
+    "namespace_llm_read",
+    "namespace_llm_write",
+    "namespace_assistant_read",
+    "namespace_assistant_write",
+]
+
+
+def test_first_run_bootstraps_acls_and_creates_namespaces_second_run_changes_nothing(
+    tmp_path: Path,
+):
+    creds = tmp_path / "credentials"
+    with RecordedAPI("nomad", ALL_NAMESPACE_RECORDINGS) as api:
+        first = run_api(tmp_path, api_vars(api, creds))
+        assert first.rc == 0, first.output
+        token_file = creds / "nomad-bootstrap.token"
+        assert token_file.read_text().strip() == SECRET_ID
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert len(api.requests_to("POST", "/v1/acl/bootstrap")) == 1
+        [llm] = api.requests_to("POST", "/v1/namespace/llm")
+        [assistant] = api.requests_to("POST", "/v1/namespace/assistant")
+        assert llm.json() == {"Name": "llm", "Description": "LLM experts", "Meta": {}}
+        assert assistant.json() == {
+            "Name": "assistant",
+            "Description": "Voice assistant and its memory",
+            "Meta": {"owner": "twin", "tier": "1"},
+        }
+        assert llm.header("X-Nomad-Token") == assistant.header("X-Nomad-Token") == SECRET_ID
+        assert first.changed >= 3  # bootstrap + two namespace writes
+        assert SECRET_ID not in first.output, "the management token was printed"
+        # The leader is asked again until raft answers with an address.
+        assert len(api.requests_to("GET", "/v1/status/leader")) == 2
+
+        second = run_api(tmp_path, api_vars(api, creds))
+        assert second.rc == 0, second.output
+        assert second.changed == 0, second.output
+        assert len(api.requests_to("POST", "/v1/acl/bootstrap")) == 1
+        assert len(api.requests_to("POST", "/v1/namespace/llm")) == 1
+        assert len(api.requests_to("POST", "/v1/namespace/assistant")) == 1
+        reads = api.requests_to("GET", "/v1/namespace/llm")
+        assert [r.header("X-Nomad-Token") for r in reads] == [SECRET_ID, SECRET_ID]
+        assert not api.unmatched, api.unmatched
+
+
+def test_namespace_with_a_different_description_is_updated(tmp_path: Path):
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "nomad-bootstrap.token").write_text(SECRET_ID + "\n")
+    recordings = ["status_leader", "namespace_llm_read_outdated", "namespace_llm_write"]
+    with RecordedAPI("nomad", recordings) as api:
+        result = run_api(tmp_path, api_vars(api, creds, nomad_namespaces=NAMESPACES[:1]))
+    assert result.rc == 0, result.output
+    assert result.changed == 1, result.output
+    [write] = api.requests_to("POST", "/v1/namespace/llm")
+    assert write.json()["Description"] == "LLM experts"
+    assert not api.requests_to("POST", "/v1/acl/bootstrap"), "a saved token must be reused"
+    assert not api.unmatched, api.unmatched
+
+
+def test_bootstrapped_cluster_without_the_saved_token_stops_and_says_how_to_fix(tmp_path: Path):
+    creds = tmp_path / "credentials"
+    with RecordedAPI("nomad", ["status_leader", "acl_bootstrap_done"]) as api:
+        result = run_api(tmp_path, api_vars(api, creds))
+    assert result.rc != 0
+    assert "ACL bootstrap already done" in result.output
+    assert "nomad_acl_bootstrap_token_file" in result.output
+    assert not (creds / "nomad-bootstrap.token").exists()
+
+
+def test_token_the_cluster_does_not_know_stops_on_the_namespace_read(tmp_path: Path):
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "nomad-bootstrap.token").write_text("not-this-clusters-token\n")
+    with RecordedAPI("nomad", ["status_leader", "namespace_llm_read_forbidden"]) as api:
+        result = run_api(tmp_path, api_vars(api, creds, nomad_namespaces=NAMESPACES[:1]))
+    assert result.rc != 0
+    assert "status 403 ACL token not found" in result.output
+    assert str(creds / "nomad-bootstrap.token") in result.output
+    assert not api.requests_to("POST", "/v1/namespace/llm")
+
+
+def test_cluster_without_a_leader_stops_before_touching_acls(tmp_path: Path):
+    creds = tmp_path / "credentials"
+    with RecordedAPI("nomad", ["status_leader_electing"]) as api:
+        url = api.url
+        result = run_api(tmp_path, api_vars(api, creds, nomad_leader_wait_retries=1))
+    assert result.rc != 0
+    assert f"No Nomad leader at {url}" in result.output
+    assert [r.path for r in api.requests] == ["/v1/status/leader"] * 2
+
+
+# --- checks that stop the role before it touches the machine ----------------
+
+
+def check_vars(**extra: object) -> dict:
+    return {
+        "nomad_advertise_address": "127.0.0.1",
+        "nomad_credentials_dir": "/nonexistent",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("servers", "extra", "message"),
+    [
+        (
+            ["s1", "s2"],
+            {},
+            "nomad_bootstrap_expect is 2 with 2 host(s) in 'nomad_servers'. Raft needs an odd",
+        ),
+        (
+            ["s1", "s2", "s3"],
+            {"nomad_bootstrap_expect": 5},
+            "nomad_bootstrap_expect is 5 with 3 host(s)",
+        ),
+        (
+            ["s1"],
+            {"nomad_host_volumes": [{"name": "models", "path": "relative/models"}]},
+            "nomad_host_volumes needs a unique name",
+        ),
+        (
+            ["s1"],
+            {"nomad_namespaces": [{"name": "llm experts"}]},
+            "nomad_namespaces names must be unique and made of letters, digits and '-'",
+        ),
+        (["s1"], {"nomad_advertise_address": ""}, "nomad_advertise_address is '' on s1"),
+    ],
+    ids=[
+        "even-server-count",
+        "expect-above-servers",
+        "relative-volume",
+        "bad-namespace",
+        "no-address",
+    ],
+)
+def test_validation_stops_with_a_message_naming_the_variable(
+    tmp_path: Path, servers: list[str], extra: dict, message: str
+):
+    result = run_play(
+        tmp_path, MAIN_PLAY, {"nomad_servers": servers}, check_vars(**extra), check=True
+    )
+    assert result.rc != 0
+    assert message in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"nomad_install_method": "snap"},
+            "value of nomad_install_method must be one of: release, apt",
+        ),
+        ({"nomad_servers_are_clients": "sometimes"}, "nomad_servers_are_clients"),
+        (
+            {"nomad_ports": {"http": "web", "rpc": 4647, "serf": 4648}},
+            "argument 'http' is of type str found in 'nomad_ports'",
+        ),
+        ({"nomad_host_volumes": [{"name": "models"}]}, "missing required arguments: path"),
+    ],
+    ids=["unknown-install-method", "not-a-bool", "port-not-int", "volume-without-path"],
+)
+def test_argument_specs_refuse_wrong_types_and_choices(tmp_path: Path, extra: dict, message: str):
+    result = run_play(
+        tmp_path, MAIN_PLAY, {"nomad_servers": ["s1"]}, check_vars(**extra), check=True
+    )
+    assert result.rc != 0
+    assert "Validating arguments against arg spec" in result.output
+    assert message in result.output, result.output
