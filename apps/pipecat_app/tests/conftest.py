@@ -1,85 +1,15 @@
-"""Shared helpers: free ports, the app as a real subprocess, the local llama-server."""
+"""Fixtures of the app's tests (helpers are in app_helpers.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
-from pipecat_app.config import DEMO_CONFIG
+from app_helpers import App, app_environ, start_app
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
-
-
-class App:
-    """``twin-app serve`` in a subprocess, its stderr in a file."""
-
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
-        self.proc = proc
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-
-def app_environ(state_dir: Path) -> dict[str, str]:
-    """Environment for one app instance: its own port, memory file and JSON logs."""
-    env = dict(os.environ)
-    env["TWIN_APP__SERVER__PORT"] = str(free_port())
-    env["TWIN_APP__TWIN__MEMORY__PATH"] = str(state_dir / "memory.sqlite3")
-    env["TWIN_APP__LOG__JSON_LINES"] = "true"
-    return env
-
-
-def start_app(env: dict[str, str], log: Path, config: Path = DEMO_CONFIG) -> App:
-    handle = log.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipecat_app.cli", "serve", "--config", str(config)],
-        env=env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
-    app = App(proc, int(env["TWIN_APP__SERVER__PORT"]), log)
-    try:
-        wait_http(f"{app.url}/health", 60, proc)
-    except Exception:
-        app.stop()
-        raise RuntimeError(f"app did not come up:\n{app.logs()[-3000:]}") from None
-    return app
+# The real llama-server helpers are TwinService's tests' (imported, not copied).
+from twin.conftest import LlamaServer, llama_server_bin, smollm2_gguf, start_llama_server
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +27,11 @@ def own_app(tmp_path) -> Iterator[App]:
     running = start_app(app_environ(tmp_path), tmp_path / "app.log")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def llama() -> Iterator[LlamaServer]:
+    """A real llama-server with SmolLM2-135M, the demo's expert (skips without one)."""
+    server = start_llama_server(llama_server_bin(), smollm2_gguf(), jinja=False)
+    yield server
+    server.kill()

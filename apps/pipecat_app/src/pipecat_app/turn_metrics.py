@@ -158,6 +158,7 @@ class TurnMetricsObserver(BaseObserver):
             TURN_LATENCY.observe(turn.total_secs)
         logger.bind(
             event="turn",
+            transcript=turn.transcript,
             stt_s=turn.stt_secs,
             llm_ttfb_s=turn.llm_ttfb_secs,
             tts_ttfb_s=turn.tts_ttfb_secs,

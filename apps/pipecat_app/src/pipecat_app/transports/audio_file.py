@@ -53,11 +53,13 @@ class _Input(BaseInputTransport):
         super().__init__(params)
         self._queue: asyncio.Queue[Utterance] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
         await self.set_transport_ready(frame)
         self._task = self.create_task(self._stream(), name="audio-file-input")
+        self.started.set()
 
     async def stop(self, frame: EndFrame) -> None:
         await self._stop_stream()
@@ -143,6 +145,10 @@ class AudioFileTransport(BaseTransport):
     def output(self) -> FrameProcessor:
         """The loudspeaker side."""
         return self._output
+
+    async def wait_started(self) -> None:
+        """Until the pipeline has started and the microphone side streams."""
+        await self._input.started.wait()
 
     @property
     def sample_rate_in(self) -> int:

@@ -1,0 +1,91 @@
+"""Test helpers: free ports, the app as a real subprocess, expert overrides, llama-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from pipecat_app.config import DEMO_CONFIG
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
+
+
+class App:
+    """``twin-app serve`` in a subprocess, its stderr in a file."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
+        self.proc = proc
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+def expert_environ(base_url: str) -> dict[str, str]:
+    """Config overrides that make the demo's one general expert ``base_url``."""
+    expert = (
+        '{name = "general", domain = "general", description = "Everyday conversation", '
+        f'base_url = "{base_url}", model = "smollm2-135m", tool_calls = false}}'
+    )
+    return {"TWIN_APP__TWIN__EXPERTS": f"[{expert}]"}
+
+
+def app_environ(state_dir: Path, expert_url: str | None = None) -> dict[str, str]:
+    """Environment for one app instance: its own port, memory file and JSON logs."""
+    env = dict(os.environ)
+    if expert_url:
+        env.update(expert_environ(expert_url))
+    env["TWIN_APP__SERVER__PORT"] = str(free_port())
+    env["TWIN_APP__TWIN__MEMORY__PATH"] = str(state_dir / "memory.sqlite3")
+    env["TWIN_APP__LOG__JSON_LINES"] = "true"
+    return env
+
+
+def start_app(env: dict[str, str], log: Path, config: Path = DEMO_CONFIG) -> App:
+    handle = log.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipecat_app.cli", "serve", "--config", str(config)],
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+    app = App(proc, int(env["TWIN_APP__SERVER__PORT"]), log)
+    try:
+        wait_http(f"{app.url}/health", 60, proc)
+    except Exception:
+        app.stop()
+        raise RuntimeError(f"app did not come up:\n{app.logs()[-3000:]}") from None
+    return app
