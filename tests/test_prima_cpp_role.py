@@ -16,6 +16,7 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
+from helpers.recorded_api import RecordedAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "0123456789abcdef" * 4
@@ -224,3 +225,43 @@ def test_purge_removed_deletes_rendered_files_of_dropped_experts(tmp_path):
     second = run_role(tmp_path, [general()], prima_cpp_purge_removed=True)
     assert second.returncode == 0, second.stdout + second.stderr
     assert sorted(p.name for p in (tmp_path / "rendered").iterdir()) == ["expert-general.nomad.hcl"]
+
+
+def test_role_submits_with_the_saved_token_and_purges_dropped_experts(tmp_path):
+    """Submission goes through twin.cluster.nomad_job with the nomad role's saved token."""
+    token = "9d1c0f4e-7b2a-4c55-8e11-5a3b2c1d0e9f"
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "nomad-bootstrap.token").write_text(token + "\n")
+    recordings = [
+        "expert_general_parse",
+        "expert_general_plan_added",
+        "jobs_register",
+        "jobs_list_experts",
+        "expert_old_read",
+        "expert_old_deregister",
+        "expert_general_lab_read",
+        "expert_general_lab_deregister",
+    ]
+    with RecordedAPI("nomad_jobs", recordings) as api:
+        proc = run_role(
+            tmp_path,
+            [general(nodes=["node1"])],
+            prima_cpp_submit_jobs=True,
+            prima_cpp_purge_removed=True,
+            prima_cpp_nomad_addr=api.url,
+        )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert token not in out
+    assert api.unmatched == []
+    assert {r.header("X-Nomad-Token") for r in api.requests} == {token}
+    [parse] = api.requests_to("POST", "/v1/jobs/parse")
+    rendered = (tmp_path / "rendered" / "expert-general.nomad.hcl").read_text()
+    assert parse.json()["JobHCL"].strip() == rendered.strip()
+    assert len(api.requests_to("POST", "/v1/jobs")) == 1
+    [listing] = api.requests_to("GET", "/v1/jobs")
+    assert listing.query == {"prefix": ["expert-"], "namespace": ["*"]}
+    [old] = api.requests_to("DELETE", "/v1/job/expert-old")
+    assert old.query == {"namespace": ["llm"], "purge": ["true"]}
+    [moved] = api.requests_to("DELETE", "/v1/job/expert-general")
+    assert moved.query == {"namespace": ["lab"], "purge": ["true"]}
