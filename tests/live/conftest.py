@@ -35,7 +35,12 @@ def consul_client(token: str | None) -> consul.Consul:
     verify: bool | str = os.environ.get("CONSUL_CACERT") or True
     with mock.patch.dict(os.environ, clear=False) as env:
         env.pop("CONSUL_HTTP_TOKEN", None)
-        return consul.Consul(token=token, verify=verify)
+        client = consul.Consul(token=token, verify=verify)
+    if token:
+        # Some endpoints (agent members, status) take no token argument in
+        # py-consul; with default-deny ACLs they need it all the same.
+        client.http.session.headers["X-Consul-Token"] = token
+    return client
 
 
 def nomad_client(token: str | None) -> nomad.Nomad:
