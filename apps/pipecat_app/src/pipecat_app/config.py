@@ -31,8 +31,17 @@ from pipecat_app.twin.config import TwinConfig
 
 ENV_PREFIX = "TWIN_APP__"
 
-# The embedded default configuration (offline models, a local llama-server).
-DEMO_CONFIG = Path(__file__).resolve().parent.parent.parent / "config" / "demo.toml"
+# The embedded default configuration (offline models, a local llama-server):
+# inside the installed wheel, else in the source tree (editable install).
+_HERE = Path(__file__).resolve().parent
+DEMO_CONFIG = next(
+    (
+        path
+        for path in (_HERE / "_config" / "demo.toml", _HERE.parents[1] / "config" / "demo.toml")
+        if path.is_file()
+    ),
+    _HERE.parents[1] / "config" / "demo.toml",
+)
 
 
 class ConfigError(Exception):
