@@ -1,0 +1,137 @@
+"""Render the Nomad job templates under ``jobs/`` as Ansible does, and read them back.
+
+:func:`render_job` follows what ``ansible.builtin.template`` does with a
+template (ansible-core's ``plugins/action/template.py``): the same Templar,
+the same template variables (``ansible_managed``, ``template_path``, ...),
+the module's defaults (``trim_blocks=True``, ``lstrip_blocks=False``, ``\\n``
+newlines) and its search path. What a test renders is byte for byte what a
+role writes to disk for the same variables.
+
+:func:`parse_job` reads the result with python-hcl2 (quotes stripped, blocks
+as plain dicts); :class:`Job` and :class:`Block` walk it by HCL block type and
+label, so tests say ``job.group("rank-0").task("server").config["args"]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hcl2
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+REPO = Path(__file__).resolve().parents[2]
+JOBS_DIR = REPO / "jobs"
+
+_HCL_OPTIONS = hcl2.SerializationOptions(
+    with_comments=False,
+    explicit_blocks=False,
+    preserve_heredocs=False,
+    strip_string_quotes=True,
+)
+
+
+def _template_vars(source: Path, dest: str) -> dict[str, object]:
+    # The very function the template action calls; its home moved across
+    # ansible-core releases, so it is looked up where 2.19 keeps it.
+    from ansible._internal._templating import _template_vars
+
+    return _template_vars.generate_ansible_template_vars(
+        path=str(source), fullpath=str(source), dest_path=dest
+    )
+
+
+def render_job(template: str | Path, variables: Mapping[str, Any], dest: str = "") -> str:
+    """Render ``jobs/<template>`` (or a path) with ``variables`` as the template module would."""
+    source = Path(template)
+    if not source.is_absolute():
+        source = JOBS_DIR / source
+    loader = DataLoader()
+    loader.set_basedir(str(source.parent))
+    task_vars: dict[str, Any] = dict(variables)
+    task_vars.update(
+        (k, v)
+        for k, v in _template_vars(source, dest or source.name.removesuffix(".j2")).items()
+        if not (k == "ansible_managed" and "ansible_managed" in variables)
+    )
+    searchpath = []
+    for path in (str(source.parent), str(source.parent)):
+        searchpath += [os.path.join(path, "templates"), path]
+    templar = Templar(loader=loader, variables={}).copy_with_new_env(
+        searchpath=searchpath, available_variables=task_vars
+    )
+    overrides = {"trim_blocks": True, "lstrip_blocks": False, "newline_sequence": "\n"}
+    text = trust_as_template(source.read_text(encoding="utf-8"))
+    rendered = templar.template(text, escape_backslashes=False, overrides=overrides)
+    return "" if rendered is None else str(rendered)
+
+
+def parse_hcl(text: str) -> dict[str, Any]:
+    """HCL2 text -> plain dicts and lists (strings unquoted, no comments)."""
+    return hcl2.loads(text, serialization_options=_HCL_OPTIONS)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One HCL block body with lookups by nested block type and label."""
+
+    body: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.body[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.body.get(key, default)
+
+    def blocks(self, kind: str) -> list[Block]:
+        """Unlabelled nested blocks of one type (``network``, ``check``...)."""
+        return [Block(b) for b in self.body.get(kind, [])]
+
+    def block(self, kind: str) -> Block:
+        """The one nested block of this type; fails if there are none or several."""
+        found = self.blocks(kind)
+        if len(found) != 1:
+            raise KeyError(f"expected one {kind!r} block, found {len(found)}")
+        return found[0]
+
+    def labelled(self, kind: str) -> dict[str, Block]:
+        """Labelled nested blocks of one type (``group "x"``, ``port "http"``) by label."""
+        out: dict[str, Block] = {}
+        for entry in self.body.get(kind, []):
+            for label, body in entry.items():
+                if label in out:
+                    raise KeyError(f"duplicate {kind} {label!r}")
+                out[label] = Block(body)
+        return out
+
+
+@dataclass(frozen=True)
+class Job(Block):
+    """A parsed job file: its id and the job block."""
+
+    id: str = ""
+
+    def groups(self) -> dict[str, Block]:
+        return self.labelled("group")
+
+    def group(self, name: str) -> Block:
+        return self.groups()[name]
+
+    def tasks(self) -> Iterator[tuple[str, str, Block]]:
+        """Every ``(group, task, body)`` in file order."""
+        for group_name, group in self.groups().items():
+            for task_name, task in group.labelled("task").items():
+                yield group_name, task_name, task
+
+
+def parse_job(text: str) -> Job:
+    """Parse a rendered job file that holds exactly one ``job`` block."""
+    jobs = Block(parse_hcl(text)).labelled("job")
+    if len(jobs) != 1:
+        raise ValueError(f"expected one job block, found {sorted(jobs)}")
+    ((job_id, body),) = jobs.items()
+    return Job(body.body, id=job_id)
