@@ -265,3 +265,13 @@ def test_role_submits_with_the_saved_token_and_purges_dropped_experts(tmp_path):
     assert old.query == {"namespace": ["llm"], "purge": ["true"]}
     [moved] = api.requests_to("DELETE", "/v1/job/expert-general")
     assert moved.query == {"namespace": ["lab"], "purge": ["true"]}
+
+
+def test_every_default_is_in_the_argument_spec_and_the_readme():
+    role = ROOT / "roles" / "prima_cpp"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    readme = (role / "README.md").read_text()
+    assert set(defaults) == set(options)
+    assert [name for name in defaults if f"`{name}`" not in readme] == []
