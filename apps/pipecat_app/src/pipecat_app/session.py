@@ -73,6 +73,7 @@ class _Session:
         self._observers = list(observers)
         self.worker: PipelineWorker | None = None
         self._runner: WorkerRunner | None = None
+        self._stopped = False
 
     def _make_worker(self, pipeline: object) -> PipelineWorker:
         self.worker = PipelineWorker(
@@ -87,8 +88,12 @@ class _Session:
 
     async def _run_worker(self) -> None:
         assert self.worker is not None
+        if self._stopped:
+            return
         await self.twin.start()
         try:
+            if self._stopped:
+                return
             self._runner = WorkerRunner(handle_sigint=False)
             await self._runner.add_workers(self.worker)
             await self._runner.run()
@@ -97,6 +102,7 @@ class _Session:
 
     async def stop(self) -> None:
         """End the conversation now (client gone, server shutting down)."""
+        self._stopped = True
         if self._runner is not None:
             await self._runner.cancel(reason="session stopped")
         elif self.worker is not None:

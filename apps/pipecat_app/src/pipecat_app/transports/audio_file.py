@@ -69,6 +69,10 @@ class _Input(BaseInputTransport):
         await self._stop_stream()
         await super().cancel(frame)
 
+    async def cleanup(self) -> None:
+        await self._stop_stream()
+        await super().cleanup()
+
     async def _stop_stream(self) -> None:
         if self._task:
             await self.cancel_task(self._task)

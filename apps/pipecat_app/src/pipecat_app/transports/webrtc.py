@@ -64,7 +64,11 @@ class WebRTCSessions:
                 webrtc_connection=connection,
                 params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
             )
-            session = VoiceSession(self._config, transport, twin_factory=self._twin_factory)
+            # Loading the speech models takes seconds: not on the event loop,
+            # where it would stall every other session's audio.
+            session = await asyncio.to_thread(
+                VoiceSession, self._config, transport, twin_factory=self._twin_factory
+            )
 
             @transport.event_handler("on_client_disconnected")
             async def _gone(_transport: SmallWebRTCTransport, _client: object) -> None:
