@@ -148,6 +148,24 @@ async def test_each_turn_is_stored_as_episodic_memory(tmp_path):
     ]
 
 
+async def test_earlier_conversations_are_recalled_but_not_the_current_one(tmp_path):
+    twin = make_twin(tmp_path, [closed_expert("a")])
+    twin.memory.open()
+    yesterday = time.time() - 86400
+    twin.memory.remember(
+        "ana", "We talked about the lighthouse trip", kind="episode", role="user", at=yesterday
+    )
+    twin.memory.close()
+    await twin.start()
+    try:
+        twin.remember_turn("user", "The lighthouse is closed on Mondays")
+        system = twin.build_system("tell me about the lighthouse")
+    finally:
+        await twin.stop()
+    assert "the user said: We talked about the lighthouse trip" in system
+    assert "closed on Mondays" not in system
+
+
 async def test_recalled_memory_goes_into_the_system_prompt_within_the_budget(tmp_path):
     twin = make_twin(tmp_path, [closed_expert("a")])
     await twin.start()

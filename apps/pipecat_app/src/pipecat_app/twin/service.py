@@ -119,6 +119,7 @@ class TwinService:
             tools=self.toolbox.tools_schema() if config.tools.enabled else NOT_GIVEN,
         )
         self._adapter = OpenAILLMAdapter()
+        self._since = time.time()
 
     @property
     def context(self) -> LLMContext:
@@ -135,6 +136,7 @@ class TwinService:
 
     async def start(self) -> None:
         """Open memory, start expert discovery and the prompt watch."""
+        self._since = time.time()
         if self.config.memory.enabled:
             self.memory.open()
         await self.directory.start()
@@ -162,6 +164,8 @@ class TwinService:
         items = self.memory.recall(
             self.config.user_id, user_text, limit=self.config.memory.recall_limit
         )
+        # Turns of this conversation are in the context already.
+        items = [i for i in items if i.kind == "fact" or i.created < self._since]
         block = render_block(fit_to_budget(items, self.config.memory.token_budget))
         return f"{system}\n\n{block}" if block else system
 
