@@ -103,6 +103,8 @@ async def test_every_expert_down_still_answers_the_turn_and_reports_errors(tmp_p
         await twin.stop()
     assert down[1].text == NO_EXPERT_REPLY
     assert any(isinstance(f, ErrorFrame) for f in up)
+    # Both go to the back of the order for the next turns.
+    assert all(twin.router.is_down(e) for e in twin.directory.experts)
     for name in ("down-a", "down-b"):
         assert EXPERT_ERRORS.labels(expert=name, kind="connect")._value.get() == before[name] + 1
     assert (
