@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import hcl2
 import pytest
 import yaml
 from helpers.recorded_api import RecordedAPI
@@ -291,3 +292,78 @@ def test_argument_specs_refuse_wrong_types_and_choices(tmp_path: Path, extra: di
     assert result.rc != 0
     assert "Validating arguments against arg spec" in result.output
     assert message in result.output, result.output
+
+
+# --- the role's templates, rendered by Ansible for server-only and client-only hosts ---
+
+RENDER_PLAY = [
+    {
+        "name": "Render the nomad role's templates to a folder.",
+        "hosts": "all",
+        "gather_facts": False,
+        "tasks": [
+            {
+                "name": "Load the role's defaults and derived vars.",
+                "ansible.builtin.include_vars": {"file": f"{ROOT}/roles/nomad/{{{{ f }}}}"},
+                "loop_control": {"loop_var": "f"},
+                "loop": ["defaults/main.yml", "vars/main.yml"],
+            },
+            {
+                "name": "Set what earlier tasks of the role would have set.",
+                "ansible.builtin.set_fact": {
+                    "_nomad_advertise_address": "{{ nomad_advertise_address }}",
+                    "_nomad_gossip_key": "{{ 'k' * 43 }}=",
+                },
+            },
+            {
+                "name": "Render the templates.",
+                "ansible.builtin.template": {
+                    "src": f"{ROOT}/roles/nomad/templates/{{{{ t }}}}.j2",
+                    "dest": "{{ out_dir }}/{{ inventory_hostname }}-{{ t }}",
+                    "mode": "0644",
+                },
+                "loop_control": {"loop_var": "t"},
+                "loop": ["nomad.hcl", "nomad.service"],
+            },
+        ],
+    }
+]
+
+
+def test_server_only_and_client_only_hosts_get_only_their_blocks_and_run_users(tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    variables = {
+        "out_dir": str(out),
+        "nomad_advertise_address": "10.0.0.11",
+        "nomad_servers_are_clients": False,
+        "nomad_consul_enable": False,
+    }
+    result = run_play(
+        tmp_path,
+        RENDER_PLAY,
+        {"nomad_servers": ["s1", "s2", "s3"], "workers": ["c1"]},
+        variables,
+    )
+    assert result.rc == 0, result.output
+    options = hcl2.SerializationOptions(
+        strip_string_quotes=True, explicit_blocks=False, with_comments=False
+    )
+    server = hcl2.loads((out / "s1-nomad.hcl").read_text(), serialization_options=options)
+    client = hcl2.loads((out / "c1-nomad.hcl").read_text(), serialization_options=options)
+    assert "client" not in server
+    assert server["server"][0]["bootstrap_expect"] == 3
+    assert server["server"][0]["server_join"][0]["retry_join"] == ["10.0.0.11"] * 3
+    assert "server" not in client
+    assert client["client"][0]["server_join"][0]["retry_join"] == ["10.0.0.11"] * 3
+    assert client["client"][0]["options"] == {"driver.allowlist": "exec"}
+    assert "consul" not in server
+    assert "consul" not in client
+    assert "plugin" not in client
+    server_unit = (out / "s1-nomad.service").read_text()
+    client_unit = (out / "c1-nomad.service").read_text()
+    assert "User=nomad\n" in server_unit
+    assert "OOMScoreAdjust=-1000" in server_unit
+    assert "User=root\n" in client_unit
+    assert "OOMScoreAdjust" not in client_unit
+    assert "Description=Nomad agent (server)" in server_unit
