@@ -136,6 +136,18 @@ def test_single_gpu_expert_keeps_its_own_settings():
     assert expert["extra_args"] == ["--jinja"]
 
 
+def test_update_deadlines_pass_through_only_when_set():
+    [plain, slow] = prima_cpp_experts(
+        [ring(), ring(name="big", healthy_deadline="30m", health_grace="900s")],
+        HOSTVARS,
+        DEFAULTS,
+    )
+    assert "healthy_deadline" not in plain
+    assert "health_grace" not in plain
+    assert (slow["healthy_deadline"], slow["health_grace"]) == ("30m", "900s")
+    assert "progress_deadline" not in slow
+
+
 def test_custom_port_bases_and_per_rank_windows():
     [expert] = prima_cpp_experts(
         [

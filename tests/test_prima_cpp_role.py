@@ -187,7 +187,7 @@ def load_job(path: Path) -> tuple[str, dict[str, Any]]:
 def test_ring_and_gpu_expert_render_to_one_parseable_job_each(tmp_path):
     proc = run_role(
         tmp_path,
-        [general(namespace="brains", prefetch=True), coder(http_port=8081)],
+        [general(namespace="brains", prefetch=True, healthy_deadline="30m"), coder(http_port=8081)],
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rendered = sorted(p.name for p in (tmp_path / "rendered").iterdir())
@@ -203,6 +203,7 @@ def test_ring_and_gpu_expert_render_to_one_parseable_job_each(tmp_path):
     assert "/opt/prima.cpp/current/bin/llama-server" in text
     assert "/opt/prima.cpp/current/bin/llama-cli" in text
     assert "qwen2.5-7b-instruct-q4_k_m.gguf" in text
+    assert 'healthy_deadline  = "30m"' in text
 
     job_id, single = load_job(tmp_path / "rendered" / "expert-coder.nomad.hcl")
     assert job_id == "expert-coder"

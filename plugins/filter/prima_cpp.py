@@ -51,8 +51,15 @@ EXPERT_FIELDS = frozenset(
         "api_key_variable",
         "service_name",
         "tags",
+        "healthy_deadline",
+        "progress_deadline",
+        "health_grace",
     }
 )
+
+# Optional contract fields passed through only when a user sets them (the
+# job template has its own defaults for them).
+PASS_THROUGH_FIELDS = ("healthy_deadline", "progress_deadline", "health_grace")
 
 
 def model_file_name(expert: Mapping[str, Any]) -> str:
@@ -148,7 +155,9 @@ def normalize_expert(
     tags += [str(t) for t in expert.get("tags") or [] if str(t) not in tags]
     resources = {**defaults["resources"], **(expert.get("resources") or {})}
     prefetch = expert.get("prefetch")
+    optional = {k: str(expert[k]) for k in PASS_THROUGH_FIELDS if expert.get(k)}
     return {
+        **optional,
         "name": name,
         "domain": domain,
         "description": str(expert.get("description") or f"{domain} expert"),
