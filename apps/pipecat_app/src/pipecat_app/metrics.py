@@ -26,7 +26,8 @@ TURN_STAGE = Histogram(
 )
 ROUTING_DECISIONS = Counter(
     "twin_routing_decisions_total",
-    "Turns routed to an expert, by expert and reason (rule, similarity, sticky, fallback, failover).",
+    "Turns routed to an expert, by expert and reason"
+    " (rule, similarity, sticky, fallback, failover).",
     ["expert", "reason"],
     registry=REGISTRY,
 )
