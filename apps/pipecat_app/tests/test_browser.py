@@ -1,0 +1,75 @@
+"""A real browser talks to the demo over WebRTC and hears the assistant answer.
+
+Debian's headless Chromium opens the app's offline voice page with a fake
+microphone that plays a spoken question from a WAV file in a loop (12 s: the
+question, then silence for the answer). The test watches both ends: the app's
+turn metrics and log say the question was transcribed and answered with audio,
+and the page's WebRTC stats show audio energy arriving from the app.
+"""
+
+import json
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app_helpers import app_environ, free_port, start_app
+from chromium_cdp import CHROMIUM, Chromium
+from pipecat_app.config import PiperTTSConfig
+from pipecat_app.synth import silence, synthesize, write_wav
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make deps)"),
+]
+
+
+def answered_turns(url):
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "twin_turn_latency_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    return sample.value
+    return 0.0
+
+
+def test_browser_speaks_over_webrtc_and_receives_the_spoken_answer(llama, tmp_path):
+    question = synthesize("What is the capital of France?", PiperTTSConfig(provider="piper"))
+    wav = write_wav(
+        tmp_path / "question.wav",
+        silence(1.0) + question + silence(11.0 - len(question) / 32000),
+    )
+    env = app_environ(tmp_path, expert_url=llama.base_url)
+    env["TWIN_APP__VAD__TURN_STOP_TIMEOUT_S"] = "20"
+    app = start_app(env, tmp_path / "app.log")
+    chromium = Chromium(wav, tmp_path / "profile", free_port())
+    try:
+        chromium.open(f"{app.url}/voice")
+        chromium.click_button("connect")
+        deadline = time.monotonic() + 150
+        heard = {}
+        while time.monotonic() < deadline:
+            heard = chromium.inbound_audio()
+            if heard["energy"] > 0 and answered_turns(app.url) >= 1:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(
+                f"no spoken answer reached the browser: {heard}; page: {chromium.console[-5:]}"
+                f"\napp log tail:\n{app.logs()[-3000:]}"
+            )
+    finally:
+        chromium.close()
+        app.stop()
+
+    assert heard["states"] == ["connected"]
+    turns = [
+        record["record"]["extra"]
+        for record in (json.loads(x) for x in app.logs().splitlines() if x.startswith("{"))
+        if record["record"]["extra"].get("event") == "turn"
+    ]
+    assert turns, "the app logged no answered turn"
+    assert any("capital" in t.get("transcript", "").lower() for t in turns), turns
+    assert all(t["total_s"] > 0 for t in turns)

