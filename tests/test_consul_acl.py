@@ -1,0 +1,233 @@
+"""The consul role's ACL steps against recorded answers of the real Consul HTTP API.
+
+No Consul binary exists on this machine; ansible-playbook runs the role's own
+credentials.yml and acl.yml (unchanged) against tests/helpers/recorded_api.py,
+which replays Consul's documented responses in order and records requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.recorded_api import RecordedAPI
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDED_BOOTSTRAP_SECRET = "527347d3-9653-07dc-adc0-598b8f2b0f4d"
+UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+POLICY_ID = "e359bd81-baca-903e-7e64-1ccd9fdc78f5"
+FRESH_CLUSTER = [
+    "status_leader",
+    "acl_bootstrap",
+    "acl_policy_read_agents",
+    "acl_policy_create",
+    "acl_token_self_agent",
+    "acl_token_create",
+]
+
+PLAYBOOK = """
+- name: Run the consul role's ACL steps.
+  hosts: consul_servers
+  gather_facts: false
+  tasks:
+    - name: Create or load the secrets.
+      ansible.builtin.include_role:
+        name: consul
+        tasks_from: credentials.yml
+    - name: Bootstrap ACLs.
+      ansible.builtin.include_role:
+        name: consul
+        tasks_from: acl.yml
+"""
+
+
+def ansible_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+
+
+def tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def run_acl_tasks(
+    workdir: Path, api: RecordedAPI, inventory_as_dir: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the role's credentials.yml + acl.yml with the inventory in workdir/inventory/."""
+    inventory = workdir / "inventory"
+    inventory.mkdir(exist_ok=True)
+    hosts_file = inventory / "hosts.ini"
+    hosts_file.write_text(
+        "[consul_servers]\n"
+        f"server1 ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+    )
+    playbook = workdir / "acl.yml"
+    playbook.write_text(PLAYBOOK)
+    return subprocess.run(
+        [
+            tool("ansible-playbook"),
+            "-i",
+            str(inventory if inventory_as_dir else hosts_file),
+            str(playbook),
+            "-e",
+            f"consul_api_url={api.url}",
+            "-e",
+            "consul_leader_wait_delay=0",
+        ],
+        capture_output=True,
+        text=True,
+        env=ansible_env(),
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+def credentials_of(workdir: Path) -> Path:
+    """Where the role keeps its secrets: next to the inventory, in a hidden directory."""
+    return workdir / "inventory" / ".credentials"
+
+
+def changed_count(result: subprocess.CompletedProcess[str]) -> int:
+    match = re.search(r"server1\s+:\s+ok=\d+\s+changed=(\d+)", result.stdout)
+    assert match, result.stdout
+    return int(match.group(1))
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.slow
+def test_fresh_cluster_is_bootstrapped_once_and_the_token_is_kept_0600(tmp_path: Path):
+    credentials = credentials_of(tmp_path)
+    with RecordedAPI("consul", FRESH_CLUSTER) as api:
+        first = run_acl_tasks(tmp_path, api)
+        assert first.returncode == 0, first.stdout + first.stderr
+        bootstraps_after_first = len(api.requests_to("PUT", "/v1/acl/bootstrap"))
+        second = run_acl_tasks(tmp_path, api)
+        assert second.returncode == 0, second.stdout + second.stderr
+
+    token_file = credentials / "consul-bootstrap.token"
+    assert token_file.read_text().strip() == RECORDED_BOOTSTRAP_SECRET
+    assert mode(token_file) == 0o600
+    assert mode(credentials) == 0o700
+    # The leader was polled until the recording stopped answering "".
+    assert len(api.requests_to("GET", "/v1/status/leader")) >= 2
+    # One bootstrap over two runs: the second run reused the saved token.
+    assert bootstraps_after_first == 1
+    assert len(api.requests_to("PUT", "/v1/acl/bootstrap")) == 1
+    assert changed_count(second) == 0
+    assert not api.unmatched
+
+
+@pytest.mark.slow
+def test_agents_policy_and_token_are_created_with_the_bootstrap_token(tmp_path: Path):
+    with RecordedAPI("consul", FRESH_CLUSTER) as api:
+        result = run_acl_tasks(tmp_path, api)
+        assert result.returncode == 0, result.stdout + result.stderr
+        run_acl_tasks(tmp_path, api)
+
+    agent_token = (credentials_of(tmp_path) / "consul-agent.token").read_text().strip()
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", agent_token
+    )
+    assert mode(credentials_of(tmp_path) / "consul-agent.token") == 0o600
+
+    [policy] = api.requests_to("PUT", "/v1/acl/policy")
+    assert policy.header("X-Consul-Token") == RECORDED_BOOTSTRAP_SECRET
+    assert policy.json()["Name"] == "twin-consul-agents"
+    assert 'node_prefix "" {' in policy.json()["Rules"]
+
+    [token] = api.requests_to("PUT", "/v1/acl/token")
+    assert token.header("X-Consul-Token") == RECORDED_BOOTSTRAP_SECRET
+    assert token.json()["SecretID"] == agent_token
+    assert token.json()["Policies"] == [{"Name": "twin-consul-agents"}]
+    # The existence check asks as the agents' token itself.
+    assert {r.header("X-Consul-Token") for r in api.requests_to("GET", "/v1/acl/token/self")} == {
+        agent_token
+    }
+
+
+@pytest.mark.slow
+def test_secrets_never_appear_in_the_output(tmp_path: Path):
+    with RecordedAPI("consul", FRESH_CLUSTER) as api:
+        result = run_acl_tasks(tmp_path, api)
+    assert result.returncode == 0, result.stdout + result.stderr
+    agent_token = (credentials_of(tmp_path) / "consul-agent.token").read_text().strip()
+    gossip_key = (credentials_of(tmp_path) / "consul-gossip.key").read_text().strip()
+    output = result.stdout + result.stderr
+    for secret in (RECORDED_BOOTSTRAP_SECRET, agent_token, gossip_key):
+        assert secret not in output
+
+
+@pytest.mark.slow
+def test_bootstrapped_cluster_without_saved_token_stops_with_the_fix(tmp_path: Path):
+    with RecordedAPI("consul", ["status_leader", "acl_bootstrap_done"]) as api:
+        result = run_acl_tasks(tmp_path, api)
+    assert result.returncode != 0
+    assert "bootstrapped before" in result.stdout
+    assert "consul-bootstrap.token does not exist" in result.stdout
+    assert "Restore that file (consul_acl_bootstrap_token_file)" in result.stdout
+    assert not (credentials_of(tmp_path) / "consul-bootstrap.token").exists()
+    assert not api.requests_to("PUT", "/v1/acl/policy")
+
+
+@pytest.mark.slow
+def test_outdated_agents_policy_is_updated_in_place_once(tmp_path: Path):
+    credentials = credentials_of(tmp_path)
+    credentials.mkdir(mode=0o700, parents=True)
+    (credentials / "consul-bootstrap.token").write_text(RECORDED_BOOTSTRAP_SECRET + "\n")
+    (credentials / "consul-bootstrap.token").chmod(0o600)
+    recordings = [
+        "status_leader",
+        "acl_policy_read_agents_outdated",
+        "acl_policy_update_agents",
+        "acl_token_self_agent",
+        "acl_token_create",
+    ]
+    with RecordedAPI("consul", recordings) as api:
+        first = run_acl_tasks(tmp_path, api)
+        assert first.returncode == 0, first.stdout + first.stderr
+        second = run_acl_tasks(tmp_path, api)
+        assert second.returncode == 0, second.stdout + second.stderr
+
+    assert not api.requests_to("PUT", "/v1/acl/bootstrap")
+    assert not api.requests_to("PUT", "/v1/acl/policy")
+    [update] = api.requests_to("PUT", f"/v1/acl/policy/{POLICY_ID}")
+    assert update.json()["ID"] == POLICY_ID
+    assert 'policy = "write"' in update.json()["Rules"]
+    assert changed_count(second) == 0
+
+
+@pytest.mark.slow
+def test_secrets_next_to_an_inventory_directory_are_not_read_as_hosts(tmp_path: Path):
+    with RecordedAPI("consul", FRESH_CLUSTER) as api:
+        result = run_acl_tasks(tmp_path, api, inventory_as_dir=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    inventory = tmp_path / "inventory"
+    credentials = credentials_of(tmp_path)
+    secrets = [p.read_text().strip() for p in credentials.iterdir()]
+    assert len(secrets) == 3
+
+    listed = subprocess.run(
+        [tool("ansible-inventory"), "-i", str(inventory), "--list"],
+        capture_output=True,
+        text=True,
+        env=ansible_env(),
+        check=True,
+    )
+    hosts = json.loads(listed.stdout)["_meta"]["hostvars"].keys()
+    assert set(hosts) == {"server1"}
+    for secret in secrets:
+        assert secret not in listed.stdout + listed.stderr

@@ -1,0 +1,89 @@
+"""The consul role refuses bad settings at once, with a message naming the variable.
+
+Runs the real role with ansible-playbook in check mode against local hosts;
+every case must stop in the argument spec or validate.yml, before any change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAYBOOK = """
+- name: Apply the consul role.
+  hosts: all
+  gather_facts: true
+  gather_subset: [network]
+  roles:
+    - role: consul
+"""
+
+
+def run_role(workdir: Path, servers: int, extra_vars: dict[str, object]) -> str:
+    hosts = "\n".join(
+        f"server{i} ansible_connection=local ansible_python_interpreter={sys.executable}"
+        for i in range(1, servers + 1)
+    )
+    (workdir / "hosts.ini").write_text(f"[consul_servers]\n{hosts}\n")
+    (workdir / "site.yml").write_text(PLAYBOOK)
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    vars_with_safe_mirror = {"consul_download_base_url": "http://127.0.0.1:9", **extra_vars}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "--check",
+            "-i",
+            str(workdir / "hosts.ini"),
+            str(workdir / "site.yml"),
+            "-e",
+            json.dumps(vars_with_safe_mirror),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0, "the role accepted bad settings:\n" + result.stdout
+    assert "Install the pinned Consul binary" not in result.stdout
+    return result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_even_number_of_servers_fails_with_the_fix(tmp_path: Path):
+    output = run_role(tmp_path, servers=2, extra_vars={})
+    assert "consul_bootstrap_expect is 2 with 2 host(s) in 'consul_servers'" in output
+    assert "odd number" in output
+
+
+@pytest.mark.slow
+def test_unknown_install_method_fails_in_the_argument_spec(tmp_path: Path):
+    output = run_role(tmp_path, servers=1, extra_vars={"consul_install_method": "curl"})
+    assert "consul_install_method" in output
+    assert "must be one of: release, apt" in output
+
+
+@pytest.mark.slow
+def test_wrong_type_fails_in_the_argument_spec(tmp_path: Path):
+    output = run_role(tmp_path, servers=1, extra_vars={"consul_ports": "8500"})
+    assert "consul_ports" in output
+    assert "dict" in output
+
+
+@pytest.mark.slow
+def test_missing_interface_is_named_with_the_existing_ones(tmp_path: Path):
+    output = run_role(tmp_path, servers=1, extra_vars={"consul_iface": "nope0"})
+    assert "consul_iface 'nope0' does not exist on server1" in output
+    assert "lo" in output
