@@ -259,19 +259,36 @@ class ExpertClient:
         async for event in gen:
             yield event
 
+    async def _create(self, expert: Expert, params: dict[str, Any]) -> Any:
+        """Open the stream; a connection error is retried once at once.
+
+        A pooled keep-alive connection the server has closed in the meantime
+        fails like a dead server; the immediate retry opens a fresh one,
+        while a dead server refuses again within a millisecond.
+        """
+        for attempt in (1, 2):
+            try:
+                return await asyncio.wait_for(
+                    self._client(expert).chat.completions.create(
+                        model=expert.model,
+                        stream=True,
+                        max_tokens=self._max_tokens,
+                        temperature=self._temperature,
+                        **params,
+                    ),
+                    timeout=self._timeout_s,
+                )
+            except openai.APITimeoutError:
+                raise
+            except openai.APIConnectionError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
     async def _chunks(self, expert: Expert, params: dict[str, Any]) -> AsyncIterator[Any]:
         """Raw stream chunks, with first-chunk and between-chunk timeouts."""
         try:
-            stream = await asyncio.wait_for(
-                self._client(expert).chat.completions.create(
-                    model=expert.model,
-                    stream=True,
-                    max_tokens=self._max_tokens,
-                    temperature=self._temperature,
-                    **params,
-                ),
-                timeout=self._timeout_s,
-            )
+            stream = await self._create(expert, params)
         except TimeoutError as exc:
             raise ExpertError(expert, "timeout", "no response in time") from exc
         except openai.APITimeoutError as exc:
