@@ -1,0 +1,147 @@
+"""hashicorp_release (used by the consul role) against a local release mirror.
+
+A real HTTP server serves a release tree in HashiCorp's layout; the role runs
+with ansible-playbook on this machine, installing into a temporary directory.
+The archived executable is a stand-in that only answers `consul version`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VERSION = "1.22.6"
+ZIP = f"consul_{VERSION}_linux_amd64.zip"
+
+PLAYBOOK = """
+- name: Install Consul with hashicorp_release.
+  hosts: localhost
+  connection: local
+  gather_facts: true
+  gather_subset: [min]
+  tasks:
+    - name: Install.
+      ansible.builtin.include_role:
+        name: hashicorp_release
+      vars:
+        hashicorp_release_product: consul
+        hashicorp_release_version: "{{ version }}"
+        hashicorp_release_download_base_url: "{{ base_url }}"
+        hashicorp_release_bin_dir: "{{ workdir }}/bin"
+        hashicorp_release_cache_dir: "{{ workdir }}/cache"
+"""
+
+
+def write_release(root: Path, reported_version: str) -> None:
+    release = root / "consul" / VERSION
+    release.mkdir(parents=True)
+    script = (
+        f'#!/bin/sh\n[ "$1" = version ] && echo "Consul v{reported_version}" && exit 0\nexit 1\n'
+    )
+    info = zipfile.ZipInfo("consul")
+    info.external_attr = 0o100755 << 16
+    with zipfile.ZipFile(release / ZIP, "w") as archive:
+        archive.writestr(info, script)
+    digest = hashlib.sha256((release / ZIP).read_bytes()).hexdigest()
+    decoy = hashlib.sha256(b"arm64").hexdigest()
+    (release / f"consul_{VERSION}_SHA256SUMS").write_text(
+        f"{decoy}  consul_{VERSION}_linux_arm64.zip\n{digest}  {ZIP}\n"
+    )
+
+
+class Mirror:
+    def __init__(self, root: Path) -> None:
+        self.paths: list[str] = []
+        mirror = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                mirror.paths.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mirror]:
+    root = tmp_path / "mirror"
+    write_release(root, getattr(request, "param", VERSION))
+    served = Mirror(root)
+    yield served
+    served.close()
+
+
+def install(workdir: Path, mirror: Mirror) -> subprocess.CompletedProcess[str]:
+    playbook = workdir / "install.yml"
+    playbook.write_text(PLAYBOOK)
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+    }
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            str(playbook),
+            "-e",
+            f"version={VERSION} base_url={mirror.url} workdir={workdir}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_installed_version_is_not_downloaded_again(tmp_path: Path, mirror: Mirror):
+    first = install(tmp_path, mirror)
+    assert first.returncode == 0, first.stdout + first.stderr
+    binary = tmp_path / "bin" / "consul"
+    assert oct(binary.stat().st_mode & 0o777) == "0o755"
+    version = subprocess.run([binary, "version"], capture_output=True, text=True, check=True)
+    assert version.stdout.splitlines()[0] == f"Consul v{VERSION}"
+    assert mirror.paths == [
+        f"/consul/{VERSION}/consul_{VERSION}_SHA256SUMS",
+        f"/consul/{VERSION}/{ZIP}",
+    ]
+
+    second = install(tmp_path, mirror)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(mirror.paths) == 2, mirror.paths
+    assert re.search(r"localhost\s+:\s+ok=\d+\s+changed=0", second.stdout), second.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mirror", ["1.22.5"], indirect=True)
+def test_archive_holding_another_version_is_refused(tmp_path: Path, mirror: Mirror):
+    result = install(tmp_path, mirror)
+    assert result.returncode != 0
+    assert f"reports 'Consul v1.22.5', expected 'Consul v{VERSION}'" in result.stdout
