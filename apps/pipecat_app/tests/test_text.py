@@ -56,7 +56,7 @@ def test_http_chat_rejects_empty_text(chat_app):
 def test_websocket_chat_streams_the_answer_then_ends(chat_app):
     ws_url = chat_app.url.replace("http://", "ws://") + "/ws/chat"
     with connect(ws_url, open_timeout=30) as ws:
-        ws.send(json.dumps({"text": "Name a colour."}))
+        ws.send(json.dumps({"text": "Describe the sea in three sentences."}))
         pieces = []
         while True:
             message = json.loads(ws.recv(timeout=120))
