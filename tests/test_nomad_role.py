@@ -250,6 +250,11 @@ def check_vars(**extra: object) -> dict:
             "nomad_namespaces names must be unique and made of letters, digits and '-'",
         ),
         (["s1"], {"nomad_advertise_address": ""}, "nomad_advertise_address is '' on s1"),
+        (
+            ["s1"],
+            {"nomad_chroot_env": {"/usr": "/usr", "opt/prima.cpp": "/opt/prima.cpp"}},
+            "nomad_chroot_env maps absolute host paths to absolute paths inside the task",
+        ),
     ],
     ids=[
         "even-server-count",
@@ -257,6 +262,7 @@ def check_vars(**extra: object) -> dict:
         "relative-volume",
         "bad-namespace",
         "no-address",
+        "relative-chroot-path",
     ],
 )
 def test_validation_stops_with_a_message_naming_the_variable(
@@ -282,8 +288,15 @@ def test_validation_stops_with_a_message_naming_the_variable(
             "argument 'http' is of type str found in 'nomad_ports'",
         ),
         ({"nomad_host_volumes": [{"name": "models"}]}, "missing required arguments: path"),
+        ({"nomad_chroot_env": ["/usr"]}, "argument 'nomad_chroot_env' is of type list"),
     ],
-    ids=["unknown-install-method", "not-a-bool", "port-not-int", "volume-without-path"],
+    ids=[
+        "unknown-install-method",
+        "not-a-bool",
+        "port-not-int",
+        "volume-without-path",
+        "chroot-env-not-a-dict",
+    ],
 )
 def test_argument_specs_refuse_wrong_types_and_choices(tmp_path: Path, extra: dict, message: str):
     result = run_play(
@@ -367,3 +380,43 @@ def test_server_only_and_client_only_hosts_get_only_their_blocks_and_run_users(t
     assert "User=root\n" in client_unit
     assert "OOMScoreAdjust" not in client_unit
     assert "Description=Nomad agent (server)" in server_unit
+
+
+def test_chroot_env_is_rendered_on_clients_only_and_left_out_when_empty(tmp_path: Path):
+    chroot_env = {"/usr": "/usr", "/opt/prima.cpp": "/opt/prima.cpp", "/bin": "/bin"}
+    options = hcl2.SerializationOptions(
+        strip_string_quotes=True, explicit_blocks=False, with_comments=False
+    )
+    rendered = {}
+    for label, value in (("set", chroot_env), ("empty", {})):
+        out = tmp_path / label
+        out.mkdir()
+        (tmp_path / f"play-{label}").mkdir()
+        variables = {
+            "out_dir": str(out),
+            "nomad_advertise_address": "10.0.0.11",
+            "nomad_servers_are_clients": False,
+            "nomad_chroot_env": value,
+        }
+        result = run_play(
+            tmp_path / f"play-{label}",
+            RENDER_PLAY,
+            {"nomad_servers": ["s1"], "workers": ["c1"]},
+            variables,
+        )
+        assert result.rc == 0, result.output
+        rendered[label] = {host: (out / f"{host}-nomad.hcl").read_text() for host in ("s1", "c1")}
+    client = hcl2.loads(rendered["set"]["c1"], serialization_options=options)
+    assert client["client"][0]["chroot_env"] == chroot_env
+    # nomad fmt style: keys sorted, the equals signs aligned.
+    assert (
+        "  chroot_env = {\n"
+        '    "/bin"           = "/bin"\n'
+        '    "/opt/prima.cpp" = "/opt/prima.cpp"\n'
+        '    "/usr"           = "/usr"\n'
+        "  }\n"
+    ) in rendered["set"]["c1"]
+    assert "chroot_env" not in rendered["set"]["s1"]
+    assert "chroot_env" not in rendered["empty"]["c1"]
+    empty_client = hcl2.loads(rendered["empty"]["c1"], serialization_options=options)
+    assert "chroot_env" not in empty_client["client"][0]
