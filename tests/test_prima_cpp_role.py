@@ -231,8 +231,8 @@ def test_purge_removed_deletes_rendered_files_of_dropped_experts(tmp_path):
 def test_role_submits_with_the_saved_token_and_purges_dropped_experts(tmp_path):
     """Submission goes through twin.cluster.nomad_job with the nomad role's saved token."""
     token = "9d1c0f4e-7b2a-4c55-8e11-5a3b2c1d0e9f"
-    (tmp_path / "credentials").mkdir()
-    (tmp_path / "credentials" / "nomad-bootstrap.token").write_text(token + "\n")
+    (tmp_path / ".credentials").mkdir()
+    (tmp_path / ".credentials" / "nomad-bootstrap.token").write_text(token + "\n")
     recordings = [
         "expert_general_parse",
         "expert_general_plan_added",
