@@ -40,7 +40,7 @@ port_free "${LLAMA_PORT}" || die "port ${LLAMA_PORT} is in use (set TWIN_DEMO_LL
 
 wait_healthy() { # name url pid seconds
   local deadline=$((SECONDS + $4))
-  until curl -fsS -o /dev/null "$2"; do
+  until curl -fs -o /dev/null "$2"; do
     kill -0 "$3" 2> /dev/null || die "$1 exited; see its log in ${STATE}"
     ((SECONDS < deadline)) || die "$1 did not become healthy in $4 s; see its log in ${STATE}"
     sleep 0.5
