@@ -279,3 +279,28 @@ async def test_turn_reads_experts_from_memory_not_from_consul(recorded_api, tmp_
         await twin.stop()
     assert asked_during == 0
     assert [f.text for f in down if isinstance(f, LLMTextFrame)] == [NO_EXPERT_REPLY]
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [
+        ("Please remember that my bike is green.", True),
+        ("What time is it?", True),
+        ("Which experts are running in the cluster?", True),
+        ("Name three fruits.", False),
+        ("How are you today?", False),
+    ],
+)
+def test_fallback_experts_are_offered_tools_only_on_turns_that_need_them(tmp_path, text, wanted):
+    twin = make_twin(tmp_path, [closed_expert("a")])
+    assert twin.wants_tools(text) is wanted
+
+
+def test_an_empty_tool_trigger_offers_tools_on_every_turn(tmp_path):
+    twin = make_twin(tmp_path, [closed_expert("a")], tools={"trigger": ""})
+    assert twin.wants_tools("Name three fruits.")
+
+
+def test_a_tool_trigger_that_is_not_a_regex_is_refused():
+    with pytest.raises(ValueError, match=r"twin\.tools\.trigger"):
+        TwinConfig.model_validate({"tools": {"trigger": "(unclosed"}})

@@ -220,12 +220,28 @@ class ToolsConfig(_Strict):
             discovered in Consul (service ``discovery.vision_service``) when
             discovery mode is ``consul``.
         timeout_s: Seconds a tool may take before it returns a timeout error.
+        trigger: Regular expression; experts without native tool calls (the
+            JSON-schema fallback) are offered tools only on turns it matches,
+            other turns stream a plain answer, much faster. Empty: every turn.
     """
 
     enabled: bool = True
     max_rounds: int = Field(default=2, ge=1, le=8)
     vision_url: str = ""
     timeout_s: float = Field(default=10.0, gt=0)
+    trigger: str = (
+        r"(?i)\b(remember|recall|forget|memory|memories|time|date|clock|camera|scene"
+        r"|see|look|cluster|experts?|jobs?|nodes?|status)\b"
+    )
+
+    @field_validator("trigger")
+    @classmethod
+    def _trigger_compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"twin.tools.trigger {value!r} is not a regex: {exc}") from exc
+        return value
 
 
 def _default_expert() -> ExpertConfig:

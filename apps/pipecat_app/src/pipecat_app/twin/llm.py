@@ -367,6 +367,12 @@ class ExpertClient:
         tools: Sequence[Tool],
         choice: ToolChoice,
     ) -> AsyncIterator[Event]:
+        if not tools or choice == "none":
+            # Nothing to call: a plain streamed answer. JSON-schema constrained
+            # decoding is several times slower per token on llama-server.
+            async for event in self._native(expert, messages, (), "none"):
+                yield event
+            return
         schema = fallback_schema(tools, choice)
         instructions = fallback_instructions(tools, choice)
         msgs = [dict(m) for m in messages]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,6 +177,11 @@ class TwinService:
         )
         return [_plain(m) for m in params["messages"] if _plain(m).get("role") != "system"]
 
+    def wants_tools(self, user_text: str) -> bool:
+        """Whether this turn looks like it needs a tool (``twin.tools.trigger``)."""
+        trigger = self.config.tools.trigger
+        return not trigger or re.search(trigger, user_text) is not None
+
     def route(self, user_text: str) -> RouteDecision:
         """Route a turn over the currently known experts."""
         return self.router.route(user_text, self.directory.experts, self.conversation)
@@ -192,6 +198,7 @@ class _Turn:
 
     started: float
     choice: ToolChoice
+    offer_tools: bool = True
     spoken: list[str] = field(default_factory=list)
     first_token: bool = False
 
@@ -231,9 +238,13 @@ class TwinLLMProcessor(FrameProcessor):
 
     async def _turn(self, context: LLMContext) -> None:
         twin = self._twin
-        turn = _Turn(started=time.monotonic(), choice=first_round_choice(context))
         messages = context.get_messages()
         user_text = standard_message_text(messages[-1]) if messages else ""
+        turn = _Turn(
+            started=time.monotonic(),
+            choice=first_round_choice(context),
+            offer_tools=twin.wants_tools(user_text),
+        )
         await self.push_frame(LLMFullResponseStartFrame())
         try:
             # Recall is a few ms of SQLite: off the event loop, audio keeps flowing.
@@ -300,6 +311,10 @@ class TwinLLMProcessor(FrameProcessor):
         for round_no in range(max_rounds + 1):
             choice: ToolChoice = turn.choice if round_no == 0 else "auto"
             if not tools or round_no == max_rounds:
+                choice = "none"
+            elif choice == "auto" and not expert.tool_calls and not turn.offer_tools:
+                # The JSON-schema fallback costs a constrained decode: only on
+                # turns that look like they need a tool (twin.tools.trigger).
                 choice = "none"
             messages = fit_history(exchange, system, expert.context_length, twin.client.max_tokens)
             calls: ToolCalls | None = None
