@@ -46,8 +46,11 @@ def wait_seconds(wait: str) -> float:
 class BlockingWatch:
     """Follow one Consul endpoint with blocking queries in a background task.
 
+    The watch owns its HTTP client: opened by :meth:`start`, closed by :meth:`stop`.
+
     Args:
-        client: An ``httpx.AsyncClient`` whose ``base_url`` is the Consul address.
+        addr: Consul HTTP address (``http://127.0.0.1:8500``).
+        token: ACL token sent as ``X-Consul-Token`` (empty: none).
         path: API path such as ``/v1/health/service/llm-expert``.
         params: Extra query parameters (``passing``...).
         wait: Blocking wait (Consul duration).
@@ -58,7 +61,8 @@ class BlockingWatch:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        addr: str,
+        token: str,
         path: str,
         *,
         params: dict[str, str] | None = None,
@@ -67,7 +71,9 @@ class BlockingWatch:
         on_change: OnChange,
         on_error: OnError,
     ) -> None:
-        self._client = client
+        self._addr = addr
+        self._headers = {"X-Consul-Token": token} if token else {}
+        self._client: httpx.AsyncClient | None = None
         self._path = path
         self._params = dict(params or {})
         self._wait = wait
@@ -82,6 +88,8 @@ class BlockingWatch:
         """One blocking request; returns True when the index moved (``on_change`` ran)."""
         params = {**self._params, "index": str(self.index), "wait": self._wait}
         timeout = wait_seconds(self._wait) * 1.1 + 5.0
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self._addr, headers=self._headers)
         response = await self._client.get(self._path, params=params, timeout=timeout)
         if response.status_code not in (200, 404):
             response.raise_for_status()
@@ -118,15 +126,12 @@ class BlockingWatch:
             self._task = asyncio.create_task(self.run(), name=f"consul-watch {self._path}")
 
     async def stop(self) -> None:
-        """Cancel the background task and wait for it."""
+        """Cancel the background task, wait for it, and close the HTTP client."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-
-def consul_client(addr: str, token: str) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` for the Consul HTTP API (token in ``X-Consul-Token``)."""
-    headers = {"X-Consul-Token": token} if token else {}
-    return httpx.AsyncClient(base_url=addr, headers=headers)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

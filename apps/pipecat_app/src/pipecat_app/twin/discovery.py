@@ -18,12 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from loguru import logger
 
 from pipecat_app.metrics import DISCOVERY_ERRORS, EXPERTS_AVAILABLE
 from pipecat_app.twin.config import DiscoveryConfig, ExpertConfig
-from pipecat_app.twin.consul_watch import BlockingWatch, consul_client
+from pipecat_app.twin.consul_watch import BlockingWatch
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,6 @@ class ExpertDirectory:
         self._static = [Expert.from_config(e) for e in static]
         self._experts: list[Expert] = []
         self._on_change = on_change
-        self._client: httpx.AsyncClient | None = None
         self._watch: BlockingWatch | None = None
         self.last_error: str | None = None
 
@@ -159,11 +157,9 @@ class ExpertDirectory:
         if self._config.mode == "static":
             self._set(list(self._static))
             return
-        self._client = consul_client(
-            self._config.resolved_consul_addr(), self._config.resolved_consul_token()
-        )
         self._watch = BlockingWatch(
-            self._client,
+            self._config.resolved_consul_addr(),
+            self._config.resolved_consul_token(),
             f"/v1/health/service/{self._config.service}",
             params={"passing": "true"},
             wait=self._config.wait,
@@ -174,10 +170,7 @@ class ExpertDirectory:
         self._watch.start()
 
     async def stop(self) -> None:
-        """Stop the watch and close the HTTP client."""
+        """Stop the watch (it closes its HTTP client)."""
         if self._watch is not None:
             await self._watch.stop()
             self._watch = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None

@@ -14,11 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 from loguru import logger
 
 from pipecat_app.twin.config import DiscoveryConfig, PromptConfig
-from pipecat_app.twin.consul_watch import BlockingWatch, consul_client
+from pipecat_app.twin.consul_watch import BlockingWatch
 
 
 def load_default(config: PromptConfig) -> str:
@@ -70,7 +69,6 @@ class PromptSource:
         self._default = config.text.strip()
         self.text = self._default
         self.source = "default"
-        self._client: httpx.AsyncClient | None = None
         self._watch: BlockingWatch | None = None
 
     @property
@@ -107,11 +105,9 @@ class PromptSource:
         self._apply(self._default, "default")
         if not self._config.consul_key:
             return
-        self._client = consul_client(
-            self._consul.resolved_consul_addr(), self._consul.resolved_consul_token()
-        )
         self._watch = BlockingWatch(
-            self._client,
+            self._consul.resolved_consul_addr(),
+            self._consul.resolved_consul_token(),
             f"/v1/kv/{self._config.consul_key.strip('/')}",
             wait=self._consul.wait,
             retry_s=self._consul.retry_s,
@@ -121,10 +117,7 @@ class PromptSource:
         self._watch.start()
 
     async def stop(self) -> None:
-        """Stop the watch."""
+        """Stop the watch (it closes its HTTP client)."""
         if self._watch is not None:
             await self._watch.stop()
             self._watch = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
