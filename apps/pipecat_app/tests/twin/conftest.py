@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -192,7 +192,9 @@ class LlamaServer:
             self.process.wait(timeout=10)
 
 
-def start_llama_server(binary: Path, model: Path, *, jinja: bool = True) -> LlamaServer:
+def start_llama_server(
+    binary: Path, model: Path, *, jinja: bool = True, extra_args: Sequence[str] = ()
+) -> LlamaServer:
     """Start llama-server on a free port and wait until ``/health`` answers 200."""
     port = free_port()
     cmd = [
@@ -214,6 +216,7 @@ def start_llama_server(binary: Path, model: Path, *, jinja: bool = True) -> Llam
     ]
     if jinja:
         cmd.append("--jinja")
+    cmd.extend(extra_args)
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = LlamaServer(process, port)
     deadline = time.monotonic() + 120
