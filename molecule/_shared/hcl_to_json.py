@@ -1,4 +1,4 @@
-"""Print an HCL file as JSON, parsed with python-hcl2 (used by verify.yml).
+"""Print an HCL file as JSON, parsed with python-hcl2 (used by the scenarios' verify.yml).
 
 Strings lose their quotes and blocks become plain lists of dicts, so the
 playbook can compare values directly: ``server[0].bootstrap_expect == 3``.
