@@ -3,7 +3,10 @@
 No browser is downloaded and no driver package is needed: Chromium is started
 with ``--remote-debugging-port`` and spoken to over its websocket. A script
 added before the page loads keeps every ``RTCPeerConnection`` the page makes
-in ``window.__pcs`` so the test can read WebRTC stats (audio received).
+in ``window.__pcs`` so the test can read WebRTC stats (audio received), and
+every stream from ``getUserMedia`` in ``window.__streams`` (microphone open).
+Every request the page makes is recorded (``requests``), with the reason of
+those that failed (``failed``), so a test can say what left the machine.
 """
 
 from __future__ import annotations
@@ -31,7 +34,20 @@ KEEP_PEER_CONNECTIONS = """
     return pc;
   };
   window.RTCPeerConnection.prototype = Native.prototype;
+  window.__streams = [];
+  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const stream = await getUserMedia(constraints);
+    window.__streams.push(stream);
+    return stream;
+  };
 })();
+"""
+
+# True once the page holds a live microphone track.
+MICROPHONE_OPEN = """
+(window.__streams || []).some(
+  (s) => s.getAudioTracks().some((t) => t.readyState === 'live'))
 """
 
 # Sum of the audio the page has received over WebRTC (energy is 0 for silence).
@@ -85,7 +101,10 @@ class Chromium:
             stderr=self.log.open("w"),
         )
         self._ids = itertools.count(1)
+        self._urls: dict[str, str] = {}
         self.console: list[str] = []
+        self.requests: list[str] = []
+        self.failed: dict[str, str] = {}
         self._ws = connect(self._page_websocket(), max_size=None, open_timeout=10)
 
     def _page_websocket(self) -> str:
@@ -114,6 +133,12 @@ class Chromium:
                 )
             elif message.get("method") == "Runtime.exceptionThrown":
                 self.console.append(str(message["params"]["exceptionDetails"]))
+            elif message.get("method") == "Network.requestWillBeSent":
+                self._urls[message["params"]["requestId"]] = message["params"]["request"]["url"]
+                self.requests.append(message["params"]["request"]["url"])
+            elif message.get("method") == "Network.loadingFailed":
+                url = self._urls.get(message["params"]["requestId"], "?")
+                self.failed[url] = message["params"].get("errorText", "")
             if message.get("id") == call_id:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -132,6 +157,7 @@ class Chromium:
         """Load ``url`` with the peer-connection hook installed first."""
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Network.enable")
         self.call("Page.addScriptToEvaluateOnNewDocument", source=KEEP_PEER_CONNECTIONS)
         self.call("Page.navigate", url=url)
 
@@ -153,6 +179,23 @@ class Chromium:
             time.sleep(0.3)
         buttons = self.evaluate("[...document.querySelectorAll('button')].map(b => b.innerText)")
         raise TimeoutError(f"no enabled button {label!r} on the page; buttons: {buttons}")
+
+    def wait_for_microphone(self, timeout: float = 30) -> None:
+        """Wait until the page has opened the (fake) microphone."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.evaluate(MICROPHONE_OPEN):
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"the page opened no microphone; page: {self.console[-5:]}")
+
+    def requests_outside(self, origin: str) -> list[str]:
+        """Every URL the page asked for that is not under ``origin`` (data:/blob: aside)."""
+        return [
+            url
+            for url in self.requests
+            if not url.startswith((origin + "/", "data:", "blob:")) and url != origin
+        ]
 
     def inbound_audio(self) -> dict[str, Any]:
         """WebRTC audio received by the page so far."""

@@ -6,10 +6,10 @@ its SDP offer to ``/sessions/{id}/api/offer`` (ICE candidates with PATCH);
 ``/api/offer`` takes offers directly. No STUN server is handed out: the app is
 reached on the local network or through the cluster's own addresses.
 
-The prebuilt client's microphone handling (Daily's media manager) fetches a
-bundle from Daily's CDN when it connects, so it needs the browser to reach the
-internet. ``/voice`` is a small page of plain WebRTC against ``/api/offer``
-that needs nothing but the app (a LAN without internet, the browser test).
+The prebuilt client's microphone handling would load Daily's call-machine
+bundle from the internet; ``prebuilt.py`` serves it with a local media layer
+instead, so it needs nothing but the app. ``/voice`` is a small page of plain
+WebRTC against ``/api/offer`` (no framework, one file).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
 from pipecat_app.config import AppConfig
 from pipecat_app.session import TwinFactory, VoiceSession, twin_service
+from pipecat_app.transports.prebuilt import mount_prebuilt_client
 
 VOICE_PAGE = Path(__file__).resolve().parent.parent / "static" / "voice.html"
 
@@ -149,10 +150,8 @@ class WebRTCSessions:
         return router
 
     def mount_client(self, app: FastAPI) -> None:
-        """Serve the prebuilt browser client at ``/client/``."""
-        from pipecat_ai_small_webrtc_prebuilt.frontend import SmallWebRTCPrebuiltUI
-
-        app.mount("/client", SmallWebRTCPrebuiltUI)
+        """Serve the prebuilt browser client at ``/client/`` (offline, see prebuilt.py)."""
+        mount_prebuilt_client(app)
 
 
 def _offer_request(body: dict[str, Any]) -> SmallWebRTCRequest:
