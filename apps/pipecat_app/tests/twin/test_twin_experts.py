@@ -1,8 +1,8 @@
-"""TwinService against REAL llama-servers (SmolLM2-135M): tools both ways, failover.
+"""TwinService against REAL llama-servers (SmolLM2-135M): tool fallback, failover.
 
-llama-server runs with ``--jinja``, so it accepts native ``tools`` and also
-``response_format`` with a JSON schema (what prima.cpp's server honours), so
-one binary exercises both tool-calling modes.
+The fallback is what prima.cpp experts get: llama-server honours
+``response_format`` with a JSON schema the same way prima.cpp's server does.
+Native tool calls are in ``test_twin_native_tools.py``.
 """
 
 from __future__ import annotations
@@ -11,84 +11,24 @@ import json
 import socket
 import time
 
-import httpx
 import jsonschema
 import pytest
 from pipecat.frames.frames import (
     Frame,
-    LLMContextFrame,
-    LLMFullResponseEndFrame,
-    LLMFullResponseStartFrame,
     LLMTextFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.tests.utils import run_test
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TOOL_CALLS
-from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.discovery import Expert
 from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
-from pipecat_app.twin.service import NO_EXPERT_REPLY, TwinService
+from pipecat_app.twin.service import NO_EXPERT_REPLY
 from pipecat_app.twin.tools import ToolBox, memory_tools, time_tool
 
 from .conftest import LlamaServer, free_port
+from .twin_turns import ask, expert, make_twin
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-def expert(name: str, base_url: str, *, tool_calls: bool = False) -> dict:
-    return {
-        "name": name,
-        "domain": "general",
-        "description": "Everyday conversation and general knowledge",
-        "base_url": base_url,
-        "model": "smollm2-135m",
-        "tool_calls": tool_calls,
-    }
-
-
-def make_twin(tmp_path, experts: list[dict], timeout_s: float = 30) -> TwinService:
-    return TwinService(
-        TwinConfig.model_validate(
-            {
-                "user_id": "ana",
-                "memory": {"path": str(tmp_path / "memory.sqlite3")},
-                "experts": experts,
-                "routing": {"expert_timeout_s": timeout_s},
-            }
-        )
-    )
-
-
-async def ask(twin: TwinService, text: str, *, extra: list[FrameProcessor] = ()) -> str:
-    """One user turn through the pipeline; returns the answer (and keeps it in the context)."""
-    twin.context.add_message({"role": "user", "content": text})
-    stage = Pipeline([*twin.processors(), *extra]) if extra else twin.processors()[0]
-    down, _ = await run_test(stage, frames_to_send=[LLMContextFrame(context=twin.context)])
-    kinds = [type(f) for f in down]
-    assert kinds[0] is LLMFullResponseStartFrame
-    assert kinds[-1] is LLMFullResponseEndFrame
-    answer = "".join(f.text for f in down if isinstance(f, LLMTextFrame))
-    twin.context.add_message({"role": "assistant", "content": answer})
-    return answer
-
-
-def need_native_tools(server: LlamaServer) -> None:
-    """Skip unless the served model's chat template can carry tool calls.
-
-    llama-server only constrains and parses native tool calls for templates
-    that support tools; SmolLM2-135M's template does not
-    (``chat_template_caps.supports_tool_calls`` is false), so with the model
-    shipped here the native path cannot be exercised end to end.
-    """
-    caps = httpx.get(f"http://127.0.0.1:{server.port}/props", timeout=10).json()
-    supported = (caps.get("chat_template_caps") or {}).get("supports_tool_calls")
-    if not supported:
-        pytest.skip(
-            "the served model's chat template has no tool support "
-            "(llama-server /props: supports_tool_calls is false for SmolLM2-135M)"
-        )
 
 
 def tool_calls(name: str) -> float:
@@ -104,21 +44,17 @@ def errors(name: str, kind: str) -> float:
 # -- tool calling, both modes -------------------------------------------------------
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native-tools", "json-schema-fallback"])
-async def test_required_tool_call_is_returned_with_schema_valid_arguments(
-    llama_one: LlamaServer, tmp_path, native
+async def test_fallback_required_tool_call_is_returned_with_schema_valid_arguments(
+    llama_one: LlamaServer, tmp_path
 ):
     from pipecat_app.twin.memory import MemoryStore
-
-    if native:
-        need_native_tools(llama_one)
 
     store = MemoryStore(tmp_path / "m.sqlite3")
     store.open()
     box = ToolBox([time_tool(), *memory_tools(store, lambda: "ana")])
     tools = [box.get(n) for n in box.names]
     client = ExpertClient(timeout_s=60, max_tokens=512, temperature=0.0)
-    target = Expert("e", "general", "", llama_one.base_url, tool_calls=native)
+    target = Expert("e", "general", "", llama_one.base_url, tool_calls=False)
     messages = [
         {"role": "system", "content": "You are a helpful assistant with tools."},
         {"role": "user", "content": "Please remember that my bike is green."},
@@ -146,13 +82,10 @@ async def test_json_schema_fallback_streams_the_answer_text(llama_one: LlamaServ
     assert not answer.lstrip().startswith("{")  # the JSON envelope is not spoken
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native-tools", "json-schema-fallback"])
-async def test_tool_result_is_fed_back_and_the_turn_is_answered(
-    llama_one: LlamaServer, tmp_path, native
+async def test_fallback_tool_result_is_fed_back_and_the_turn_is_answered(
+    llama_one: LlamaServer, tmp_path
 ):
-    if native:
-        need_native_tools(llama_one)
-    twin = make_twin(tmp_path, [expert("solo", llama_one.base_url, tool_calls=native)])
+    twin = make_twin(tmp_path, [expert("solo", llama_one.base_url)])
     twin.toolbox = ToolBox([time_tool()])
     twin.context.set_tool_choice("required")  # first round must call the tool
     before = tool_calls("current_time")

@@ -195,6 +195,17 @@ def parse_fallback(raw: str) -> dict[str, Any]:
     return value
 
 
+def openai_tools(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    """``tools`` as the OpenAI ``tools`` request field (native tool calls)."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.json_schema},
+        }
+        for t in tools
+    ]
+
+
 # -- the client ------------------------------------------------------------------
 
 
@@ -323,17 +334,7 @@ class ExpertClient:
     ) -> AsyncIterator[Event]:
         params: dict[str, Any] = {"messages": messages}
         if tools and choice != "none":
-            params["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.json_schema,
-                    },
-                }
-                for t in tools
-            ]
+            params["tools"] = openai_tools(tools)
             params["tool_choice"] = choice
         calls: dict[int, dict[str, str]] = {}
         async for chunk in self._chunks(expert, params):

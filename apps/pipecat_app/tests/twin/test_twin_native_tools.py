@@ -1,0 +1,270 @@
+"""Native tool calls (experts with ``tool_calls = true``, llama-server ``--jinja``).
+
+SmolLM2-135M, the only model on the test machine, has no tool support in its
+own chat template, and with a tool-aware template (``chatml-tools.jinja``)
+it still seldom chooses to call (llama-server lets free text come before the
+``<tool_call>`` marker, and a 135M model often talks until ``max_tokens``).
+So the native path is tested in three parts:
+
+1. A whole TwinService turn over a stream recorded from the real llama-server
+   (``tests/recorded/llama-server_native_tool_*``, made by
+   ``record_native_tool_stream.py``): text and four parallel calls in
+   ``tool_calls`` deltas, then text and one more call after the results, then
+   the last round without tools.
+2. The real llama-server with ``chatml-tools.jinja`` takes the three requests
+   TwinService sent in that turn: it renders the tool exchange into the
+   prompt, and streams every round without an error.
+3. ``live``: the whole turn against a model that calls tools, when
+   ``TWIN_TOOL_GGUF`` names one (for example a Qwen2.5-Instruct GGUF).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+from helpers.llama_server import LlamaServer, start_llama_server
+from helpers.llm_skip import smollm2_gguf_or_skip
+
+from pipecat_app.metrics import TOOL_CALLS
+from pipecat_app.twin.discovery import Expert
+from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
+from pipecat_app.twin.service import NO_EXPERT_REPLY
+from pipecat_app.twin.tools import ToolBox, time_tool
+
+from .twin_turns import ask, expert, make_twin
+
+pytestmark = [pytest.mark.anyio]
+
+HERE = Path(__file__).resolve().parent
+RECORDED = HERE.parent / "recorded"
+TEMPLATE = HERE / "chatml-tools.jinja"
+QUESTION = "What time is it in Paris?"
+# Round one: text, then four calls; round two: text and one more call; round
+# three (tool_choice "none" at tools.max_rounds = 2): text only.
+ROUNDS = [RECORDED / f"llama-server_native_tool_round{n}.sse" for n in (1, 2, 3)]
+
+
+def outcomes(tool: str, outcome: str) -> float:
+    return TOOL_CALLS.labels(tool=tool, outcome=outcome)._value.get()
+
+
+def streamed(sse: bytes) -> tuple[str, list[dict[str, str]]]:
+    """The text and the calls (by ``index``) of a recorded chat-completion stream."""
+    text, calls = "", {}
+    for line in sse.decode().splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        for choice in json.loads(line[6:])["choices"]:
+            delta = choice.get("delta") or {}
+            text += delta.get("content") or ""
+            for part in delta.get("tool_calls") or []:
+                call = calls.setdefault(part["index"], {"id": "", "name": "", "arguments": ""})
+                call["id"] = part.get("id") or call["id"]
+                call["name"] += part["function"].get("name") or ""
+                call["arguments"] += part["function"].get("arguments") or ""
+    return text, [calls[i] for i in sorted(calls)]
+
+
+# -- a server that replays recorded streams ------------------------------------------
+
+
+@dataclass
+class Replay:
+    """Answers each ``POST /v1/chat/completions`` with the next recorded stream."""
+
+    streams: list[bytes]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def replay() -> Iterator[Replay]:
+    state = Replay([path.read_bytes() for path in ROUNDS])
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.requests.append(body)
+            if self.path != "/v1/chat/completions" or not state.streams:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            sse = state.streams.pop(0)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(sse)))
+            self.end_headers()
+            self.wfile.write(sse)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+async def replayed_turn(replay: Replay, tmp_path: Path) -> str:
+    """One TwinService turn, tools required, against the replayed expert."""
+    twin = make_twin(tmp_path, [expert("native", replay.url, tool_calls=True)])
+    twin.toolbox = ToolBox([time_tool()])
+    twin.context.set_tool_choice("required")
+    await twin.start()
+    try:
+        return await ask(twin, QUESTION)
+    finally:
+        await twin.stop()
+
+
+# -- 1. a whole turn over the recorded stream ------------------------------------------
+
+
+async def test_streamed_parallel_tool_calls_are_run_and_their_results_sent_back(
+    replay: Replay, tmp_path: Path
+):
+    (text1, calls1), (text2, calls2), (text3, calls3) = [
+        streamed(path.read_bytes()) for path in ROUNDS
+    ]
+    assert (len(calls1), len(calls2), len(calls3)) == (4, 1, 0)  # see the recording's .json
+    before = {o: outcomes("current_time", o) for o in ("ok", "invalid_arguments")}
+
+    answer = await replayed_turn(replay, tmp_path)
+
+    first, second, third = replay.requests
+    assert first["stream"] is True
+    assert first["tool_choice"] == "required"
+    assert [t["function"]["name"] for t in first["tools"]] == ["current_time"]
+    assert first["messages"][-1] == {"role": "user", "content": QUESTION}
+
+    # Round two carries the calls as the model made them, then one result per call.
+    call_message, *results = second["messages"][-5:]
+    assert call_message["role"] == "assistant"
+    assert [
+        (c["id"], c["function"]["name"], c["function"]["arguments"])
+        for c in call_message["tool_calls"]
+    ] == [(c["id"], c["name"], c["arguments"]) for c in calls1]
+    assert [r["role"] for r in results] == ["tool"] * 4
+    assert [r["tool_call_id"] for r in results] == [c["id"] for c in calls1]
+    by_zone = {}
+    for call, result in zip(calls1, results, strict=True):
+        by_zone[json.loads(call["arguments"]).get("timezone", "")] = json.loads(result["content"])
+    assert by_zone["Europe/Paris"]["ok"] is True
+    assert by_zone["Europe/Paris"]["result"]["timezone"] == "Europe/Paris"
+    assert by_zone[""]["result"]["timezone"] == "UTC"  # no argument: the tool's default
+    assert by_zone["EUR_UTC"]["ok"] is False  # a bad zone is the model's error, not a crash
+    assert by_zone["EUR_UTC"]["error"]["type"] == "invalid_arguments"
+    assert second["tool_choice"] == "auto"
+
+    # The model called again; at tools.max_rounds the last round offers no tools.
+    assert third["messages"][:-2] == second["messages"]
+    assert third["messages"][-2]["tool_calls"][0]["id"] == calls2[0]["id"]
+    assert third["messages"][-1]["tool_call_id"] == calls2[0]["id"]
+    assert "tools" not in third
+    assert "tool_choice" not in third
+
+    assert outcomes("current_time", "ok") == before["ok"] + 4
+    assert outcomes("current_time", "invalid_arguments") == before["invalid_arguments"] + 1
+    # Every round's text is spoken, in order.
+    assert answer == text1 + text2 + text3
+    assert answer != NO_EXPERT_REPLY
+
+
+# -- 2. the real llama-server takes what TwinService sent ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_tools(llama_binary: Path) -> Iterator[LlamaServer]:
+    """llama-server with SmolLM2 and a chat template that carries tool calls."""
+    server = start_llama_server(
+        llama_binary, smollm2_gguf_or_skip(), extra_args=["--chat-template-file", str(TEMPLATE)]
+    )
+    yield server
+    server.kill()
+
+
+@pytest.mark.slow
+async def test_real_llama_server_renders_and_answers_the_tool_exchange_twin_sends(
+    replay: Replay, tmp_path: Path, llama_tools: LlamaServer
+):
+    caps = httpx.get(f"http://127.0.0.1:{llama_tools.port}/props", timeout=10).json()
+    assert caps["chat_template_caps"]["supports_tool_calls"] is True
+    await replayed_turn(replay, tmp_path)
+    first, second, third = replay.requests
+
+    rendered = httpx.post(
+        f"http://127.0.0.1:{llama_tools.port}/apply-template",
+        json={"messages": second["messages"], "tools": second["tools"]},
+        timeout=30,
+    )
+    assert rendered.status_code == 200, rendered.text
+    prompt = rendered.json()["prompt"]
+    system, conversation = prompt.split("<|im_end|>", 1)
+    assert '"name": "current_time"' in system.split("</tools>")[0]  # the tool is described
+    assert conversation.count("<tool_call>") == 4
+    assert '{"name": "current_time", "arguments": {"timezone": "Europe/Paris"}}' in prompt
+    assert conversation.count("<tool_response>") == 4
+    assert '"timezone": "Europe/Paris"' in prompt.split("<tool_response>")[-1]
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+    # Both rounds stream from the real server through TwinService's client.
+    client = ExpertClient(timeout_s=120, max_tokens=96, temperature=0.0)
+    target = Expert("native", "general", "", llama_tools.base_url, tool_calls=True)
+    tools = [time_tool()]
+    try:
+        for request, choice in ((first, "required"), (second, "auto"), (third, "none")):
+            stream = client.stream(target, request["messages"], tools, choice=choice)
+            events = [e async for e in stream]
+            assert events, f"no output for the {choice} round"
+            for calls in (e for e in events if isinstance(e, ToolCalls)):
+                for call in calls.calls:  # the server's grammar keeps calls to the schema
+                    assert call.name == "current_time"
+                    jsonschema.validate(json.loads(call.arguments), tools[0].json_schema)
+            assert all(isinstance(e, TextDelta | ToolCalls) for e in events)
+    finally:
+        await client.close()
+
+
+# -- 3. live: a model that calls tools ---------------------------------------------------
+
+
+@pytest.mark.live
+@pytest.mark.slow
+async def test_model_with_tool_support_calls_the_tool_and_answers(
+    llama_binary: Path, tmp_path: Path
+):
+    gguf = os.environ.get("TWIN_TOOL_GGUF")
+    if not gguf:
+        pytest.skip("set TWIN_TOOL_GGUF to a GGUF whose chat template supports tools")
+    template = os.environ.get("TWIN_TOOL_CHAT_TEMPLATE")
+    extra = ["--chat-template-file", template] if template else []
+    server = start_llama_server(llama_binary, Path(gguf), extra_args=extra)
+    try:
+        twin = make_twin(tmp_path, [expert("native", server.base_url, tool_calls=True)], 120)
+        twin.toolbox = ToolBox([time_tool()])
+        twin.context.set_tool_choice("required")
+        before = outcomes("current_time", "ok")
+        await twin.start()
+        try:
+            answer = await ask(twin, QUESTION)
+        finally:
+            await twin.stop()
+    finally:
+        server.kill()
+    assert outcomes("current_time", "ok") >= before + 1
+    assert answer.strip()
+    assert answer != NO_EXPERT_REPLY
