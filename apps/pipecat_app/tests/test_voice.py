@@ -7,9 +7,12 @@ tiny.en, TwinService with SmolLM2 on a real llama-server, and Piper again.
 import asyncio
 import re
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from helpers.llama_server import LlamaServer, start_llama_server
+from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
 
 from app_helpers import expert_environ
 from pipecat_app.config import DEMO_CONFIG, load_config
@@ -19,6 +22,21 @@ from pipecat_app.synth import silence, synthesize
 from pipecat_app.transports.audio_file import AudioFileTransport
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def endless_llama(tmp_path) -> Iterator[LlamaServer]:
+    """SmolLM2 on a llama-server started with ``--ignore-eos``: it never ends an answer
+    early, so every answer is as long as the app's token cap (ExpertClient's
+    ``max_tokens``, 256: about 190 words, over a minute of speech)."""
+    with start_llama_server(
+        llama_server_bin_or_skip(),
+        smollm2_gguf_or_skip(),
+        jinja=False,
+        extra_args=["--ignore-eos"],
+        log=tmp_path / "llama-server.log",
+    ) as server:
+        yield server
 
 
 def voice_config(llama, tmp_path):
@@ -49,6 +67,12 @@ async def answer_audio(transport, since, quiet_s=2.0, timeout=90.0):
             return b"".join(a for _, a in after)
         await asyncio.sleep(0.2)
     raise TimeoutError("no complete spoken answer")
+
+
+def speech_seconds(pcm: bytes, sample_rate: int = 16000, threshold: int = 500) -> float:
+    """Seconds from the start of ``pcm`` to its last sample louder than ``threshold``."""
+    loud = np.flatnonzero(np.abs(np.frombuffer(pcm, dtype=np.int16)) > threshold)
+    return (int(loud[-1]) + 1) / sample_rate if loud.size else 0.0
 
 
 def samples_count(stage):
@@ -87,8 +111,8 @@ def test_spoken_question_is_transcribed_and_answered_aloud(llama, tmp_path):
     assert samples_count("tts_ttfb") == before[1] + 1
 
 
-def test_user_speech_interrupts_the_spoken_answer(llama, tmp_path):
-    config = voice_config(llama, tmp_path)
+def test_user_speech_interrupts_the_spoken_answer(endless_llama, tmp_path):
+    config = voice_config(endless_llama, tmp_path)
     question = synthesize(
         "Tell me a long story about a dragon who lives in the mountains.", config.tts
     )
@@ -108,7 +132,8 @@ def test_user_speech_interrupts_the_spoken_answer(llama, tmp_path):
             while not any(t >= spoken.ended_at for t, _ in transport.received):
                 assert time.monotonic() < deadline, "the bot never started answering"
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)
+            # Two seconds into the story: text enough to outlast the window below.
+            await asyncio.sleep(2.0)
             barge = transport.say(interruption + silence(0.5))
             await barge.done.wait()
             return list(transport.received), barge, session.turn_metrics.turns[0]
@@ -118,12 +143,17 @@ def test_user_speech_interrupts_the_spoken_answer(llama, tmp_path):
 
     received, barge, story = asyncio.run(talk())
 
-    # Even the part of the story generated before the interruption (about 2.5
-    # spoken words a second) runs past the window checked below: a quiet bot
-    # there was cut off, not finished.
-    said = words("".join(story.answer))
-    if len(said) < 25:
-        pytest.skip(f"SmolLM2 told a {len(said)}-word story: too short to show a cut-off")
+    # The story cannot end on its own (the server ignores end-of-sequence), so
+    # its text stops where the interruption cut the generation. Even that part,
+    # spoken by Piper in one go, would still be playing at the end of the
+    # window checked below: a quiet bot there was cut off, not finished.
+    said = "".join(story.answer)
+    assert story.first_audio is not None, "the story was never spoken"
+    spoken_until = story.first_audio + speech_seconds(synthesize(said, config.tts))
+    assert spoken_until > barge.ended_at, (
+        f"{len(words(said))} words generated before the interruption: the story would "
+        f"have ended {barge.ended_at - spoken_until:.1f} s before the window did"
+    )
     assert story.interrupted
 
     before = [t for t, _ in received if barge.started_at - 1.0 <= t < barge.started_at]
