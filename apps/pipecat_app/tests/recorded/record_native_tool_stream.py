@@ -7,7 +7,7 @@ This script tries seeds until one round streams a tool call, then records:
 
 - ``llama-server_native_tool_round1.sse``: round one, the raw server-sent events
   (text, then ``tool_calls`` deltas);
-- ``llama-server_native_tool_round2.sse`` and ``round3``: the rounds after the
+- ``llama-server_native_tool_round2.sse`` (and ``round3``): the rounds after the
   results came back in ``tool`` messages, as long as the model kept calling;
 - ``llama-server_native_tool.json``: where they came from (binary, model,
   template, seed, every request body).
@@ -48,6 +48,16 @@ def post(url: str, body: dict[str, Any]) -> bytes:
     return raw
 
 
+def text_of(raw: bytes) -> str:
+    """The streamed text."""
+    text = ""
+    for line in raw.decode().splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line[6:]).get("choices", []):
+                text += choice.get("delta", {}).get("content") or ""
+    return text
+
+
 def tool_calls_of(raw: bytes) -> list[dict[str, str]]:
     """The streamed calls (``id``, ``name``, ``arguments``), by their ``index``."""
     calls: dict[int, dict[str, str]] = {}
@@ -63,13 +73,13 @@ def tool_calls_of(raw: bytes) -> list[dict[str, str]]:
     return [calls[i] for i in sorted(calls)]
 
 
-def exchange_of(calls: list[dict[str, str]]) -> list[dict[str, Any]]:
+def exchange_of(said: str, calls: list[dict[str, str]]) -> list[dict[str, Any]]:
     """The messages TwinService appends after a round of native calls (results made up)."""
     result = {"ok": True, "result": {"timezone": "Europe/Paris", "iso": "2026-11-25T18:05+01:00"}}
     return [
         {
             "role": "assistant",
-            "content": None,
+            "content": said or None,
             "tool_calls": [
                 {
                     "id": c["id"],
@@ -107,7 +117,7 @@ def main(url: str, binary: str) -> None:
     for choice in ("auto", "none"):
         if not calls:
             break
-        messages = [*messages, *exchange_of(calls)]
+        messages = [*messages, *exchange_of(text_of(raw), calls)]
         body = first | {"messages": messages, "tool_choice": choice, "max_tokens": 48, "seed": 1}
         if choice == "none":
             del body["tools"], body["tool_choice"]

@@ -9,9 +9,8 @@ So the native path is tested in three parts:
 1. A whole TwinService turn over a stream recorded from the real llama-server
    (``tests/recorded/llama-server_native_tool_*``, made by
    ``record_native_tool_stream.py``): text and four parallel calls in
-   ``tool_calls`` deltas, then text and one more call after the results, then
-   the last round without tools.
-2. The real llama-server with ``chatml-tools.jinja`` takes the three requests
+   ``tool_calls`` deltas, then the answer after the results.
+2. The real llama-server with ``chatml-tools.jinja`` takes the two requests
    TwinService sent in that turn: it renders the tool exchange into the
    prompt, and streams every round without an error.
 3. ``live``: the whole turn against a model that calls tools, when
@@ -49,9 +48,8 @@ HERE = Path(__file__).resolve().parent
 RECORDED = HERE.parent / "recorded"
 TEMPLATE = HERE / "chatml-tools.jinja"
 QUESTION = "What time is it in Paris?"
-# Round one: text, then four calls; round two: text and one more call; round
-# three (tool_choice "none" at tools.max_rounds = 2): text only.
-ROUNDS = [RECORDED / f"llama-server_native_tool_round{n}.sse" for n in (1, 2, 3)]
+# Round one: text, then four calls; round two, after the results: the answer.
+ROUNDS = [RECORDED / f"llama-server_native_tool_round{n}.sse" for n in (1, 2)]
 
 
 def outcomes(tool: str, outcome: str) -> float:
@@ -137,15 +135,13 @@ async def replayed_turn(replay: Replay, tmp_path: Path) -> str:
 async def test_streamed_parallel_tool_calls_are_run_and_their_results_sent_back(
     replay: Replay, tmp_path: Path
 ):
-    (text1, calls1), (text2, calls2), (text3, calls3) = [
-        streamed(path.read_bytes()) for path in ROUNDS
-    ]
-    assert (len(calls1), len(calls2), len(calls3)) == (4, 1, 0)  # see the recording's .json
+    (text1, calls1), (text2, calls2) = [streamed(path.read_bytes()) for path in ROUNDS]
+    assert (len(calls1), len(calls2)) == (4, 0)  # see the recording's .json
     before = {o: outcomes("current_time", o) for o in ("ok", "invalid_arguments")}
 
     answer = await replayed_turn(replay, tmp_path)
 
-    first, second, third = replay.requests
+    first, second = replay.requests
     assert first["stream"] is True
     assert first["tool_choice"] == "required"
     assert [t["function"]["name"] for t in first["tools"]] == ["current_time"]
@@ -154,6 +150,7 @@ async def test_streamed_parallel_tool_calls_are_run_and_their_results_sent_back(
     # Round two carries the calls as the model made them, then one result per call.
     call_message, *results = second["messages"][-5:]
     assert call_message["role"] == "assistant"
+    assert call_message["content"] == text1  # what the user heard before the calls
     assert [
         (c["id"], c["function"]["name"], c["function"]["arguments"])
         for c in call_message["tool_calls"]
@@ -170,17 +167,10 @@ async def test_streamed_parallel_tool_calls_are_run_and_their_results_sent_back(
     assert by_zone["EUR_UTC"]["error"]["type"] == "invalid_arguments"
     assert second["tool_choice"] == "auto"
 
-    # The model called again; at tools.max_rounds the last round offers no tools.
-    assert third["messages"][:-2] == second["messages"]
-    assert third["messages"][-2]["tool_calls"][0]["id"] == calls2[0]["id"]
-    assert third["messages"][-1]["tool_call_id"] == calls2[0]["id"]
-    assert "tools" not in third
-    assert "tool_choice" not in third
-
-    assert outcomes("current_time", "ok") == before["ok"] + 4
+    assert outcomes("current_time", "ok") == before["ok"] + 3
     assert outcomes("current_time", "invalid_arguments") == before["invalid_arguments"] + 1
     # Every round's text is spoken, in order.
-    assert answer == text1 + text2 + text3
+    assert answer == text1 + text2
     assert answer != NO_EXPERT_REPLY
 
 
@@ -204,7 +194,7 @@ async def test_real_llama_server_renders_and_answers_the_tool_exchange_twin_send
     caps = httpx.get(f"http://127.0.0.1:{llama_tools.port}/props", timeout=10).json()
     assert caps["chat_template_caps"]["supports_tool_calls"] is True
     await replayed_turn(replay, tmp_path)
-    first, second, third = replay.requests
+    first, second = replay.requests
 
     rendered = httpx.post(
         f"http://127.0.0.1:{llama_tools.port}/apply-template",
@@ -226,7 +216,7 @@ async def test_real_llama_server_renders_and_answers_the_tool_exchange_twin_send
     target = Expert("native", "general", "", llama_tools.base_url, tool_calls=True)
     tools = [time_tool()]
     try:
-        for request, choice in ((first, "required"), (second, "auto"), (third, "none")):
+        for request, choice in ((first, "required"), (second, "auto")):
             stream = client.stream(target, request["messages"], tools, choice=choice)
             events = [e async for e in stream]
             assert events, f"no output for the {choice} round"

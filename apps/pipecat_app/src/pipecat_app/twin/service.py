@@ -318,25 +318,31 @@ class TwinLLMProcessor(FrameProcessor):
                 choice = "none"
             messages = fit_history(exchange, system, expert.context_length, twin.client.max_tokens)
             calls: ToolCalls | None = None
+            said: list[str] = []
             async for event in twin.client.stream(expert, messages, tools, choice=choice):
                 if isinstance(event, TextDelta):
+                    said.append(event.text)
                     await self._say(turn, event.text)
                 else:
                     calls = event
             if calls is None:
                 return
-            await self._run_tools(expert, calls, exchange)
+            await self._run_tools(expert, calls, exchange, "".join(said))
 
     async def _run_tools(
-        self, expert: Expert, calls: ToolCalls, exchange: list[dict[str, Any]]
+        self, expert: Expert, calls: ToolCalls, exchange: list[dict[str, Any]], said: str
     ) -> None:
-        """Execute the calls and append the exchange in the expert's own style."""
+        """Execute the calls and append the exchange in the expert's own style.
+
+        ``said`` is the text the expert streamed (and the user heard) before
+        its calls in this round; it stays in the assistant message.
+        """
         toolbox = self._twin.toolbox
         if expert.tool_calls:
             exchange.append(
                 {
                     "role": "assistant",
-                    "content": None,
+                    "content": said or None,
                     "tool_calls": [
                         {
                             "id": c.id,
