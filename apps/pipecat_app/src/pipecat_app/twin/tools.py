@@ -1,12 +1,16 @@
-"""Tools the model may call: typed functions advertised through pipecat's tool API.
+"""Tools the model may call: typed async functions advertised through pipecat's tool API.
 
-Each :class:`Tool` is a pipecat ``FunctionSchema`` (name, description, JSON
-schema of its arguments) plus an async handler. :class:`ToolBox` holds them,
-advertises them as a ``ToolsSchema`` (so the LLMContext carries them, and any
-pipecat LLM service could run them through the schema's ``handler``), and runs
-calls: arguments are validated against the tool's JSON schema (jsonschema),
-the handler runs with a timeout, and every outcome, including a bad argument
-or a crash, becomes a structured result for the model::
+Each tool is an ``async def name(ctx: ToolContext, arg: type = default)`` with
+a Google-style docstring; its name, description and the JSON schema of its
+arguments are read from that code by pipecat's direct-function wrapper
+(:class:`~pipecat_app.twin.tool_function.ToolFunction`). A :class:`Tool` binds
+such a function to the :class:`ToolContext` it runs with. :class:`ToolBox`
+holds the tools, advertises them as a pipecat ``ToolsSchema`` (so the
+LLMContext carries them, and any pipecat LLM service could run them through
+the schemas' ``handler``), and runs calls: arguments are validated against the
+tool's JSON schema (jsonschema), the function runs with a timeout, and every
+outcome, including a bad argument or a crash, becomes a structured result for
+the model::
 
     {"ok": true, "result": ...}
     {"ok": false, "error": {"type": "invalid_arguments" | "unknown_tool" |
@@ -28,9 +32,9 @@ import asyncio
 import datetime as dt
 import json
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import consul
@@ -41,13 +45,13 @@ from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.services.llm_service import FunctionCallParams
+from pydantic import Field
 
 from pipecat_app.metrics import TOOL_CALLS
 from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
 from pipecat_app.twin.discovery import experts_from_health
 from pipecat_app.twin.memory import MemoryStore, format_item
-
-ToolHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+from pipecat_app.twin.tool_function import ToolFunction, ToolFunctionType
 
 
 class ToolError(Exception):
@@ -58,15 +62,72 @@ class ToolError(Exception):
         self.kind = kind
 
 
-@dataclass(frozen=True)
-class Tool:
-    """One tool: its pipecat schema and the coroutine that runs it."""
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
-    name: str
-    description: str
-    properties: dict[str, Any]
-    handler: ToolHandler
-    required: list[str] = field(default_factory=list)
+
+def _nobody() -> str:
+    raise ToolError("unavailable", "no user: the tool context has no user_id")
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool runs with: the first argument, ``ctx``, of every tool function.
+
+    pipecat's direct functions get ``params: FunctionCallParams`` (the LLM
+    service, the context, a result callback). TwinService runs tools itself,
+    for native tool calls and the JSON-schema fallback alike, and a tool
+    returns its result, so a tool gets instead the parts of TwinService it
+    may use. The model never sees this argument.
+
+    Args:
+        memory: The long-term memory store (``None``: memory tools say it is
+            unavailable).
+        user_id: Who is talking, asked at call time.
+        tools: ``[twin.tools]`` (vision URL, timeouts).
+        discovery: ``[twin.discovery]`` (Consul and Nomad addresses).
+        clock: Now, as an aware datetime.
+    """
+
+    memory: MemoryStore | None = None
+    user_id: Callable[[], str] = _nobody
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    clock: Callable[[], dt.datetime] = _utc_now
+
+
+class Tool:
+    """One tool: a typed function, its schema (from the code) and its context.
+
+    Args:
+        function: ``async def name(ctx: ToolContext, ...)`` with a docstring
+            (see :mod:`pipecat_app.twin.tool_function`).
+        context: What it runs with.
+    """
+
+    def __init__(self, function: ToolFunctionType, context: ToolContext | None = None) -> None:
+        self.function = ToolFunction(function)
+        self.context = context or ToolContext()
+
+    @property
+    def name(self) -> str:
+        """The function's name."""
+        return self.function.name
+
+    @property
+    def description(self) -> str:
+        """The docstring's description."""
+        return self.function.description
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """JSON schema per argument (type, constraints, default, description)."""
+        return self.function.properties
+
+    @property
+    def required(self) -> list[str]:
+        """Arguments without a default."""
+        return self.function.required
 
     @property
     def json_schema(self) -> dict[str, Any]:
@@ -77,6 +138,13 @@ class Tool:
             "required": self.required,
             "additionalProperties": False,
         }
+
+    async def run(self, arguments: dict[str, Any]) -> Any:
+        """Call the function with arguments already valid against :attr:`json_schema`."""
+        return await self.function.invoke(arguments, self.context)
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
 
 
 def ok(result: Any) -> dict[str, Any]:
@@ -94,7 +162,7 @@ class ToolBox:
 
     Args:
         tools: The tools to offer.
-        timeout_s: Longest a handler may run.
+        timeout_s: Longest a tool may run.
     """
 
     def __init__(self, tools: Sequence[Tool], *, timeout_s: float = 10.0) -> None:
@@ -154,7 +222,7 @@ class ToolBox:
             )
             return failed("invalid_arguments", detail)
         try:
-            result = await asyncio.wait_for(tool.handler(arguments), timeout=self._timeout_s)
+            result = await asyncio.wait_for(tool.run(arguments), timeout=self._timeout_s)
         except TimeoutError:
             TOOL_CALLS.labels(tool=name, outcome="timeout").inc()
             return failed("timeout", f"{name} did not finish within {self._timeout_s:g}s")
@@ -170,93 +238,84 @@ class ToolBox:
 
 
 # -- built-in tools ------------------------------------------------------------
+# The docstring's first paragraph and its Args: are what the model reads.
 
 
-def memory_tools(memory: MemoryStore, user_id: Callable[[], str]) -> list[Tool]:
-    """``remember``, ``recall`` and ``forget`` on the user's long-term memory."""
-
-    def need_memory() -> None:
-        if not memory.available:
-            raise ToolError("unavailable", f"memory is unavailable: {memory.error or 'not open'}")
-
-    async def remember(args: dict[str, Any]) -> dict[str, Any]:
-        need_memory()
-        memory_id = memory.remember(user_id(), args["fact"], kind="fact")
-        if memory_id is None:
-            raise ToolError("unavailable", "the memory store could not save this")
-        return {"remembered": args["fact"], "id": memory_id}
-
-    async def recall(args: dict[str, Any]) -> dict[str, Any]:
-        need_memory()
-        items = memory.recall(user_id(), args["query"], limit=args.get("limit", 5))
-        return {"memories": [format_item(i)[2:] for i in items]}
-
-    async def forget(args: dict[str, Any]) -> dict[str, Any]:
-        need_memory()
-        return {"forgotten": memory.forget(user_id(), args["query"])}
-
-    return [
-        Tool(
-            "remember",
-            "Store a fact about the user for later conversations.",
-            {
-                "fact": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 1000,
-                    "description": "The fact, as a short sentence.",
-                }
-            },
-            remember,
-            ["fact"],
-        ),
-        Tool(
-            "recall",
-            "Search what you remember about the user.",
-            {
-                "query": {"type": "string", "minLength": 1, "description": "What to look for."},
-                "limit": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 20,
-                    "description": "Most memories to return (default 5).",
-                },
-            },
-            recall,
-            ["query"],
-        ),
-        Tool(
-            "forget",
-            "Delete memories that contain all the words of the query.",
-            {"query": {"type": "string", "minLength": 1, "description": "Words to forget."}},
-            forget,
-            ["query"],
-        ),
-    ]
+def _memory(ctx: ToolContext) -> MemoryStore:
+    memory = ctx.memory
+    if memory is None or not memory.available:
+        error = memory.error if memory is not None else None
+        raise ToolError("unavailable", f"memory is unavailable: {error or 'not open'}")
+    return memory
 
 
-def time_tool(clock: Callable[[], dt.datetime] | None = None) -> Tool:
-    """``current_time``: the date and time, in a given IANA time zone (default UTC)."""
+async def remember(
+    ctx: ToolContext, fact: Annotated[str, Field(min_length=1, max_length=1000)]
+) -> dict[str, Any]:
+    """Store a fact about the user for later conversations.
 
-    async def current_time(args: dict[str, Any]) -> dict[str, Any]:
-        name = args.get("timezone") or "UTC"
-        try:
-            zone = ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ToolError("invalid_arguments", f"unknown time zone {name!r}") from exc
-        now = (clock() if clock else dt.datetime.now(dt.UTC)).astimezone(zone)
-        return {
-            "timezone": name,
-            "iso": now.isoformat(timespec="seconds"),
-            "spoken": now.strftime("%A %d %B %Y, %H:%M"),
-        }
+    Args:
+        fact: The fact, as a short sentence.
 
-    return Tool(
-        "current_time",
-        "The current date and time.",
-        {"timezone": {"type": "string", "description": "IANA time zone, e.g. Europe/Paris."}},
-        current_time,
-    )
+    Returns:
+        The fact and its memory id.
+    """
+    memory_id = _memory(ctx).remember(ctx.user_id(), fact, kind="fact")
+    if memory_id is None:
+        raise ToolError("unavailable", "the memory store could not save this")
+    return {"remembered": fact, "id": memory_id}
+
+
+async def recall(
+    ctx: ToolContext,
+    query: Annotated[str, Field(min_length=1)],
+    limit: Annotated[int, Field(ge=1, le=20)] = 5,
+) -> dict[str, Any]:
+    """Search what you remember about the user.
+
+    Args:
+        query: What to look for.
+        limit: Most memories to return.
+
+    Returns:
+        The memories found, best first.
+    """
+    items = _memory(ctx).recall(ctx.user_id(), query, limit=limit)
+    return {"memories": [format_item(i)[2:] for i in items]}
+
+
+async def forget(ctx: ToolContext, query: Annotated[str, Field(min_length=1)]) -> dict[str, Any]:
+    """Delete memories that contain all the words of the query.
+
+    Args:
+        query: Words to forget.
+
+    Returns:
+        How many memories were deleted.
+    """
+    return {"forgotten": _memory(ctx).forget(ctx.user_id(), query)}
+
+
+async def current_time(ctx: ToolContext, timezone: str = "UTC") -> dict[str, Any]:
+    """The current date and time.
+
+    Args:
+        timezone: IANA time zone, e.g. Europe/Paris.
+
+    Returns:
+        The zone, the ISO 8601 time and a spoken form.
+    """
+    name = timezone or "UTC"
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ToolError("invalid_arguments", f"unknown time zone {name!r}") from exc
+    now = ctx.clock().astimezone(zone)
+    return {
+        "timezone": name,
+        "iso": now.isoformat(timespec="seconds"),
+        "spoken": now.strftime("%A %d %B %Y, %H:%M"),
+    }
 
 
 def _consul_api(config: DiscoveryConfig) -> consul.Consul:
@@ -269,91 +328,118 @@ def _consul_api(config: DiscoveryConfig) -> consul.Consul:
     )
 
 
+def _find_vision(tools: ToolsConfig, discovery: DiscoveryConfig) -> str:
+    """The vision service's base URL: configured, else the first healthy one in Consul."""
+    if tools.vision_url:
+        return tools.vision_url.rstrip("/")
+    if discovery.mode != "consul":
+        raise ToolError(
+            "unavailable",
+            "no vision service: set twin.tools.vision_url or run discovery in consul mode",
+        )
+    _, entries = _consul_api(discovery).health.service(discovery.vision_service, passing=True)
+    found = experts_from_health(entries)
+    if not found:
+        raise ToolError("unavailable", f"no healthy {discovery.vision_service!r} service in Consul")
+    return found[0].base_url.removesuffix("/v1")
+
+
+DEFAULT_SCENE_QUESTION = "Describe the scene briefly."
+
+
+async def describe_scene(
+    ctx: ToolContext, question: str = DEFAULT_SCENE_QUESTION
+) -> dict[str, Any]:
+    """Describe what the camera currently sees.
+
+    Args:
+        question: What to look for (optional).
+
+    Returns:
+        The vision service's description.
+    """
+    base = await asyncio.to_thread(_find_vision, ctx.tools, ctx.discovery)
+    try:
+        async with httpx.AsyncClient(timeout=ctx.tools.timeout_s) as client:
+            response = await client.post(
+                f"{base}/describe", json={"question": question or DEFAULT_SCENE_QUESTION}
+            )
+            response.raise_for_status()
+            body = response.json()
+    except httpx.HTTPError as exc:
+        raise ToolError("unavailable", f"vision service at {base} failed: {exc}") from exc
+    description = body.get("description") if isinstance(body, dict) else None
+    if not isinstance(description, str):
+        raise ToolError("failed", f"vision service at {base} answered without a description")
+    return {"description": description}
+
+
+def _cluster_report(discovery: DiscoveryConfig) -> dict[str, Any]:
+    """Healthy experts from Consul and jobs from Nomad; an error per API that failed."""
+    report: dict[str, Any] = {}
+    try:
+        _, entries = _consul_api(discovery).health.service(discovery.service, passing=True)
+        report["experts"] = [
+            {"name": e.name, "domain": e.domain, "model": e.model, "url": e.base_url}
+            for e in experts_from_health(entries)
+        ]
+    except Exception as exc:
+        report["experts_error"] = f"Consul: {type(exc).__name__}: {exc}"
+    try:
+        api = nomad.Nomad(
+            address=discovery.resolved_nomad_addr(),
+            token=discovery.resolved_nomad_token() or None,
+            timeout=5,
+        )
+        report["jobs"] = [
+            {
+                "id": j.get("ID"),
+                "namespace": j.get("Namespace"),
+                "type": j.get("Type"),
+                "status": j.get("Status"),
+            }
+            for j in api.jobs.get_jobs(namespace="*")
+        ]
+    except Exception as exc:
+        report["jobs_error"] = f"Nomad: {type(exc).__name__}: {exc}"
+    if "experts" not in report and "jobs" not in report:
+        raise ToolError("unavailable", f"{report['experts_error']}; {report['jobs_error']}")
+    return report
+
+
+async def cluster_status(ctx: ToolContext) -> dict[str, Any]:
+    """Which LLM experts and Nomad jobs are running in the cluster.
+
+    Returns:
+        ``experts`` (Consul) and ``jobs`` (Nomad), or an ``*_error`` for the one
+        that could not be read.
+    """
+    return await asyncio.to_thread(_cluster_report, ctx.discovery)
+
+
+MEMORY_TOOLS = (remember, recall, forget)
+"""The memory tool functions, in the order they are offered."""
+
+
+def memory_tools(memory: MemoryStore, user_id: Callable[[], str]) -> list[Tool]:
+    """``remember``, ``recall`` and ``forget`` on the user's long-term memory."""
+    context = ToolContext(memory=memory, user_id=user_id)
+    return [Tool(f, context) for f in MEMORY_TOOLS]
+
+
+def time_tool(clock: Callable[[], dt.datetime] | None = None) -> Tool:
+    """``current_time``: the date and time, in a given IANA time zone (default UTC)."""
+    return Tool(current_time, ToolContext(clock=clock or _utc_now))
+
+
 def vision_tool(tools: ToolsConfig, discovery: DiscoveryConfig) -> Tool:
     """``describe_scene``: ask the vision service what the camera sees."""
-
-    def find_vision() -> str:
-        if tools.vision_url:
-            return tools.vision_url.rstrip("/")
-        if discovery.mode != "consul":
-            raise ToolError(
-                "unavailable",
-                "no vision service: set twin.tools.vision_url or run discovery in consul mode",
-            )
-        _, entries = _consul_api(discovery).health.service(discovery.vision_service, passing=True)
-        found = experts_from_health(entries)
-        if not found:
-            raise ToolError(
-                "unavailable", f"no healthy {discovery.vision_service!r} service in Consul"
-            )
-        return found[0].base_url.removesuffix("/v1")
-
-    async def describe_scene(args: dict[str, Any]) -> dict[str, Any]:
-        base = await asyncio.to_thread(find_vision)
-        question = args.get("question") or "Describe the scene briefly."
-        try:
-            async with httpx.AsyncClient(timeout=tools.timeout_s) as client:
-                response = await client.post(f"{base}/describe", json={"question": question})
-                response.raise_for_status()
-                body = response.json()
-        except httpx.HTTPError as exc:
-            raise ToolError("unavailable", f"vision service at {base} failed: {exc}") from exc
-        description = body.get("description") if isinstance(body, dict) else None
-        if not isinstance(description, str):
-            raise ToolError("failed", f"vision service at {base} answered without a description")
-        return {"description": description}
-
-    return Tool(
-        "describe_scene",
-        "Describe what the camera currently sees.",
-        {"question": {"type": "string", "description": "What to look for (optional)."}},
-        describe_scene,
-    )
+    return Tool(describe_scene, ToolContext(tools=tools, discovery=discovery))
 
 
 def cluster_tool(discovery: DiscoveryConfig) -> Tool:
     """``cluster_status``: running experts (Consul) and jobs (Nomad)."""
-
-    def status() -> dict[str, Any]:
-        report: dict[str, Any] = {}
-        try:
-            _, entries = _consul_api(discovery).health.service(discovery.service, passing=True)
-            report["experts"] = [
-                {"name": e.name, "domain": e.domain, "model": e.model, "url": e.base_url}
-                for e in experts_from_health(entries)
-            ]
-        except Exception as exc:
-            report["experts_error"] = f"Consul: {type(exc).__name__}: {exc}"
-        try:
-            api = nomad.Nomad(
-                address=discovery.resolved_nomad_addr(),
-                token=discovery.resolved_nomad_token() or None,
-                timeout=5,
-            )
-            report["jobs"] = [
-                {
-                    "id": j.get("ID"),
-                    "namespace": j.get("Namespace"),
-                    "type": j.get("Type"),
-                    "status": j.get("Status"),
-                }
-                for j in api.jobs.get_jobs(namespace="*")
-            ]
-        except Exception as exc:
-            report["jobs_error"] = f"Nomad: {type(exc).__name__}: {exc}"
-        if "experts" not in report and "jobs" not in report:
-            raise ToolError("unavailable", f"{report['experts_error']}; {report['jobs_error']}")
-        return report
-
-    async def cluster_status(args: dict[str, Any]) -> dict[str, Any]:
-        return await asyncio.to_thread(status)
-
-    return Tool(
-        "cluster_status",
-        "Which LLM experts and Nomad jobs are running in the cluster.",
-        {},
-        cluster_status,
-    )
+    return Tool(cluster_status, ToolContext(discovery=discovery))
 
 
 def builtin_tools(
@@ -362,10 +448,6 @@ def builtin_tools(
     tools: ToolsConfig,
     discovery: DiscoveryConfig,
 ) -> list[Tool]:
-    """All built-in tools."""
-    return [
-        *memory_tools(memory, user_id),
-        time_tool(),
-        vision_tool(tools, discovery),
-        cluster_tool(discovery),
-    ]
+    """All built-in tools, sharing one context."""
+    context = ToolContext(memory=memory, user_id=user_id, tools=tools, discovery=discovery)
+    return [Tool(f, context) for f in (*MEMORY_TOOLS, current_time, describe_scene, cluster_status)]
