@@ -1,8 +1,9 @@
-"""hashicorp_release (used by the consul role) against a local release mirror.
+"""hashicorp_release (used by the consul and nomad roles) against a local release mirror.
 
 A real HTTP server serves a release tree in HashiCorp's layout; the role runs
 with ansible-playbook on this machine, installing into a temporary directory.
-The archived executable is a stand-in that only answers `consul version`.
+The archived executable is a stand-in that only answers `consul version`; the
+NVIDIA plugin stand-in, like the real plugin, answers nothing when run by hand.
 """
 
 from __future__ import annotations
@@ -145,3 +146,107 @@ def test_archive_holding_another_version_is_refused(tmp_path: Path, mirror: Mirr
     result = install(tmp_path, mirror)
     assert result.returncode != 0
     assert f"reports 'Consul v1.22.5', expected 'Consul v{VERSION}'" in result.stdout
+
+
+PLUGIN = "nomad-device-nvidia"
+PLUGIN_VERSION = "1.1.0"
+PLUGIN_ZIP = f"{PLUGIN}_{PLUGIN_VERSION}_linux_amd64.zip"
+PLUGIN_PLAYBOOK = """
+- name: Install Nomad's NVIDIA device plugin with hashicorp_release.
+  hosts: localhost
+  connection: local
+  gather_facts: true
+  gather_subset: [min]
+  tasks:
+    - name: Install.
+      ansible.builtin.include_role:
+        name: hashicorp_release
+      vars:
+        hashicorp_release_product: nomad-device-nvidia
+        hashicorp_release_version: "1.1.0"
+        hashicorp_release_download_base_url: "{{ base_url }}"
+        hashicorp_release_bin_dir: "{{ workdir }}/plugins"
+        hashicorp_release_cache_dir: "{{ workdir }}/cache"
+    - name: Show whether the binary changed.
+      ansible.builtin.debug:
+        msg: "plugin changed: {{ hashicorp_release_changed }}"
+"""
+
+
+@pytest.fixture
+def plugin_mirror(tmp_path: Path) -> Iterator[Mirror]:
+    """A release of a plugin that, like the real one, refuses to run by hand."""
+    release = tmp_path / "mirror" / PLUGIN / PLUGIN_VERSION
+    release.mkdir(parents=True)
+    info = zipfile.ZipInfo(PLUGIN)
+    info.external_attr = 0o100755 << 16
+    with zipfile.ZipFile(release / PLUGIN_ZIP, "w") as archive:
+        archive.writestr(info, '#!/bin/sh\necho "This binary is a plugin." >&2\nexit 1\n')
+    digest = hashlib.sha256((release / PLUGIN_ZIP).read_bytes()).hexdigest()
+    (release / f"{PLUGIN}_{PLUGIN_VERSION}_SHA256SUMS").write_text(f"{digest}  {PLUGIN_ZIP}\n")
+    served = Mirror(tmp_path / "mirror")
+    yield served
+    served.close()
+
+
+def install_plugin(workdir: Path, mirror: Mirror) -> subprocess.CompletedProcess[str]:
+    playbook = workdir / "install-plugin.yml"
+    playbook.write_text(PLUGIN_PLAYBOOK)
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+    }
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            str(playbook),
+            "-e",
+            f"base_url={mirror.url} workdir={workdir}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_plugin_is_installed_once_and_again_only_when_its_binary_no_longer_matches(
+    tmp_path: Path, plugin_mirror: Mirror
+):
+    first = install_plugin(tmp_path, plugin_mirror)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "plugin changed: True" in first.stdout
+    binary = tmp_path / "plugins" / PLUGIN
+    assert oct(binary.stat().st_mode & 0o777) == "0o755"
+    record = (tmp_path / "cache" / f"{PLUGIN}.installed.json").read_text()
+    assert hashlib.sha256(binary.read_bytes()).hexdigest() in record
+    assert plugin_mirror.paths == [
+        f"/{PLUGIN}/{PLUGIN_VERSION}/{PLUGIN}_{PLUGIN_VERSION}_SHA256SUMS",
+        f"/{PLUGIN}/{PLUGIN_VERSION}/{PLUGIN_ZIP}",
+    ]
+
+    # Installed: nothing fetched, nothing changed (the binary cannot be asked its version).
+    second = install_plugin(tmp_path, plugin_mirror)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "plugin changed: False" in second.stdout
+    assert len(plugin_mirror.paths) == 2, plugin_mirror.paths
+    assert re.search(r"localhost\s+:\s+ok=\d+\s+changed=0", second.stdout), second.stdout
+
+    # A damaged binary no longer matches the record: checked again and replaced.
+    original = binary.read_bytes()
+    binary.write_bytes(original + b"damaged\n")
+    third = install_plugin(tmp_path, plugin_mirror)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "plugin changed: True" in third.stdout
+    assert binary.read_bytes() == original
+    assert (
+        plugin_mirror.paths[2] == f"/{PLUGIN}/{PLUGIN_VERSION}/{PLUGIN}_{PLUGIN_VERSION}_SHA256SUMS"
+    )
