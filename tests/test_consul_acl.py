@@ -218,7 +218,7 @@ def test_secrets_next_to_an_inventory_directory_are_not_read_as_hosts(tmp_path: 
     inventory = tmp_path / "inventory"
     credentials = credentials_of(tmp_path)
     secrets = [p.read_text().strip() for p in credentials.iterdir()]
-    assert len(secrets) == 3
+    assert len(secrets) == 5  # gossip key, bootstrap, agent and the two Nomad tokens
 
     listed = subprocess.run(
         [tool("ansible-inventory"), "-i", str(inventory), "--list"],

@@ -329,6 +329,10 @@ RENDER_PLAY = [
                 },
             },
             {
+                "name": "Choose the Consul token as the role does.",
+                "ansible.builtin.include_tasks": f"{ROOT}/roles/nomad/tasks/consul_token.yml",
+            },
+            {
                 "name": "Render the templates.",
                 "ansible.builtin.template": {
                     "src": f"{ROOT}/roles/nomad/templates/{{{{ t }}}}.j2",
@@ -420,3 +424,54 @@ def test_chroot_env_is_rendered_on_clients_only_and_left_out_when_empty(tmp_path
     assert "chroot_env" not in rendered["empty"]["c1"]
     empty_client = hcl2.loads(rendered["empty"]["c1"], serialization_options=options)
     assert "chroot_env" not in empty_client["client"][0]
+
+
+def test_consul_token_defaults_to_the_one_the_consul_role_saved_for_servers_and_clients(
+    tmp_path: Path,
+):
+    options = hcl2.SerializationOptions(
+        strip_string_quotes=True, explicit_blocks=False, with_comments=False
+    )
+    server_token = "1d2c9a4e-8f0b-4c3d-9e5f-6a7b8c9d0e1f"
+    client_token = "2e3d0b5f-9a1c-4d4e-8f60-7b8c9d0e1f2a"
+
+    def render(label: str, saved: dict[str, str], extra: dict) -> dict[str, dict]:
+        # The inventory (hosts.yml) sits in play_dir, so <inventory_dir>/.credentials is there.
+        play_dir = tmp_path / label
+        out = play_dir / "out"
+        out.mkdir(parents=True)
+        credentials = play_dir / ".credentials"
+        credentials.mkdir(mode=0o700)
+        for kind, token in saved.items():
+            (credentials / f"consul-nomad-{kind}.token").write_text(token + "\n")
+        variables = {
+            "out_dir": str(out),
+            "nomad_advertise_address": "10.0.0.11",
+            "nomad_servers_are_clients": False,
+            **extra,
+        }
+        result = run_play(
+            play_dir, RENDER_PLAY, {"nomad_servers": ["s1"], "workers": ["c1"]}, variables
+        )
+        assert result.rc == 0, result.output
+        for token in saved.values():
+            assert token not in result.output
+        return {
+            host: hcl2.loads((out / f"{host}-nomad.hcl").read_text(), serialization_options=options)
+            for host in ("s1", "c1")
+        }
+
+    saved = render("saved", {"server": server_token, "client": client_token}, {})
+    assert saved["s1"]["consul"][0]["token"] == server_token
+    assert saved["c1"]["consul"][0]["token"] == client_token
+
+    by_hand = render(
+        "by-hand", {"server": server_token, "client": client_token}, {"nomad_consul_token": "mine"}
+    )
+    assert by_hand["s1"]["consul"][0]["token"] == "mine"
+    assert by_hand["c1"]["consul"][0]["token"] == "mine"
+
+    # No file (ACLs off in Consul, or the consul role not run): no token line.
+    none_saved = render("none", {}, {})
+    assert "token" not in none_saved["s1"]["consul"][0]
+    assert "token" not in none_saved["c1"]["consul"][0]

@@ -1,0 +1,225 @@
+"""The consul role's Consul policies and tokens for the Nomad agents, against
+recorded answers of the real Consul HTTP API.
+
+No Consul binary exists on this machine; ansible-playbook runs the role's own
+credentials.yml, acl.yml and nomad_acl.yml (unchanged) against
+tests/helpers/recorded_api.py, which replays Consul's documented responses in
+order and records the requests. The policies are those of Nomad's
+"Integrate Consul ACL" guide (developer.hashicorp.com/nomad/docs/secure/acl/consul).
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.recorded_api import RecordedAPI
+from test_consul_acl import RECORDED_BOOTSTRAP_SECRET, ansible_env, tool
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER_ACCESSOR = "27624077-1eb5-528e-a056-f61ecd6177ab"
+CLIENT_ACCESSOR = "6cb8ab31-98f4-5715-9be9-0b37e1bd1967"
+# The SecretIDs in tests/recorded/consul/acl_token_read_nomad_*.yaml.
+SERVER_SECRET = "88d70804-db02-4fe9-8d8f-b14be41386fb"
+CLIENT_SECRET = "a7bf0c6f-2995-4ad2-b7df-4784d48c1e25"
+RECORDINGS = [
+    "status_leader",
+    "acl_bootstrap",
+    "acl_policy_read_agents",
+    "acl_policy_create",
+    "acl_token_self_agent",
+    "acl_token_create",
+    "acl_policy_read_nomad_servers",
+    "acl_policy_read_nomad_clients",
+    "acl_token_read_nomad_server",
+    "acl_token_read_nomad_client",
+]
+SERVER_RULES = """agent_prefix "" {
+  policy = "read"
+}
+node_prefix "" {
+  policy = "write"
+}
+service_prefix "" {
+  policy = "write"
+}
+acl  = "write"
+mesh = "write"
+"""
+CLIENT_RULES = """agent_prefix "" {
+  policy = "read"
+}
+node_prefix "" {
+  policy = "write"
+}
+service_prefix "" {
+  policy = "write"
+}
+"""
+
+PLAYBOOK = """
+- name: Run the consul role's ACL steps for the agents and for Nomad.
+  hosts: consul_servers
+  gather_facts: false
+  tasks:
+    - name: Create or load the secrets.
+      ansible.builtin.include_role:
+        name: consul
+        tasks_from: credentials.yml
+    - name: Bootstrap ACLs.
+      ansible.builtin.include_role:
+        name: consul
+        tasks_from: acl.yml
+    - name: Create the Nomad agents' policies and tokens.
+      ansible.builtin.include_role:
+        name: consul
+        tasks_from: nomad_acl.yml
+"""
+
+
+def run(workdir: Path, api: RecordedAPI) -> subprocess.CompletedProcess[str]:
+    inventory = workdir / "inventory"
+    inventory.mkdir(exist_ok=True)
+    (inventory / "hosts.ini").write_text(
+        "[consul_servers]\n"
+        f"server1 ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+    )
+    playbook = workdir / "nomad_acl.yml"
+    playbook.write_text(PLAYBOOK)
+    return subprocess.run(
+        [
+            tool("ansible-playbook"),
+            "-i",
+            str(inventory / "hosts.ini"),
+            str(playbook),
+            "-e",
+            f"consul_api_url={api.url}",
+            "-e",
+            "consul_leader_wait_delay=0",
+        ],
+        capture_output=True,
+        text=True,
+        env=ansible_env(),
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+def credentials(workdir: Path) -> Path:
+    return workdir / "inventory" / ".credentials"
+
+
+def seed_nomad_tokens(workdir: Path, server: str, client: str) -> None:
+    """Token files as an earlier run of credentials.yml left them."""
+    folder = credentials(workdir)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for kind, secret in (("server", server), ("client", client)):
+        path = folder / f"consul-nomad-{kind}.token"
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+
+
+def changed(result: subprocess.CompletedProcess[str]) -> int:
+    match = re.search(r"server1\s+:\s+ok=\d+\s+changed=(\d+)", result.stdout)
+    assert match, result.stdout
+    return int(match.group(1))
+
+
+@pytest.mark.slow
+def test_missing_token_files_are_generated_once_as_private_uuids(tmp_path: Path):
+    with RecordedAPI("consul", RECORDINGS) as api:
+        result = run(tmp_path, api)
+    assert result.returncode == 0, result.stdout + result.stderr
+    secrets = {}
+    for kind in ("server", "client"):
+        path = credentials(tmp_path) / f"consul-nomad-{kind}.token"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        secrets[kind] = path.read_text().strip()
+        assert re.fullmatch(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", secrets[kind]
+        )
+        assert secrets[kind] not in result.stdout + result.stderr
+    assert secrets["server"] != secrets["client"]
+    # Consul got exactly the secrets the files hold.
+    created = {
+        r.json()["AccessorID"]: r.json()["SecretID"]
+        for r in api.requests_to("PUT", "/v1/acl/token")[1:]
+    }
+    assert created == {SERVER_ACCESSOR: secrets["server"], CLIENT_ACCESSOR: secrets["client"]}
+
+
+@pytest.mark.slow
+def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothing(tmp_path: Path):
+    seed_nomad_tokens(tmp_path, SERVER_SECRET, CLIENT_SECRET)
+    with RecordedAPI("consul", RECORDINGS) as api:
+        first = run(tmp_path, api)
+        assert first.returncode == 0, first.stdout + first.stderr
+        second = run(tmp_path, api)
+        assert second.returncode == 0, second.stdout + second.stderr
+
+    # The agents' policy first (acl.yml), then Nomad's two, all with the bootstrap token.
+    policies = api.requests_to("PUT", "/v1/acl/policy")
+    assert [p.json()["Name"] for p in policies] == [
+        "twin-consul-agents",
+        "twin-nomad-servers",
+        "twin-nomad-clients",
+    ]
+    assert {p.header("X-Consul-Token") for p in policies} == {RECORDED_BOOTSTRAP_SECRET}
+    assert policies[1].json()["Rules"] == SERVER_RULES
+    assert policies[2].json()["Rules"] == CLIENT_RULES
+
+    tokens = api.requests_to("PUT", "/v1/acl/token")
+    assert [t.json() for t in tokens[1:]] == [
+        {
+            "AccessorID": SERVER_ACCESSOR,
+            "SecretID": SERVER_SECRET,
+            "Description": "twin.cluster Nomad server agent token",
+            "Policies": [{"Name": "twin-nomad-servers"}],
+        },
+        {
+            "AccessorID": CLIENT_ACCESSOR,
+            "SecretID": CLIENT_SECRET,
+            "Description": "twin.cluster Nomad client agent token",
+            "Policies": [{"Name": "twin-nomad-clients"}],
+        },
+    ]
+    # Looked up by AccessorID with the bootstrap token, once per run and kind.
+    for accessor in (SERVER_ACCESSOR, CLIENT_ACCESSOR):
+        reads = api.requests_to("GET", f"/v1/acl/token/{accessor}")
+        assert len(reads) == 2
+        assert {r.header("X-Consul-Token") for r in reads} == {RECORDED_BOOTSTRAP_SECRET}
+
+    # The second run found everything as it should be: no writes, nothing changed.
+    assert len(policies) == 3
+    assert len(tokens) == 3
+    assert changed(second) == 0
+    assert not api.unmatched
+    output = first.stdout + first.stderr + second.stdout + second.stderr
+    for secret in (RECORDED_BOOTSTRAP_SECRET, SERVER_SECRET, CLIENT_SECRET):
+        assert secret not in output
+
+
+@pytest.mark.slow
+def test_token_file_replaced_after_the_token_was_created_stops_with_the_fix(tmp_path: Path):
+    # The token exists in Consul with SERVER_SECRET; the file now holds another secret.
+    seed_nomad_tokens(tmp_path, SERVER_SECRET, CLIENT_SECRET)
+    with RecordedAPI("consul", RECORDINGS) as api:
+        first = run(tmp_path, api)
+        assert first.returncode == 0, first.stdout + first.stderr
+        replaced = "0f0e0d0c-0b0a-4909-8807-060504030201"
+        seed_nomad_tokens(tmp_path, replaced, CLIENT_SECRET)
+        second = run(tmp_path, api)
+
+    assert second.returncode != 0
+    assert "Consul already has the Nomad server token(s)" in second.stdout
+    assert f"AccessorID {SERVER_ACCESSOR}" in second.stdout
+    assert "consul acl token delete -id" in second.stdout
+    assert len(api.requests_to("PUT", "/v1/acl/token")) == 3
+    output = second.stdout + second.stderr
+    for secret in (replaced, SERVER_SECRET, CLIENT_SECRET):
+        assert secret not in output
