@@ -3,8 +3,7 @@
 No browser is downloaded and no driver package is needed: Chromium is started
 with ``--remote-debugging-port`` and spoken to over its websocket. A script
 added before the page loads keeps every ``RTCPeerConnection`` the page makes
-in ``window.__pcs`` so the test can read WebRTC stats (audio received), and
-every stream from ``getUserMedia`` in ``window.__streams`` (microphone open).
+in ``window.__pcs`` so the test can read WebRTC stats (audio received).
 Every request the page makes is recorded (``requests``), with the reason of
 those that failed (``failed``), so a test can say what left the machine.
 """
@@ -34,20 +33,7 @@ KEEP_PEER_CONNECTIONS = """
     return pc;
   };
   window.RTCPeerConnection.prototype = Native.prototype;
-  window.__streams = [];
-  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-  navigator.mediaDevices.getUserMedia = async (constraints) => {
-    const stream = await getUserMedia(constraints);
-    window.__streams.push(stream);
-    return stream;
-  };
 })();
-"""
-
-# True once the page holds a live microphone track.
-MICROPHONE_OPEN = """
-(window.__streams || []).some(
-  (s) => s.getAudioTracks().some((t) => t.readyState === 'live'))
 """
 
 # Sum of the audio the page has received over WebRTC (energy is 0 for silence).
@@ -180,14 +166,18 @@ class Chromium:
         buttons = self.evaluate("[...document.querySelectorAll('button')].map(b => b.innerText)")
         raise TimeoutError(f"no enabled button {label!r} on the page; buttons: {buttons}")
 
-    def wait_for_microphone(self, timeout: float = 30) -> None:
-        """Wait until the page has opened the (fake) microphone."""
+    def wait_for_console(self, text: str, timeout: float = 30) -> None:
+        """Wait until the page logs a console message containing ``text``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.evaluate(MICROPHONE_OPEN):
+            self.evaluate("0")  # lets the console messages that arrived be read
+            if any(text in line for line in self.console):
                 return
             time.sleep(0.3)
-        raise TimeoutError(f"the page opened no microphone; page: {self.console[-5:]}")
+        raise TimeoutError(
+            f"the page never logged {text!r}; failed requests: {self.failed}; "
+            f"page: {self.console[-5:]}"
+        )
 
     def requests_outside(self, origin: str) -> list[str]:
         """Every URL the page asked for that is not under ``origin`` (data:/blob: aside)."""

@@ -54,10 +54,10 @@ def test_browser_without_internet_speaks_over_webrtc_and_receives_the_spoken_ans
     try:
         chromium.open(f"{app.url}{page}")
         if page == "/":
-            # The prebuilt client opens the microphone as it loads (a person
-            # allows it first); a click before that never connects (pipecat's
-            # DailyMediaManager waits for a recorder it does not have).
-            chromium.wait_for_microphone()
+            # The prebuilt client sets up its devices as it loads; a Connect
+            # click before that has ended never connects (pipecat's
+            # DailyMediaManager). A person takes longer than that to click.
+            chromium.wait_for_console("[local media] microphone level observer running")
         chromium.click_button("connect")
         deadline = time.monotonic() + 150
         heard = {}

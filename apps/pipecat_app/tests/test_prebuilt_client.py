@@ -64,7 +64,10 @@ LOCAL_MEDIA_SCENARIO = """
   const levels = [];
   call.on('local-audio-level', (e) => levels.push(e.audioLevel));
 
-  const infos = await call.startCamera({ startVideoOff: true, startAudioOff: false });
+  const opened = new Promise((resolve) => call.on('selected-devices-updated', resolve));
+  await call.startCamera({ startVideoOff: true, startAudioOff: false });
+  const openedBehind = !call.participants().local.tracks.audio.persistentTrack;
+  const infos = (await opened).devices;
   const first = call.participants().local.tracks.audio.persistentTrack;
   await call.startLocalAudioLevelObserver(50);
   await new Promise((resolve) => setTimeout(resolve, 1500));
@@ -83,7 +86,7 @@ LOCAL_MEDIA_SCENARIO = """
 
   await call.leave();
   return {
-    mic: infos.mic.label, level: Math.max(...levels), muted, unmuted,
+    openedBehind, mic: infos.mic.label, level: Math.max(...levels), muted, unmuted,
     first: first.readyState, wanted: other.deviceId, switched: switched.mic.deviceId,
     second: second.getSettings().deviceId, speaker: [speaker.deviceId, output.speaker.deviceId],
     afterLeave: [second.readyState, call.localAudio(), call.isLocalAudioLevelObserverRunning()],
@@ -106,6 +109,9 @@ def test_local_media_opens_measures_mutes_switches_and_closes_the_microphone(app
     finally:
         chromium.close()
 
+    # A Connect click while the browser asks for the microphone must not hang
+    # (pipecat's DailyMediaManager.connect() does when initialize() has not ended).
+    assert seen["openedBehind"], "startCamera waited for the microphone to open"
     assert seen["mic"], seen
     assert seen["level"] > 0.01, "the level observer heard nothing from a microphone playing speech"
     assert seen["muted"] == [False, False, "off"]
@@ -116,6 +122,7 @@ def test_local_media_opens_measures_mutes_switches_and_closes_the_microphone(app
     assert seen["afterLeave"] == ["ended", False, False]
     assert seen["events"] == [
         ["track-started", "audio"],
+        ["selected-devices-updated", "default"],  # the microphone opened
         ["track-stopped", "audio"],  # muted
         ["track-started", "audio"],  # unmuted
         ["track-stopped", "audio"],  # the first microphone, switched away from

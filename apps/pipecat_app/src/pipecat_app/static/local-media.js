@@ -44,6 +44,8 @@ export class LocalMediaCall {
     this._speaker = {};
     this._level = null;
     this._watching = false;
+    this._opening = { audio: null, video: null };
+    this._session = 0;
   }
 
   on(event, handler) {
@@ -132,6 +134,7 @@ export class LocalMediaCall {
   /** Open the device of `kind` ("audio" or "video") and announce its track. */
   async _acquire(kind) {
     const wanted = this._wanted[kind];
+    const session = this._session;
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({
@@ -139,6 +142,11 @@ export class LocalMediaCall {
       });
     } catch (error) {
       this._emit("camera-error", { error: deviceError(kind, error) });
+      return;
+    }
+    if (session !== this._session) {
+      // leave() came while the browser was opening the device.
+      stream.getTracks().forEach((t) => t.stop());
       return;
     }
     this._release(kind);
@@ -169,13 +177,28 @@ export class LocalMediaCall {
     });
   }
 
+  /*
+   * Daily's startCamera resolves once the devices are open; this one resolves at
+   * once and opens them behind (daily-js's index.d.ts: a device not acquired yet
+   * is reported as {}), announcing each track with `track-started` and then
+   * `selected-devices-updated`. DailyMediaManager.connect() never resolves when
+   * it comes before initialize() has ended, so a Connect click while the browser
+   * still asks for the microphone would otherwise hang.
+   */
   async startCamera(options = {}) {
     this._enabled = { audio: !options.startAudioOff, video: options.startVideoOff === false };
     for (const kind of ["audio", "video"]) {
-      if (this._enabled[kind] && !this._tracks[kind]) await this._acquire(kind);
+      if (this._enabled[kind] && !this._tracks[kind] && !this._opening[kind]) {
+        this._opening[kind] = this._acquire(kind)
+          .then(() => this._deviceInfos())
+          .then((devices) => this._emit("selected-devices-updated", { devices }))
+          .finally(() => {
+            this._opening[kind] = null;
+          });
+      }
     }
     this._watchDevices();
-    return this._deviceInfos();
+    return { mic: {}, camera: {}, speaker: this._speaker };
   }
 
   async _setLocal(kind, enable) {
@@ -236,6 +259,8 @@ export class LocalMediaCall {
     if (this._level) return;
     this._level = new AudioLevel((audioLevel) => this._emit("local-audio-level", { audioLevel }), interval);
     if (this._tracks.audio) this._level.connect(this._tracks.audio);
+    // DailyMediaManager's initialize() ends right after this: the client can connect.
+    console.info("[local media] microphone level observer running");
   }
 
   stopLocalAudioLevelObserver() {
@@ -244,6 +269,7 @@ export class LocalMediaCall {
   }
 
   async leave() {
+    this._session += 1;
     this.stopLocalAudioLevelObserver();
     this._release("audio");
     this._release("video");
