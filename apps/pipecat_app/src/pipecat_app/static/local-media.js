@@ -5,8 +5,9 @@
  * through @pipecat-ai/small-webrtc-transport's DailyMediaManager, which asks
  * daily-js for a call object (`Daily.getCallInstance() ?? Daily.createCallObject()`).
  * A daily-js call object loads Daily's "call machine" bundle from Daily's CDN
- * before it touches a device; that bundle ships in no npm or PyPI package, so
- * on a network without internet the client never gets a microphone.
+ * before it touches a device; that bundle is not in daily-js's npm package
+ * (nor in react-native-daily-js's, nor in the prebuilt wheel), so on a network
+ * without internet the client never gets a microphone.
  *
  * installLocalMedia() makes `Daily.getCallInstance()` return a LocalMediaCall:
  * the part of daily-js's DailyCall API (names and event shapes from daily-js's

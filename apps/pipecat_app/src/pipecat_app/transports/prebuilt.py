@@ -2,8 +2,8 @@
 
 The client (``pipecat-ai-small-webrtc-prebuilt``) gets the microphone through
 daily-js, whose call object loads Daily's call-machine bundle from Daily's CDN
-first; no package ships that bundle, so on a network without internet the
-client never connects. The app serves the client's own files unchanged except
+first; daily-js's npm package does not ship that bundle, so on a network
+without internet the client never connects. The app serves the client's own files unchanged except
 its ``index.html``, whose entry script is replaced by a module that loads the
 same entry and then installs ``static/local-media.js``: daily-js hands out a
 ``LocalMediaCall`` (the call API pipecat's DailyMediaManager uses, done with
