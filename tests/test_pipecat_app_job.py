@@ -25,8 +25,7 @@ import pytest
 import yaml
 from ansible.template import trust_as_template
 from helpers.jobs import Block, Job, parse_job, render_job
-from helpers.llama_server import start_llama_server
-from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
+from helpers.llm_skip import smollm2_server_or_skip
 from helpers.nomad_task import LocalTask, TaskSpec
 from pipecat_app.config import load_config
 from pipecat_app.twin.prompt import load_default
@@ -411,13 +410,8 @@ def test_validate_rejects_settings_with_a_message_naming_the_fix(
 @pytest.fixture
 def llama_server(tmp_path) -> Iterator[str]:
     """A real llama-server with SmolLM2; yields its OpenAI-compatible base URL."""
-    with start_llama_server(
-        llama_server_bin_or_skip(),
-        smollm2_gguf_or_skip(),
-        jinja=False,
-        extra_args=["--metrics"],
-        log=tmp_path / "llama-server.log",
-    ) as server:
+    log = tmp_path / "llama-server.log"
+    with smollm2_server_or_skip(jinja=False, extra_args=["--metrics"], log=log) as server:
         yield server.base_url
 
 

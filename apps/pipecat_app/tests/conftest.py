@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from helpers.llama_server import LlamaServer, start_llama_server
-from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
+from helpers.llama_server import LlamaServer
+from helpers.llm_skip import smollm2_server_or_skip
 
 from app_helpers import App, app_environ, start_app
 
@@ -31,6 +31,6 @@ def own_app(tmp_path) -> Iterator[App]:
 @pytest.fixture(scope="session")
 def llama() -> Iterator[LlamaServer]:
     """A real llama-server with SmolLM2-135M, the demo's expert (skips without one)."""
-    server = start_llama_server(llama_server_bin_or_skip(), smollm2_gguf_or_skip(), jinja=False)
+    server = smollm2_server_or_skip(jinja=False)
     yield server
     server.kill()

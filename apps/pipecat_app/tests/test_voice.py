@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers.llama_server import LlamaServer, start_llama_server
-from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
+from helpers.llama_server import LlamaServer
+from helpers.llm_skip import smollm2_server_or_skip
 
 from app_helpers import expert_environ
 from pipecat_app.config import DEMO_CONFIG, load_config
@@ -29,13 +29,8 @@ def endless_llama(tmp_path) -> Iterator[LlamaServer]:
     """SmolLM2 on a llama-server started with ``--ignore-eos``: it never ends an answer
     early, so every answer is as long as the app's token cap (ExpertClient's
     ``max_tokens``, 256: about 190 words, over a minute of speech)."""
-    with start_llama_server(
-        llama_server_bin_or_skip(),
-        smollm2_gguf_or_skip(),
-        jinja=False,
-        extra_args=["--ignore-eos"],
-        log=tmp_path / "llama-server.log",
-    ) as server:
+    log = tmp_path / "llama-server.log"
+    with smollm2_server_or_skip(jinja=False, extra_args=["--ignore-eos"], log=log) as server:
         yield server
 
 
