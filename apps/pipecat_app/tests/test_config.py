@@ -1,5 +1,6 @@
 """The config file is validated at start and every error names the key and its source."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,65 @@ def test_check_command_hides_secrets(tmp_path, capsys):
     )
     assert main(["check", "--config", str(path)]) == 0
     assert "sekrit" not in capsys.readouterr().out
+
+
+def test_whisper_defaults_are_the_fast_settings():
+    config = load_config(DEMO_CONFIG, environ={})
+    assert isinstance(config.stt, WhisperSTTConfig)
+    stt = config.stt
+    assert (stt.window, stt.fit_min_s, stt.compute_type, stt.beam_size) == ("fit", 10, "int8", 5)
+    assert not stt.timestamps
+    assert not stt.temperature_fallback
+    assert not stt.condition_on_previous_text
+    assert stt.warm_up
+    # 0 threads means one per CPU this process may use, not CTranslate2's fixed 4.
+    assert stt.cpu_threads == 0
+    assert stt.resolved_cpu_threads() == len(os.sched_getaffinity(0))
+
+
+def test_whisper_settings_come_from_the_file_and_the_environment(tmp_path):
+    path = write(
+        tmp_path,
+        '[stt]\nprovider = "whisper"\nbeam_size = 5\ntimestamps = true\ncpu_threads = 3\n',
+    )
+    environ = {"TWIN_APP__STT__WARM_UP": "false", "TWIN_APP__STT__WINDOW": "full"}
+    config = load_config(path, environ=environ)
+    assert isinstance(config.stt, WhisperSTTConfig)
+    assert (config.stt.beam_size, config.stt.timestamps, config.stt.warm_up) == (5, True, False)
+    assert config.stt.window == "full"
+    assert config.stt.resolved_cpu_threads() == 3
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ("beam_size = 0", r"stt\.beam_size: Input should be greater than or equal to 1"),
+        ("beam_size = 1.5", r"stt\.beam_size: Input should be a valid integer"),
+        ("cpu_threads = -1", r"stt\.cpu_threads: Input should be greater than or equal to 0"),
+        ('compute_type = "int4"', r"stt\.compute_type: Input should be 'default', .*'int8'"),
+        ("timestamps = 2", r"stt\.timestamps: Input should be a valid boolean"),
+        ('warm_up = "soon"', r"stt\.warm_up: Input should be a valid boolean"),
+        ("fit_min_s = 3", r"stt\.fit_min_s: Input should be greater than or equal to 5"),
+        ('window = "half"', r"stt\.window: Input should be 'fit' or 'full'"),
+        ("temperature_fallback = true", r"stt: .*temperature_fallback needs window 'full'"),
+        ('compute_type = "float16"', r"stt: .*'float16' needs a GPU; on device 'cpu' use 'int8'"),
+        ('device = "cuda"\ncpu_threads = 2', r"stt: .*cpu_threads only applies to device 'cpu'"),
+    ],
+)
+def test_bad_whisper_settings_name_the_key_and_the_fix(tmp_path, setting, error):
+    path = write(tmp_path, f'[stt]\nprovider = "whisper"\n{setting}\n')
+    with pytest.raises(ConfigError, match=error):
+        load_config(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ("stop_secs = -0.1", r"vad\.stop_secs: Input should be greater than or equal to 0"),
+        ("stop_secs = 0.1", r"vad: .*stop_secs 0\.1 .*at least 0\.2 \(0\.4, the default"),
+    ],
+)
+def test_bad_vad_stop_secs_names_the_key_and_the_fix(tmp_path, setting, error):
+    path = write(tmp_path, f"[vad]\n{setting}\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(path, environ={})

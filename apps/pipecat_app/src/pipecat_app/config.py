@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from pipecat_app.twin.config import TwinConfig
 
@@ -77,16 +77,56 @@ class LogConfig(_Section):
     json_lines: bool = Field(False, description="One JSON object per line (for Nomad/journald).")
 
 
+# pipecat's own VAD default with smart-turn. Shorter silences are pauses inside
+# a sentence: each would cut the segment the STT transcribes and run smart-turn.
+# The default is longer (0.4): at 0.2 and 0.3 a 0.2 s pause inside a spoken
+# sentence ended the turn (smart-turn judged the first half complete), see
+# tests/test_endpointing.py.
+MIN_VAD_STOP_SECS = 0.2
+
+
 class VADConfig(_Section):
     """Silero voice activity detection: when the user starts and stops talking."""
 
     confidence: float = Field(0.7, ge=0.0, le=1.0, description="Speech probability threshold.")
     start_secs: float = Field(0.2, ge=0.0, description="Speech needed before a turn starts.")
-    stop_secs: float = Field(0.2, ge=0.0, description="Silence needed before a turn ends.")
+    stop_secs: float = Field(
+        0.4,
+        ge=0.0,
+        description="Silence before the VAD says the user stopped; the smart-turn model "
+        "then decides whether the turn is over.",
+    )
     min_volume: float = Field(0.6, ge=0.0, le=1.0, description="Minimum normalised volume.")
     turn_stop_timeout_s: float = Field(
         5.0, gt=0.0, description="Longest wait for the transcript once the user stops talking."
     )
+
+    @model_validator(mode="after")
+    def _check_stop_secs(self) -> VADConfig:
+        if self.stop_secs < MIN_VAD_STOP_SECS:
+            raise ValueError(
+                f"stop_secs {self.stop_secs} would end speech segments inside sentences "
+                f"(people pause {MIN_VAD_STOP_SECS} s between words): set it to at least "
+                f"{MIN_VAD_STOP_SECS} (0.4, the default, keeps such a pause inside the turn)"
+            )
+        return self
+
+
+# CTranslate2's compute types; the half-precision float ones need a GPU.
+ComputeType = Literal[
+    "default",
+    "auto",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+]
+
+GPU_COMPUTE_TYPES = frozenset({"int8_float16", "int8_bfloat16", "float16", "bfloat16"})
 
 
 class WhisperSTTConfig(_Section):
@@ -97,8 +137,73 @@ class WhisperSTTConfig(_Section):
         None, description="CTranslate2 model directory; empty = the bundled tiny.en."
     )
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    compute_type: str = Field("int8", description="CTranslate2 compute type.")
+    compute_type: ComputeType = Field(
+        "int8", description="CTranslate2 compute type; int8 is the fastest on a CPU."
+    )
     language: str = Field("en", description="Language code of the speech.")
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="CTranslate2 threads; 0 = one per CPU this process may use.",
+    )
+    window: Literal["fit", "full"] = Field(
+        "fit",
+        description="Audio the encoder sees: 'fit' = the segment plus a second, at least "
+        "fit_min_s (fast), 'full' = faster-whisper's 30 s windows.",
+    )
+    fit_min_s: int = Field(
+        10,
+        ge=5,
+        le=30,
+        description="Shortest fitted window in seconds (tiny.en loops on shorter ones).",
+    )
+    beam_size: int = Field(
+        5,
+        ge=1,
+        le=16,
+        description="Beam search width; 1 = greedy (faster, missed words in the benchmark).",
+    )
+    timestamps: bool = Field(
+        False, description="Decode segment timestamps (a turn's transcript does not use them)."
+    )
+    temperature_fallback: bool = Field(
+        False,
+        description="Re-decode at higher temperatures when the output looks repetitive "
+        "or unlikely (slow outliers; off: one greedy pass).",
+    )
+    condition_on_previous_text: bool = Field(
+        False, description="Feed a 30 s window's text to the next one (long turns only)."
+    )
+    warm_up: bool = Field(
+        True, description="Transcribe a second of silence at start so the first turn is fast."
+    )
+
+    @model_validator(mode="after")
+    def _check_compute_type_fits_device(self) -> WhisperSTTConfig:
+        if self.device == "cpu" and self.compute_type in GPU_COMPUTE_TYPES:
+            raise ValueError(
+                f"compute_type {self.compute_type!r} needs a GPU; on device 'cpu' use "
+                "'int8' (fastest), 'int8_float32' or 'float32'"
+            )
+        if self.window == "fit" and self.temperature_fallback:
+            raise ValueError(
+                "temperature_fallback needs window 'full' (a fitted window is decoded once); "
+                "set window = 'full' or temperature_fallback = false"
+            )
+        if self.device != "cpu" and self.cpu_threads:
+            raise ValueError("cpu_threads only applies to device 'cpu'; remove it or set 0")
+        return self
+
+    def resolved_cpu_threads(self) -> int:
+        """Threads to give CTranslate2: the configured count, or the CPUs this process may use."""
+        if self.cpu_threads:
+            return self.cpu_threads
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
+        )
 
     def resolved_model_dir(self) -> Path:
         """The model directory to load."""

@@ -21,12 +21,22 @@ PIPER_STOP_TIMEOUT_S = 10.0
 def make_stt(config: STTConfig) -> STTService:
     """Speech-to-text: faster-whisper in process, or an OpenAI-compatible endpoint."""
     if isinstance(config, WhisperSTTConfig):
-        from pipecat.services.whisper.stt import WhisperSTTService
+        from pipecat_app.whisper_stt import DecodeOptions, TunedWhisperSTTService
 
-        return WhisperSTTService(
+        return TunedWhisperSTTService(
             device=config.device,
             compute_type=config.compute_type,
-            settings=WhisperSTTService.Settings(
+            cpu_threads=config.resolved_cpu_threads() if config.device == "cpu" else 0,
+            decode=DecodeOptions(
+                window=config.window,
+                fit_min_s=config.fit_min_s,
+                beam_size=config.beam_size,
+                timestamps=config.timestamps,
+                temperature_fallback=config.temperature_fallback,
+                condition_on_previous_text=config.condition_on_previous_text,
+            ),
+            warm_up=config.warm_up,
+            settings=TunedWhisperSTTService.Settings(
                 model=str(config.resolved_model_dir()), language=Language(config.language)
             ),
         )

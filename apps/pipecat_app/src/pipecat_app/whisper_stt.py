@@ -1,0 +1,197 @@
+"""pipecat's faster-whisper service with the decoding options a voice turn wants.
+
+pipecat 1.14's ``WhisperSTTService`` calls ``WhisperModel.transcribe`` with
+faster-whisper's defaults (beam search of 5, timestamps, temperature fallback)
+and CTranslate2's default of 4 threads, and faster-whisper always runs the
+encoder over a 30 s window, however short the speech. A spoken turn is one
+short segment the VAD already cut, so:
+
+- ``window = "fit"``: the encoder sees the segment rounded up to a second plus
+  one second of padding, but at least ``fit_min_s`` (10 s: a 3 s question is
+  encoded as 10 s instead of 30 s), decoded by CTranslate2's
+  ``Whisper.generate`` directly, as CTranslate2's own Whisper example does.
+  Shorter windows made tiny.en loop on one-word turns ("Yes. Yes. Yes. ..."),
+  so a transcript that compresses like a loop (faster-whisper's own test,
+  gzip ratio above 2.4) is transcribed again with the full window. Segments
+  longer than 29 s take faster-whisper's path.
+- one beam-search pass without timestamps and without temperature fallback.
+
+``benchmarks/stt_settings.py`` measures both. The service also transcribes a
+second of silence when the pipeline starts, so the first user turn does not
+pay CTranslate2's first-call cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio
+from loguru import logger
+from pipecat.frames.frames import ErrorFrame, Frame, StartFrame, TranscriptionFrame
+from pipecat.services.whisper.stt import WhisperSTTService
+from pipecat.transcriptions.language import Language
+from pipecat.utils.time import time_now_iso8601
+from pipecat.utils.types import assert_given, require_given
+
+WARM_UP_SECONDS = 1.0
+SAMPLE_RATE = 16000  # what Whisper listens at (pipecat hands it 16 kHz PCM)
+FRAMES_PER_SECOND = 100  # Whisper's mel frames (10 ms hop)
+MAX_FIT_SECONDS = 29  # longer segments go through faster-whisper's 30 s windows
+MAX_LENGTH = 448  # Whisper's longest token sequence
+LOOP_COMPRESSION_RATIO = 2.4  # faster-whisper's compression_ratio_threshold
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One transcribed piece of a segment."""
+
+    text: str
+    no_speech_prob: float
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """faster-whisper ``transcribe`` options (see ``config.WhisperSTTConfig``)."""
+
+    window: str = "fit"
+    fit_min_s: int = 10
+    beam_size: int = 5
+    timestamps: bool = False
+    temperature_fallback: bool = False
+    condition_on_previous_text: bool = False
+
+    def transcribe_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``WhisperModel.transcribe``."""
+        kwargs: dict[str, Any] = {
+            "beam_size": self.beam_size,
+            "without_timestamps": not self.timestamps,
+            "condition_on_previous_text": self.condition_on_previous_text,
+        }
+        if not self.temperature_fallback:
+            kwargs["temperature"] = 0.0
+        return kwargs
+
+
+class TunedWhisperSTTService(WhisperSTTService):
+    """``WhisperSTTService`` with thread count, decoding options and a warm-up.
+
+    Args:
+        cpu_threads: CTranslate2 threads (0: CTranslate2's own default).
+        decode: Options for every transcription.
+        warm_up: Transcribe silence once when the pipeline starts.
+        **kwargs: ``WhisperSTTService`` arguments (device, compute_type, settings).
+    """
+
+    def __init__(
+        self,
+        *,
+        cpu_threads: int = 0,
+        decode: DecodeOptions | None = None,
+        warm_up: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        # WhisperSTTService.__init__ loads the model through _load, which reads these.
+        self._cpu_threads = cpu_threads
+        self._decode = decode or DecodeOptions()
+        self._warm_up = warm_up
+        super().__init__(**kwargs)
+
+    def _load(self) -> None:
+        """Load the model with the configured thread count (no download: a local path)."""
+        model_name = require_given(self._settings.model, "Whisper model")
+        self._model = WhisperModel(
+            model_name,
+            device=self._device,
+            compute_type=self._compute_type,
+            cpu_threads=self._cpu_threads,
+        )
+        unsupported = self._unsupported_language()
+        if unsupported:
+            raise ValueError(unsupported)
+
+    def _transcribe(self, audio: np.ndarray) -> list[Piece]:
+        """Transcribe float32 16 kHz audio (runs in a worker thread)."""
+        assert self._model is not None
+        if self._decode.window == "fit" and len(audio) <= MAX_FIT_SECONDS * SAMPLE_RATE:
+            piece = self._transcribe_fitted(audio)
+            if get_compression_ratio(piece.text) <= LOOP_COMPRESSION_RATIO:
+                return [piece]
+            logger.debug(f"{self}: fitted window looped ({piece.text[:60]!r}...), full window")
+        segments, _ = self._model.transcribe(
+            audio,
+            language=cast("str | None", assert_given(self._settings.language)),
+            hotwords=assert_given(self._settings.hotwords),
+            initial_prompt=assert_given(self._settings.initial_prompt),
+            **self._decode.transcribe_kwargs(),
+        )
+        return [Piece(s.text, s.no_speech_prob) for s in segments]
+
+    def _transcribe_fitted(self, audio: np.ndarray) -> Piece:
+        """One greedy (or beam) pass with the encoder window fitted to the audio."""
+        model = self._model
+        assert model is not None
+        language = cast("str | None", assert_given(self._settings.language)) or "en"
+        tokenizer = Tokenizer(
+            model.hf_tokenizer,
+            model.model.is_multilingual,
+            task="transcribe",
+            language=language if model.model.is_multilingual else "en",
+        )
+        prompt = list(tokenizer.sot_sequence)
+        if not self._decode.timestamps:
+            prompt.append(tokenizer.no_timestamps)
+        seconds = min(30, max(self._decode.fit_min_s, math.ceil(len(audio) / SAMPLE_RATE) + 1))
+        features = pad_or_trim(model.feature_extractor(audio), seconds * FRAMES_PER_SECOND)
+        result = model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[np.newaxis])),
+            [prompt],
+            beam_size=self._decode.beam_size,
+            max_length=MAX_LENGTH,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        return Piece(tokenizer.decode(tokens), result.no_speech_prob)
+
+    async def start(self, frame: StartFrame) -> None:
+        """Start the service, then warm the model up off the event loop."""
+        await super().start(frame)
+        if self._warm_up and self._model is not None:
+            started = asyncio.get_running_loop().time()
+            silence = np.zeros(int(WARM_UP_SECONDS * 16000), dtype=np.float32)
+            await asyncio.to_thread(self._transcribe, silence)
+            elapsed = asyncio.get_running_loop().time() - started
+            logger.debug(f"{self}: whisper warmed up in {elapsed:.3f}s")
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """Transcribe one segment of 16-bit PCM (as pipecat's service does, with our options)."""
+        if not self._model:
+            yield ErrorFrame("Whisper model not available")
+            return
+
+        await self.start_processing_metrics()
+        audio_float = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
+        segments = await asyncio.to_thread(self._transcribe, audio_float)
+        threshold = assert_given(self._settings.no_speech_prob)
+        text = "".join(
+            f"{piece.text} "
+            for piece in segments
+            if threshold is not None and piece.no_speech_prob < threshold
+        )
+        await self.stop_processing_metrics()
+
+        if text:
+            language = cast("Language | None", assert_given(self._settings.language))
+            await self._handle_transcription(text, True, language)
+            logger.debug(f"Transcription: [{text}]")
+            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), language)
