@@ -135,3 +135,28 @@ def test_a_one_word_turn_is_heard_once(config, answer):
     audio = as_float(silence(0.8) + synthesize(answer, tts) + silence(0.7))  # type: ignore[arg-type]
     pieces = service(config, warm_up=False)._transcribe(audio)
     assert words(" ".join(p.text for p in pieces)) == words(answer)
+
+
+class _FitCounting(TunedWhisperSTTService):
+    """Counts fitted-window passes (the real model still runs)."""
+
+    fitted = 0
+
+    def _transcribe_fitted(self, audio):
+        type(self).fitted += 1
+        return super()._transcribe_fitted(audio)
+
+
+def test_hotwords_go_through_faster_whisper_which_places_them(config, question):
+    _FitCounting.fitted = 0
+    settings = {"model": str(config.resolved_model_dir())}
+    plain = _FitCounting(warm_up=False, settings=_FitCounting.Settings(**settings))
+    biased = _FitCounting(
+        warm_up=False, settings=_FitCounting.Settings(**settings, hotwords="Paris France")
+    )
+    audio = as_float(question + silence(0.5))
+    assert {"capital", "france"} <= set(words(plain._transcribe(audio)[0].text))
+    assert _FitCounting.fitted == 1
+    heard = words(" ".join(p.text for p in biased._transcribe(audio)))
+    assert {"capital", "france"} <= set(heard), heard
+    assert _FitCounting.fitted == 1

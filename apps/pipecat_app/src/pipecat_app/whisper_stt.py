@@ -121,7 +121,11 @@ class TunedWhisperSTTService(WhisperSTTService):
     def _transcribe(self, audio: np.ndarray) -> list[Piece]:
         """Transcribe float32 16 kHz audio (runs in a worker thread)."""
         assert self._model is not None
-        if self._decode.window == "fit" and len(audio) <= MAX_FIT_SECONDS * SAMPLE_RATE:
+        hotwords = assert_given(self._settings.hotwords)
+        initial_prompt = assert_given(self._settings.initial_prompt)
+        # Hotwords and prompts are faster-whisper's to place in the decoder prompt.
+        fits = len(audio) <= MAX_FIT_SECONDS * SAMPLE_RATE and not (hotwords or initial_prompt)
+        if self._decode.window == "fit" and fits:
             piece = self._transcribe_fitted(audio)
             if get_compression_ratio(piece.text) <= LOOP_COMPRESSION_RATIO:
                 return [piece]
@@ -129,14 +133,14 @@ class TunedWhisperSTTService(WhisperSTTService):
         segments, _ = self._model.transcribe(
             audio,
             language=cast("str | None", assert_given(self._settings.language)),
-            hotwords=assert_given(self._settings.hotwords),
-            initial_prompt=assert_given(self._settings.initial_prompt),
+            hotwords=hotwords,
+            initial_prompt=initial_prompt,
             **self._decode.transcribe_kwargs(),
         )
         return [Piece(s.text, s.no_speech_prob) for s in segments]
 
     def _transcribe_fitted(self, audio: np.ndarray) -> Piece:
-        """One greedy (or beam) pass with the encoder window fitted to the audio."""
+        """One decoding pass with the encoder window fitted to the audio."""
         model = self._model
         assert model is not None
         language = cast("str | None", assert_given(self._settings.language)) or "en"
