@@ -96,8 +96,8 @@ cat << EOF
 
   Twin is running. Open one of these, allow the microphone and talk:
 
-    http://${URL_HOST}:${APP_PORT}/        pipecat's prebuilt client (the browser needs internet)
-    http://${URL_HOST}:${APP_PORT}/voice   offline client (plain WebRTC)
+    http://${URL_HOST}:${APP_PORT}/        pipecat's prebuilt client (works offline)
+    http://${URL_HOST}:${APP_PORT}/voice   a minimal voice page (plain WebRTC)
 
   No microphone?  type at http://${URL_HOST}:${APP_PORT}/api/chat (POST {"text": "..."}),
                   or in a terminal: ${VENV}/bin/twin-app chat --config ${CONFIG}
