@@ -56,7 +56,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_condition": {**PIPECAT, "condition_on_previous_text": False},
     "full_fast": {"window": "full"},
     "default": {},
-    "default_beam5": {"beam_size": 5},
+    "default_greedy": {"beam_size": 1},
+    "fit15": {"fit_min_s": 15},
+    "fit20": {"fit_min_s": 20},
 }
 
 
