@@ -61,9 +61,12 @@ def tool(name: str) -> str:
 
 
 def run_acl_tasks(
-    workdir: Path, api: RecordedAPI, inventory_as_dir: bool = False
+    workdir: Path, api: RecordedAPI, inventory_as_dir: bool = False, playbook_text: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """Run the role's credentials.yml + acl.yml with the inventory in workdir/inventory/."""
+    """Run the role's credentials.yml + acl.yml with the inventory in workdir/inventory/.
+
+    ``playbook_text`` replaces that playbook (other task files of the role).
+    """
     inventory = workdir / "inventory"
     inventory.mkdir(exist_ok=True)
     hosts_file = inventory / "hosts.ini"
@@ -72,7 +75,7 @@ def run_acl_tasks(
         f"server1 ansible_connection=local ansible_python_interpreter={sys.executable}\n"
     )
     playbook = workdir / "acl.yml"
-    playbook.write_text(PLAYBOOK)
+    playbook.write_text(playbook_text or PLAYBOOK)
     return subprocess.run(
         [
             tool("ansible-playbook"),

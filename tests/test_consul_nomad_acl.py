@@ -13,14 +13,12 @@ from __future__ import annotations
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers.recorded_api import RecordedAPI
-from test_consul_acl import RECORDED_BOOTSTRAP_SECRET, ansible_env, tool
+from test_consul_acl import RECORDED_BOOTSTRAP_SECRET, run_acl_tasks
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVER_ACCESSOR = "27624077-1eb5-528e-a056-f61ecd6177ab"
 CLIENT_ACCESSOR = "6cb8ab31-98f4-5715-9be9-0b37e1bd1967"
 # The SecretIDs in tests/recorded/consul/acl_token_read_nomad_*.yaml.
@@ -82,32 +80,7 @@ PLAYBOOK = """
 
 
 def run(workdir: Path, api: RecordedAPI) -> subprocess.CompletedProcess[str]:
-    inventory = workdir / "inventory"
-    inventory.mkdir(exist_ok=True)
-    (inventory / "hosts.ini").write_text(
-        "[consul_servers]\n"
-        f"server1 ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-    )
-    playbook = workdir / "nomad_acl.yml"
-    playbook.write_text(PLAYBOOK)
-    return subprocess.run(
-        [
-            tool("ansible-playbook"),
-            "-i",
-            str(inventory / "hosts.ini"),
-            str(playbook),
-            "-e",
-            f"consul_api_url={api.url}",
-            "-e",
-            "consul_leader_wait_delay=0",
-        ],
-        capture_output=True,
-        text=True,
-        env=ansible_env(),
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    return run_acl_tasks(workdir, api, playbook_text=PLAYBOOK)
 
 
 def credentials(workdir: Path) -> Path:
