@@ -38,8 +38,17 @@ def run_demo(tmp_path):
     }
     out, err = (tmp_path / "demo.out").open("w"), (tmp_path / "demo.err").open("w")
     # A session of its own, as a terminal would run it: Ctrl-C goes to the group.
+    # SIGINT as a terminal leaves it, whatever this process has: a test runner
+    # started as a background job of a non-interactive shell, or a library,
+    # may leave SIGINT ignored, and bash cannot trap a signal that was ignored
+    # when it started (seen in CI: the demo never heard the Ctrl-C).
     proc = subprocess.Popen(
-        ["bash", str(DEMO)], env=env, stdout=out, stderr=err, start_new_session=True
+        ["bash", str(DEMO)],
+        env=env,
+        stdout=out,
+        stderr=err,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     while "Twin is running" not in (tmp_path / "demo.out").read_text():
