@@ -2,19 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from helpers.ports import free_port
 
 from pipecat_app.config import DEMO_CONFIG
 
-__all__ = ["App", "app_environ", "expert_environ", "free_port", "start_app", "wait_http"]
+if TYPE_CHECKING:
+    from pipecat_app.session import VoiceSession
+    from pipecat_app.transports.audio_file import AudioFileTransport
+
+__all__ = [
+    "App",
+    "app_environ",
+    "expert_environ",
+    "free_port",
+    "start_app",
+    "voice_session",
+    "wait_http",
+]
+
+
+@asynccontextmanager
+async def voice_session(
+    config: Any, **session_args: Any
+) -> AsyncIterator[tuple[VoiceSession, AudioFileTransport]]:
+    """A running voice pipeline fed from audio in memory; stopped on the way out."""
+    # Imported here: the speech stack is heavy, and most tests using these
+    # helpers never start a voice pipeline.
+    from pipecat_app.session import VoiceSession
+    from pipecat_app.transports.audio_file import AudioFileTransport
+
+    transport = AudioFileTransport()
+    session = VoiceSession(config, transport, **session_args)
+    run = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(transport.wait_started(), 60)
+        yield session, transport
+    finally:
+        await session.stop()
+        await asyncio.wait_for(run, 30)
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> httpx.Response:

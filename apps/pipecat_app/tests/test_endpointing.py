@@ -16,10 +16,9 @@ from pipecat.frames.frames import Frame, LLMContextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from app_helpers import voice_session
 from pipecat_app.config import DEMO_CONFIG, load_config
-from pipecat_app.session import VoiceSession
 from pipecat_app.synth import silence, synthesize
-from pipecat_app.transports.audio_file import AudioFileTransport
 
 pytestmark = pytest.mark.slow
 
@@ -91,11 +90,7 @@ def test_a_pause_inside_a_sentence_does_not_end_the_turn(tmp_path, pause_s):
     twin = _ListeningOnly()
 
     async def talk() -> list[str]:
-        transport = AudioFileTransport()
-        session = VoiceSession(config, transport, twin_factory=lambda _: twin)
-        run = asyncio.create_task(session.run())
-        try:
-            await asyncio.wait_for(transport.wait_started(), 60)
+        async with voice_session(config, twin_factory=lambda _: twin) as (_, transport):
             spoken = transport.say(silence(0.5) + first + silence(pause_s) + second + silence(1.0))
             await spoken.done.wait()
             # Smart-turn's own silence limit is 3 s; wait past it for a late second turn.
@@ -104,9 +99,6 @@ def test_a_pause_inside_a_sentence_does_not_end_the_turn(tmp_path, pause_s):
                 await asyncio.sleep(0.1)
             await asyncio.sleep(4.0)
             return list(twin.recorder.turns)
-        finally:
-            await session.stop()
-            await asyncio.wait_for(run, 30)
 
     turns = asyncio.run(talk())
 

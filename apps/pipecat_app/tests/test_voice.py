@@ -14,12 +14,10 @@ import pytest
 from helpers.llama_server import LlamaServer
 from helpers.llm_skip import smollm2_server_or_skip
 
-from app_helpers import expert_environ
+from app_helpers import expert_environ, voice_session
 from pipecat_app.config import DEMO_CONFIG, load_config
 from pipecat_app.metrics import REGISTRY
-from pipecat_app.session import VoiceSession
 from pipecat_app.synth import silence, synthesize
-from pipecat_app.transports.audio_file import AudioFileTransport
 
 pytestmark = pytest.mark.slow
 
@@ -80,18 +78,11 @@ def test_spoken_question_is_transcribed_and_answered_aloud(llama, tmp_path):
     before = (samples_count("stt"), samples_count("tts_ttfb"))
 
     async def talk():
-        transport = AudioFileTransport()
-        session = VoiceSession(config, transport)
-        run = asyncio.create_task(session.run())
-        try:
-            await asyncio.wait_for(transport.wait_started(), 60)
+        async with voice_session(config) as (session, transport):
             spoken = transport.say(silence(0.5) + question + silence(0.5))
             await spoken.done.wait()
             audio = await answer_audio(transport, since=spoken.started_at)
             return session.turn_metrics.turns[0], audio
-        finally:
-            await session.stop()
-            await asyncio.wait_for(run, 30)
 
     turn, audio = asyncio.run(talk())
 
@@ -116,11 +107,7 @@ def test_user_speech_interrupts_the_spoken_answer(endless_llama, tmp_path):
     )
 
     async def talk():
-        transport = AudioFileTransport()
-        session = VoiceSession(config, transport)
-        run = asyncio.create_task(session.run())
-        try:
-            await asyncio.wait_for(transport.wait_started(), 60)
+        async with voice_session(config) as (session, transport):
             spoken = transport.say(question + silence(0.5))
             await spoken.done.wait()
             deadline = time.monotonic() + 90
@@ -132,9 +119,6 @@ def test_user_speech_interrupts_the_spoken_answer(endless_llama, tmp_path):
             barge = transport.say(interruption + silence(0.5))
             await barge.done.wait()
             return list(transport.received), barge, session.turn_metrics.turns[0]
-        finally:
-            await session.stop()
-            await asyncio.wait_for(run, 30)
 
     received, barge, story = asyncio.run(talk())
 
