@@ -48,29 +48,21 @@ def post(url: str, body: dict[str, Any]) -> bytes:
     return raw
 
 
-def text_of(raw: bytes) -> str:
-    """The streamed text."""
-    text = ""
-    for line in raw.decode().splitlines():
-        if line.startswith("data: ") and line != "data: [DONE]":
-            for choice in json.loads(line[6:]).get("choices", []):
-                text += choice.get("delta", {}).get("content") or ""
-    return text
-
-
-def tool_calls_of(raw: bytes) -> list[dict[str, str]]:
-    """The streamed calls (``id``, ``name``, ``arguments``), by their ``index``."""
-    calls: dict[int, dict[str, str]] = {}
+def streamed(raw: bytes) -> tuple[str, list[dict[str, str]]]:
+    """The text and the calls (``id``, ``name``, ``arguments``, by ``index``) of a stream."""
+    text, calls = "", {}
     for line in raw.decode().splitlines():
         if not line.startswith("data: ") or line == "data: [DONE]":
             continue
         for choice in json.loads(line[6:]).get("choices", []):
-            for delta in choice.get("delta", {}).get("tool_calls") or []:
-                call = calls.setdefault(delta["index"], {"id": "", "name": "", "arguments": ""})
-                call["id"] = delta.get("id") or call["id"]
-                call["name"] += delta.get("function", {}).get("name") or ""
-                call["arguments"] += delta.get("function", {}).get("arguments") or ""
-    return [calls[i] for i in sorted(calls)]
+            delta = choice.get("delta") or {}
+            text += delta.get("content") or ""
+            for part in delta.get("tool_calls") or []:
+                call = calls.setdefault(part["index"], {"id": "", "name": "", "arguments": ""})
+                call["id"] = part.get("id") or call["id"]
+                call["name"] += part.get("function", {}).get("name") or ""
+                call["arguments"] += part.get("function", {}).get("arguments") or ""
+    return text, [calls[i] for i in sorted(calls)]
 
 
 def exchange_of(said: str, calls: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -106,7 +98,7 @@ def main(url: str, binary: str) -> None:
     }
     for seed in range(1, 200):
         raw = post(url, first | {"seed": seed})
-        calls = tool_calls_of(raw)
+        said, calls = streamed(raw)
         if calls:
             break
     else:
@@ -117,12 +109,12 @@ def main(url: str, binary: str) -> None:
     for choice in ("auto", "none"):
         if not calls:
             break
-        messages = [*messages, *exchange_of(text_of(raw), calls)]
+        messages = [*messages, *exchange_of(said, calls)]
         body = first | {"messages": messages, "tool_choice": choice, "max_tokens": 48, "seed": 1}
         if choice == "none":
             del body["tools"], body["tool_choice"]
         raw = post(url, body)
-        calls = tool_calls_of(raw)
+        said, calls = streamed(raw)
         requests.append(body)
         streams.append(raw)
     for n, raw in enumerate(streams, 1):
@@ -138,7 +130,7 @@ def main(url: str, binary: str) -> None:
     }
     (HERE / "llama-server_native_tool.json").write_text(json.dumps(meta, indent=1) + "\n")
     for n, raw in enumerate(streams, 1):
-        calls = tool_calls_of(raw)
+        _, calls = streamed(raw)
         print(f"round {n}: " + ", ".join(f"{c['name']}({c['arguments']})" for c in calls))
 
 

@@ -39,6 +39,7 @@ from pipecat_app.twin.discovery import Expert
 from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
 from pipecat_app.twin.service import NO_EXPERT_REPLY
 from pipecat_app.twin.tools import ToolBox, time_tool
+from recorded.record_native_tool_stream import streamed
 
 from .twin_turns import ask, expert, make_twin
 
@@ -54,23 +55,6 @@ ROUNDS = [RECORDED / f"llama-server_native_tool_round{n}.sse" for n in (1, 2)]
 
 def outcomes(tool: str, outcome: str) -> float:
     return TOOL_CALLS.labels(tool=tool, outcome=outcome)._value.get()
-
-
-def streamed(sse: bytes) -> tuple[str, list[dict[str, str]]]:
-    """The text and the calls (by ``index``) of a recorded chat-completion stream."""
-    text, calls = "", {}
-    for line in sse.decode().splitlines():
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        for choice in json.loads(line[6:])["choices"]:
-            delta = choice.get("delta") or {}
-            text += delta.get("content") or ""
-            for part in delta.get("tool_calls") or []:
-                call = calls.setdefault(part["index"], {"id": "", "name": "", "arguments": ""})
-                call["id"] = part.get("id") or call["id"]
-                call["name"] += part["function"].get("name") or ""
-                call["arguments"] += part["function"].get("arguments") or ""
-    return text, [calls[i] for i in sorted(calls)]
 
 
 # -- a server that replays recorded streams ------------------------------------------
