@@ -40,10 +40,24 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def _regex(key: str) -> Callable[[str], str]:
+    """A validator: the value of ``key`` must compile as a regular expression."""
+
+    def compiles(value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{key} {value!r} is not a regex: {exc}") from exc
+        return value
+
+    return compiles
 
 
 class _Strict(BaseModel):
@@ -178,14 +192,7 @@ class RoutingRule(_Strict):
     domain: str
     pattern: str
 
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"twin.routing.rules.pattern {value!r} is not a regex: {exc}") from exc
-        return value
+    _compiles = field_validator("pattern")(_regex("twin.routing.rules.pattern"))
 
 
 class RoutingConfig(_Strict):
@@ -234,14 +241,7 @@ class ToolsConfig(_Strict):
         r"|see|look|cluster|experts?|jobs?|nodes?|status)\b"
     )
 
-    @field_validator("trigger")
-    @classmethod
-    def _trigger_compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"twin.tools.trigger {value!r} is not a regex: {exc}") from exc
-        return value
+    _trigger_compiles = field_validator("trigger")(_regex("twin.tools.trigger"))
 
 
 def _default_expert() -> ExpertConfig:
