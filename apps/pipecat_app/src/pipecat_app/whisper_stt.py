@@ -172,7 +172,7 @@ class TunedWhisperSTTService(WhisperSTTService):
         await super().start(frame)
         if self._warm_up and self._model is not None:
             started = asyncio.get_running_loop().time()
-            silence = np.zeros(int(WARM_UP_SECONDS * 16000), dtype=np.float32)
+            silence = np.zeros(int(WARM_UP_SECONDS * SAMPLE_RATE), dtype=np.float32)
             await asyncio.to_thread(self._transcribe, silence)
             elapsed = asyncio.get_running_loop().time() - started
             logger.debug(f"{self}: whisper warmed up in {elapsed:.3f}s")
