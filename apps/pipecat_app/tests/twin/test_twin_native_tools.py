@@ -175,13 +175,13 @@ def llama_tools(llama_binary: Path) -> Iterator[LlamaServer]:
 async def test_real_llama_server_renders_and_answers_the_tool_exchange_twin_sends(
     replay: Replay, tmp_path: Path, llama_tools: LlamaServer
 ):
-    caps = httpx.get(f"http://127.0.0.1:{llama_tools.port}/props", timeout=10).json()
+    caps = httpx.get(f"{llama_tools.url}/props", timeout=10).json()
     assert caps["chat_template_caps"]["supports_tool_calls"] is True
     await replayed_turn(replay, tmp_path)
     first, second = replay.requests
 
     rendered = httpx.post(
-        f"http://127.0.0.1:{llama_tools.port}/apply-template",
+        f"{llama_tools.url}/apply-template",
         json={"messages": second["messages"], "tools": second["tools"]},
         timeout=30,
     )
