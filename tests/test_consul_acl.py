@@ -8,7 +8,6 @@ which replays Consul's documented responses in order and records requests.
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
@@ -16,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.ansible import ansible_env, run_playbook, tool
 from helpers.recorded_api import RecordedAPI
 
-ROOT = Path(__file__).resolve().parents[1]
 RECORDED_BOOTSTRAP_SECRET = "527347d3-9653-07dc-adc0-598b8f2b0f4d"
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 POLICY_ID = "e359bd81-baca-903e-7e64-1ccd9fdc78f5"
@@ -47,19 +46,6 @@ PLAYBOOK = """
 """
 
 
-def ansible_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-
-
-def tool(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
 def run_acl_tasks(
     workdir: Path, api: RecordedAPI, inventory_as_dir: bool = False, playbook_text: str = ""
 ) -> subprocess.CompletedProcess[str]:
@@ -76,23 +62,13 @@ def run_acl_tasks(
     )
     playbook = workdir / "acl.yml"
     playbook.write_text(playbook_text or PLAYBOOK)
-    return subprocess.run(
-        [
-            tool("ansible-playbook"),
-            "-i",
-            str(inventory if inventory_as_dir else hosts_file),
-            str(playbook),
-            "-e",
-            f"consul_api_url={api.url}",
-            "-e",
-            "consul_leader_wait_delay=0",
-        ],
-        capture_output=True,
-        text=True,
-        env=ansible_env(),
-        cwd=ROOT,
-        timeout=300,
-        check=False,
+    return run_playbook(
+        playbook,
+        inventory if inventory_as_dir else hosts_file,
+        "-e",
+        f"consul_api_url={api.url}",
+        "-e",
+        "consul_leader_wait_delay=0",
     )
 
 

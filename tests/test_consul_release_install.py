@@ -9,10 +9,8 @@ NVIDIA plugin stand-in, like the real plugin, answers nothing when run by hand.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
-import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -21,8 +19,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.ansible import run_playbook
 
-ROOT = Path(__file__).resolve().parents[1]
 VERSION = "1.22.6"
 ZIP = f"consul_{VERSION}_linux_amd64.zip"
 
@@ -96,29 +94,8 @@ def mirror(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mirror]:
 def install(workdir: Path, mirror: Mirror) -> subprocess.CompletedProcess[str]:
     playbook = workdir / "install.yml"
     playbook.write_text(PLAYBOOK)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-    }
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            str(playbook),
-            "-e",
-            f"version={VERSION} base_url={mirror.url} workdir={workdir}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    extra = f"version={VERSION} base_url={mirror.url} workdir={workdir}"
+    return run_playbook(playbook, "localhost,", "-e", extra)
 
 
 @pytest.mark.slow
@@ -192,29 +169,7 @@ def plugin_mirror(tmp_path: Path) -> Iterator[Mirror]:
 def install_plugin(workdir: Path, mirror: Mirror) -> subprocess.CompletedProcess[str]:
     playbook = workdir / "install-plugin.yml"
     playbook.write_text(PLUGIN_PLAYBOOK)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-    }
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            str(playbook),
-            "-e",
-            f"base_url={mirror.url} workdir={workdir}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    return run_playbook(playbook, "localhost,", "-e", f"base_url={mirror.url} workdir={workdir}")
 
 
 @pytest.mark.slow

@@ -7,14 +7,12 @@ every case must stop in the argument spec or validate.yml, before any change.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers.ansible import run_playbook
 
-ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = """
 - name: Apply the consul role.
   hosts: all
@@ -32,29 +30,13 @@ def run_role(workdir: Path, servers: int, extra_vars: dict[str, object]) -> str:
     )
     (workdir / "hosts.ini").write_text(f"[consul_servers]\n{hosts}\n")
     (workdir / "site.yml").write_text(PLAYBOOK)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
     vars_with_safe_mirror = {"consul_download_base_url": "http://127.0.0.1:9", **extra_vars}
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "--check",
-            "-i",
-            str(workdir / "hosts.ini"),
-            str(workdir / "site.yml"),
-            "-e",
-            json.dumps(vars_with_safe_mirror),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
+    result = run_playbook(
+        workdir / "site.yml",
+        workdir / "hosts.ini",
+        "--check",
+        "-e",
+        json.dumps(vars_with_safe_mirror),
     )
     assert result.returncode != 0, "the role accepted bad settings:\n" + result.stdout
     assert "Install the pinned Consul binary" not in result.stdout
