@@ -13,13 +13,16 @@ export TWIN_CACHE_DIR ?= $(HOME)/.cache/twin-cluster
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 PYTEST_ARGS ?=
 
-.PHONY: help deps lint unit molecule test test-live bench demo llama-server collection clean
+.PHONY: help deps check-fetch lint unit molecule test test-live bench demo llama-server collection clean
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 deps: ## Install Debian packages, the Python environment and the test image (idempotent).
 	@scripts/bootstrap.sh
+
+check-fetch: deps ## Every network step of set-up again from empty caches (no compile).
+	@scripts/check-fetch.sh
 
 lint: deps ## ansible-lint (production profile), yamllint and ruff.
 	yamllint -s .
@@ -33,7 +36,13 @@ unit: deps ## pytest: unit tests and real-component tests (not the live cluster 
 molecule: deps ## Every molecule scenario: converge, idempotence, verify.
 	@set -e; for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; molecule test -s $$s; done
 
-test: lint unit molecule ## Everything a change must pass.
+# The fresh-fetch check runs before anything can use a cached build, and each
+# stage prints its time (CI reads them from its log).
+TEST_STAGES := deps check-fetch lint unit molecule
+test: ## Everything a change must pass: set-up, fresh-fetch check, lint, pytest, molecule.
+	@set -e; for stage in $(TEST_STAGES); do start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$stage; \
+	  echo "make test: $$stage took $$(( $$(date +%s) - start )) s"; done
 
 test-live: deps ## Checks against a real cluster (CONSUL_HTTP_ADDR, NOMAD_ADDR and tokens).
 	pytest -m live -rs $(PYTEST_ARGS)

@@ -7,14 +7,28 @@
 # Ansible and the roles need up front, so scenarios stay fast and offline.
 #
 # Cached: does nothing when the image already exists (FORCE=1 rebuilds).
+#
+#   --download-only   fetch the image's Debian packages into a temporary
+#                     folder and stop (CI's fresh-fetch check,
+#                     scripts/check-fetch.sh); builds and imports nothing
 set -euo pipefail
+
+DOWNLOAD_ONLY=0
+case "${1:-}" in
+  "") ;;
+  --download-only) DOWNLOAD_ONLY=1 ;;
+  *)
+    echo "usage: $0 [--download-only]" >&2
+    exit 2
+    ;;
+esac
 
 IMAGE="${TWIN_TEST_IMAGE:-localhost/twin-debian:bookworm}"
 SUITE="${TWIN_TEST_SUITE:-bookworm}"
 CACHE_DIR="${TWIN_CACHE_DIR:-${HOME}/.cache/twin-cluster}"
 PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,curl,unzip,sudo,iproute2,procps,gnupg,libcap2-bin"
 
-if [[ "${FORCE:-0}" != 1 ]] && podman image exists "${IMAGE}"; then
+if ((!DOWNLOAD_ONLY)) && [[ "${FORCE:-0}" != 1 ]] && podman image exists "${IMAGE}"; then
   echo "image ${IMAGE} already present"
   exit 0
 fi
@@ -40,6 +54,14 @@ fi
 mkdir -p "${CACHE_DIR}"
 ROOTFS=$(mktemp -d "${CACHE_DIR}/rootfs.XXXXXX")
 trap 'rm -rf "${ROOTFS}"' EXIT
+
+if ((DOWNLOAD_ONLY)); then
+  echo "debootstrap --download-only ${SUITE} from ${MIRROR}"
+  debootstrap --download-only --variant=minbase --include="${PACKAGES}" "${SUITE}" "${ROOTFS}" "${MIRROR}" \
+    > "${CACHE_DIR}/debootstrap.log" 2>&1 || { tail -n 30 "${CACHE_DIR}/debootstrap.log" >&2; exit 1; }
+  echo "downloaded $(find "${ROOTFS}/var/cache/apt/archives" -name '*.deb' | wc -l) packages for ${IMAGE}"
+  exit 0
+fi
 
 echo "debootstrap ${SUITE} into ${ROOTFS}"
 debootstrap --variant=minbase --include="${PACKAGES}" "${SUITE}" "${ROOTFS}" "${MIRROR}" \
