@@ -80,8 +80,12 @@ async def test_unreachable_consul_keeps_the_current_prompt(recorded_api):
         recorded_api.stop()
         with recorded_api.changed:
             recorded_api.changed.notify_all()
-        await asyncio.sleep(0.5)
+        # The watch is parked in a blocking query that the stopped server still
+        # answers (up to wait=2s later); only the requests after it fail. Wait
+        # for two failures in a row: the error was seen, and seen again on retry.
+        await until(lambda: source.watch.consecutive_failures >= 2, timeout=10)
         assert source.text == "You are Twin. Answer in one short sentence."
+        assert source.source == "consul:twin/prompts/system"
     finally:
         await source.stop()
 

@@ -81,6 +81,8 @@ class BlockingWatch:
         self._on_change = on_change
         self._on_error = on_error
         self.index = 0
+        #: Requests that failed in a row; back to 0 as soon as Consul answers one.
+        self.consecutive_failures = 0
         self._task: asyncio.Task[None] | None = None
         self.first_result = asyncio.Event()
 
@@ -93,6 +95,7 @@ class BlockingWatch:
         response = await self._client.get(self._path, params=params, timeout=timeout)
         if response.status_code not in (200, 404):
             response.raise_for_status()
+        self.consecutive_failures = 0
         new_index = next_index(self.index, response.headers.get("X-Consul-Index"))
         changed = new_index != self.index or new_index == 0 or not self.first_result.is_set()
         if new_index < self.index:
@@ -117,6 +120,7 @@ class BlockingWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.consecutive_failures += 1
                 self._on_error(exc)
                 await asyncio.sleep(self._retry_s)
 
