@@ -1,8 +1,9 @@
-"""The consul role's ACL steps against recorded answers of the real Consul HTTP API.
+"""The consul role's ACL steps against hand-written answers of the Consul HTTP API.
 
 No Consul binary exists on this machine; ansible-playbook runs the role's own
-credentials.yml and acl.yml (unchanged) against tests/helpers/recorded_api.py,
-which replays Consul's documented responses in order and records requests.
+credentials.yml and acl.yml (unchanged) against tests/helpers/fixture_api.py,
+which answers in order with Consul responses written from its API
+documentation (tests/api_fixtures/consul/) and keeps the requests.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from helpers.ansible import ansible_env, run_playbook, tool
-from helpers.recorded_api import RecordedAPI
+from helpers.fixture_api import FixtureAPI
 
-RECORDED_BOOTSTRAP_SECRET = "527347d3-9653-07dc-adc0-598b8f2b0f4d"
+BOOTSTRAP_SECRET = "527347d3-9653-07dc-adc0-598b8f2b0f4d"
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 POLICY_ID = "e359bd81-baca-903e-7e64-1ccd9fdc78f5"
 FRESH_CLUSTER = [
@@ -47,7 +48,7 @@ PLAYBOOK = """
 
 
 def run_acl_tasks(
-    workdir: Path, api: RecordedAPI, inventory_as_dir: bool = False, playbook_text: str = ""
+    workdir: Path, api: FixtureAPI, inventory_as_dir: bool = False, playbook_text: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """Run the role's credentials.yml + acl.yml with the inventory in workdir/inventory/.
 
@@ -90,7 +91,7 @@ def mode(path: Path) -> int:
 @pytest.mark.slow
 def test_fresh_cluster_is_bootstrapped_once_and_the_token_is_kept_0600(tmp_path: Path):
     credentials = credentials_of(tmp_path)
-    with RecordedAPI("consul", FRESH_CLUSTER) as api:
+    with FixtureAPI("consul", FRESH_CLUSTER) as api:
         first = run_acl_tasks(tmp_path, api)
         assert first.returncode == 0, first.stdout + first.stderr
         bootstraps_after_first = len(api.requests_to("PUT", "/v1/acl/bootstrap"))
@@ -98,10 +99,10 @@ def test_fresh_cluster_is_bootstrapped_once_and_the_token_is_kept_0600(tmp_path:
         assert second.returncode == 0, second.stdout + second.stderr
 
     token_file = credentials / "consul-bootstrap.token"
-    assert token_file.read_text().strip() == RECORDED_BOOTSTRAP_SECRET
+    assert token_file.read_text().strip() == BOOTSTRAP_SECRET
     assert mode(token_file) == 0o600
     assert mode(credentials) == 0o700
-    # The leader was polled until the recording stopped answering "".
+    # The leader was polled until the fixture stopped answering "".
     assert len(api.requests_to("GET", "/v1/status/leader")) >= 2
     # One bootstrap over two runs: the second run reused the saved token.
     assert bootstraps_after_first == 1
@@ -112,7 +113,7 @@ def test_fresh_cluster_is_bootstrapped_once_and_the_token_is_kept_0600(tmp_path:
 
 @pytest.mark.slow
 def test_agents_policy_and_token_are_created_with_the_bootstrap_token(tmp_path: Path):
-    with RecordedAPI("consul", FRESH_CLUSTER) as api:
+    with FixtureAPI("consul", FRESH_CLUSTER) as api:
         result = run_acl_tasks(tmp_path, api)
         assert result.returncode == 0, result.stdout + result.stderr
         run_acl_tasks(tmp_path, api)
@@ -124,12 +125,12 @@ def test_agents_policy_and_token_are_created_with_the_bootstrap_token(tmp_path: 
     assert mode(credentials_of(tmp_path) / "consul-agent.token") == 0o600
 
     [policy] = api.requests_to("PUT", "/v1/acl/policy")
-    assert policy.header("X-Consul-Token") == RECORDED_BOOTSTRAP_SECRET
+    assert policy.header("X-Consul-Token") == BOOTSTRAP_SECRET
     assert policy.json()["Name"] == "twin-consul-agents"
     assert 'node_prefix "" {' in policy.json()["Rules"]
 
     [token] = api.requests_to("PUT", "/v1/acl/token")
-    assert token.header("X-Consul-Token") == RECORDED_BOOTSTRAP_SECRET
+    assert token.header("X-Consul-Token") == BOOTSTRAP_SECRET
     assert token.json()["SecretID"] == agent_token
     assert token.json()["Policies"] == [{"Name": "twin-consul-agents"}]
     # The existence check asks as the agents' token itself.
@@ -140,19 +141,19 @@ def test_agents_policy_and_token_are_created_with_the_bootstrap_token(tmp_path: 
 
 @pytest.mark.slow
 def test_secrets_never_appear_in_the_output(tmp_path: Path):
-    with RecordedAPI("consul", FRESH_CLUSTER) as api:
+    with FixtureAPI("consul", FRESH_CLUSTER) as api:
         result = run_acl_tasks(tmp_path, api)
     assert result.returncode == 0, result.stdout + result.stderr
     agent_token = (credentials_of(tmp_path) / "consul-agent.token").read_text().strip()
     gossip_key = (credentials_of(tmp_path) / "consul-gossip.key").read_text().strip()
     output = result.stdout + result.stderr
-    for secret in (RECORDED_BOOTSTRAP_SECRET, agent_token, gossip_key):
+    for secret in (BOOTSTRAP_SECRET, agent_token, gossip_key):
         assert secret not in output
 
 
 @pytest.mark.slow
 def test_bootstrapped_cluster_without_saved_token_stops_with_the_fix(tmp_path: Path):
-    with RecordedAPI("consul", ["status_leader", "acl_bootstrap_done"]) as api:
+    with FixtureAPI("consul", ["status_leader", "acl_bootstrap_done"]) as api:
         result = run_acl_tasks(tmp_path, api)
     assert result.returncode != 0
     assert "bootstrapped before" in result.stdout
@@ -166,16 +167,16 @@ def test_bootstrapped_cluster_without_saved_token_stops_with_the_fix(tmp_path: P
 def test_outdated_agents_policy_is_updated_in_place_once(tmp_path: Path):
     credentials = credentials_of(tmp_path)
     credentials.mkdir(mode=0o700, parents=True)
-    (credentials / "consul-bootstrap.token").write_text(RECORDED_BOOTSTRAP_SECRET + "\n")
+    (credentials / "consul-bootstrap.token").write_text(BOOTSTRAP_SECRET + "\n")
     (credentials / "consul-bootstrap.token").chmod(0o600)
-    recordings = [
+    fixtures = [
         "status_leader",
         "acl_policy_read_agents_outdated",
         "acl_policy_update_agents",
         "acl_token_self_agent",
         "acl_token_create",
     ]
-    with RecordedAPI("consul", recordings) as api:
+    with FixtureAPI("consul", fixtures) as api:
         first = run_acl_tasks(tmp_path, api)
         assert first.returncode == 0, first.stdout + first.stderr
         second = run_acl_tasks(tmp_path, api)
@@ -191,7 +192,7 @@ def test_outdated_agents_policy_is_updated_in_place_once(tmp_path: Path):
 
 @pytest.mark.slow
 def test_secrets_next_to_an_inventory_directory_are_not_read_as_hosts(tmp_path: Path):
-    with RecordedAPI("consul", FRESH_CLUSTER) as api:
+    with FixtureAPI("consul", FRESH_CLUSTER) as api:
         result = run_acl_tasks(tmp_path, api, inventory_as_dir=True)
     assert result.returncode == 0, result.stdout + result.stderr
     inventory = tmp_path / "inventory"

@@ -1,10 +1,11 @@
 """The consul role's Consul policies and tokens for the Nomad agents, against
-recorded answers of the real Consul HTTP API.
+hand-written answers of the Consul HTTP API.
 
 No Consul binary exists on this machine; ansible-playbook runs the role's own
 credentials.yml, acl.yml and nomad_acl.yml (unchanged) against
-tests/helpers/recorded_api.py, which replays Consul's documented responses in
-order and records the requests. The policies are those of Nomad's
+tests/helpers/fixture_api.py, which answers in order with Consul responses
+written from its API documentation (tests/api_fixtures/consul/) and keeps the
+requests. The policies are those of Nomad's
 "Integrate Consul ACL" guide (developer.hashicorp.com/nomad/docs/secure/acl/consul).
 """
 
@@ -16,15 +17,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers.recorded_api import RecordedAPI
-from test_consul_acl import RECORDED_BOOTSTRAP_SECRET, run_acl_tasks
+from helpers.fixture_api import FixtureAPI
+from test_consul_acl import BOOTSTRAP_SECRET, run_acl_tasks
 
 SERVER_ACCESSOR = "27624077-1eb5-528e-a056-f61ecd6177ab"
 CLIENT_ACCESSOR = "6cb8ab31-98f4-5715-9be9-0b37e1bd1967"
-# The SecretIDs in tests/recorded/consul/acl_token_read_nomad_*.yaml.
+# The SecretIDs in tests/api_fixtures/consul/acl_token_read_nomad_*.yaml.
 SERVER_SECRET = "88d70804-db02-4fe9-8d8f-b14be41386fb"
 CLIENT_SECRET = "a7bf0c6f-2995-4ad2-b7df-4784d48c1e25"
-RECORDINGS = [
+FIXTURES = [
     "status_leader",
     "acl_bootstrap",
     "acl_policy_read_agents",
@@ -79,7 +80,7 @@ PLAYBOOK = """
 """
 
 
-def run(workdir: Path, api: RecordedAPI) -> subprocess.CompletedProcess[str]:
+def run(workdir: Path, api: FixtureAPI) -> subprocess.CompletedProcess[str]:
     return run_acl_tasks(workdir, api, playbook_text=PLAYBOOK)
 
 
@@ -105,7 +106,7 @@ def changed(result: subprocess.CompletedProcess[str]) -> int:
 
 @pytest.mark.slow
 def test_missing_token_files_are_generated_once_as_private_uuids(tmp_path: Path):
-    with RecordedAPI("consul", RECORDINGS) as api:
+    with FixtureAPI("consul", FIXTURES) as api:
         result = run(tmp_path, api)
     assert result.returncode == 0, result.stdout + result.stderr
     secrets = {}
@@ -129,7 +130,7 @@ def test_missing_token_files_are_generated_once_as_private_uuids(tmp_path: Path)
 @pytest.mark.slow
 def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothing(tmp_path: Path):
     seed_nomad_tokens(tmp_path, SERVER_SECRET, CLIENT_SECRET)
-    with RecordedAPI("consul", RECORDINGS) as api:
+    with FixtureAPI("consul", FIXTURES) as api:
         first = run(tmp_path, api)
         assert first.returncode == 0, first.stdout + first.stderr
         second = run(tmp_path, api)
@@ -142,7 +143,7 @@ def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothin
         "twin-nomad-servers",
         "twin-nomad-clients",
     ]
-    assert {p.header("X-Consul-Token") for p in policies} == {RECORDED_BOOTSTRAP_SECRET}
+    assert {p.header("X-Consul-Token") for p in policies} == {BOOTSTRAP_SECRET}
     assert policies[1].json()["Rules"] == SERVER_RULES
     assert policies[2].json()["Rules"] == CLIENT_RULES
 
@@ -165,7 +166,7 @@ def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothin
     for accessor in (SERVER_ACCESSOR, CLIENT_ACCESSOR):
         reads = api.requests_to("GET", f"/v1/acl/token/{accessor}")
         assert len(reads) == 2
-        assert {r.header("X-Consul-Token") for r in reads} == {RECORDED_BOOTSTRAP_SECRET}
+        assert {r.header("X-Consul-Token") for r in reads} == {BOOTSTRAP_SECRET}
 
     # The second run found everything as it should be: no writes, nothing changed.
     assert len(policies) == 3
@@ -173,7 +174,7 @@ def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothin
     assert changed(second) == 0
     assert not api.unmatched
     output = first.stdout + first.stderr + second.stdout + second.stderr
-    for secret in (RECORDED_BOOTSTRAP_SECRET, SERVER_SECRET, CLIENT_SECRET):
+    for secret in (BOOTSTRAP_SECRET, SERVER_SECRET, CLIENT_SECRET):
         assert secret not in output
 
 
@@ -181,7 +182,7 @@ def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothin
 def test_token_file_replaced_after_the_token_was_created_stops_with_the_fix(tmp_path: Path):
     # The token exists in Consul with SERVER_SECRET; the file now holds another secret.
     seed_nomad_tokens(tmp_path, SERVER_SECRET, CLIENT_SECRET)
-    with RecordedAPI("consul", RECORDINGS) as api:
+    with FixtureAPI("consul", FIXTURES) as api:
         first = run(tmp_path, api)
         assert first.returncode == 0, first.stdout + first.stderr
         replaced = "0f0e0d0c-0b0a-4909-8807-060504030201"

@@ -1,7 +1,8 @@
-"""twin.cluster.nomad_job against recorded answers of Nomad's HTTP API.
+"""twin.cluster.nomad_job against hand-written answers of Nomad's HTTP API.
 
-No Nomad binary runs here, so the module talks to the shared recorded-API
-server (tests/helpers/recorded_api.py) replaying tests/recorded/nomad_jobs/,
+No Nomad binary runs here, so the module talks to the shared fixture server
+(tests/helpers/fixture_api.py) answering from tests/api_fixtures/nomad_jobs/
+(written from Nomad's API documentation and source, not recorded),
 and the tests assert what the module sent and what it reported. The live test
 at the end does the same against a real cluster when NOMAD_ADDR is set.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.recorded_api import RecordedAPI
+from helpers.fixture_api import FixtureAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / ".cache" / "collections"))
@@ -63,12 +64,12 @@ def hello_file(tmp_path: Path) -> Path:
     return path
 
 
-def present_args(api: RecordedAPI, hello_file: Path) -> dict[str, Any]:
+def present_args(api: FixtureAPI, hello_file: Path) -> dict[str, Any]:
     return {"nomad_addr": api.url, "token": TOKEN, "src": str(hello_file)}
 
 
 def test_new_job_is_parsed_planned_and_registered_with_check_and_set(capsys, hello_file):
-    with RecordedAPI("nomad_jobs", ["jobs_parse", "job_plan_added", "jobs_register"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse", "job_plan_added", "jobs_register"]) as api:
         result, code = run_module(capsys, present_args(api, hello_file))
     assert code == 0, result
     assert result["changed"] is True
@@ -94,7 +95,7 @@ def test_new_job_is_parsed_planned_and_registered_with_check_and_set(capsys, hel
 
 
 def test_plan_without_diff_reports_no_change_and_sends_no_register(capsys, hello_file):
-    with RecordedAPI("nomad_jobs", ["jobs_parse", "job_plan_none", "jobs_register"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse", "job_plan_none", "jobs_register"]) as api:
         result, code = run_module(capsys, present_args(api, hello_file))
     assert code == 0, result
     assert result["changed"] is False
@@ -104,7 +105,7 @@ def test_plan_without_diff_reports_no_change_and_sends_no_register(capsys, hello
 
 
 def test_edited_job_is_registered_against_the_planned_modify_index(capsys, hello_file):
-    with RecordedAPI("nomad_jobs", ["jobs_parse", "job_plan_edited", "jobs_register"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse", "job_plan_edited", "jobs_register"]) as api:
         result, code = run_module(capsys, present_args(api, hello_file))
     assert code == 0, result
     assert result["changed"] is True
@@ -116,7 +117,7 @@ def test_edited_job_is_registered_against_the_planned_modify_index(capsys, hello
 
 
 def test_check_mode_plans_only(capsys, hello_file):
-    with RecordedAPI("nomad_jobs", ["jobs_parse", "job_plan_added", "jobs_register"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse", "job_plan_added", "jobs_register"]) as api:
         result, code = run_module(capsys, present_args(api, hello_file), check=True)
     assert code == 0, result
     assert result["changed"] is True
@@ -127,7 +128,7 @@ def test_check_mode_plans_only(capsys, hello_file):
 
 
 def test_inline_job_hcl_is_submitted_like_a_file(capsys):
-    with RecordedAPI("nomad_jobs", ["jobs_parse", "job_plan_added", "jobs_register"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse", "job_plan_added", "jobs_register"]) as api:
         result, code = run_module(capsys, {"nomad_addr": api.url, "job_hcl": HELLO_HCL})
     assert code == 0, result
     assert result["changed"] is True
@@ -136,7 +137,7 @@ def test_inline_job_hcl_is_submitted_like_a_file(capsys):
 
 
 def test_invalid_hcl_fails_with_nomads_diagnostic_and_plans_nothing(capsys, hello_file):
-    with RecordedAPI("nomad_jobs", ["jobs_parse_invalid", "job_plan_added"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse_invalid", "job_plan_added"]) as api:
         result, code = run_module(capsys, present_args(api, hello_file))
     assert code == 1
     assert result["failed"] is True
@@ -146,7 +147,7 @@ def test_invalid_hcl_fails_with_nomads_diagnostic_and_plans_nothing(capsys, hell
 
 
 def test_refused_token_says_which_permissions_are_needed(capsys, hello_file):
-    with RecordedAPI("nomad_jobs", ["jobs_parse_forbidden"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse_forbidden"]) as api:
         result, code = run_module(capsys, present_args(api, hello_file))
     assert code == 1
     assert result["status"] == 403
@@ -167,7 +168,7 @@ def test_unreachable_nomad_fails_naming_the_address(capsys, hello_file):
 
 
 def test_conflicting_namespace_fails_instead_of_guessing(capsys, hello_file):
-    with RecordedAPI("nomad_jobs", ["jobs_parse", "job_plan_added"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse", "job_plan_added"]) as api:
         args = {**present_args(api, hello_file), "namespace": "default"}
         result, code = run_module(capsys, args)
     assert code == 1
@@ -176,7 +177,7 @@ def test_conflicting_namespace_fails_instead_of_guessing(capsys, hello_file):
 
 
 def test_absent_stops_a_running_job(capsys):
-    with RecordedAPI("nomad_jobs", ["job_read", "job_deregister"]) as api:
+    with FixtureAPI("nomad_jobs", ["job_read", "job_deregister"]) as api:
         args = {"nomad_addr": api.url, "name": "hello", "namespace": "llm", "state": "absent"}
         result, code = run_module(capsys, args)
     assert code == 0, result
@@ -187,7 +188,7 @@ def test_absent_stops_a_running_job(capsys):
 
 
 def test_absent_with_purge_purges_a_stopped_job(capsys):
-    with RecordedAPI("nomad_jobs", ["job_read_stopped", "job_deregister"]) as api:
+    with FixtureAPI("nomad_jobs", ["job_read_stopped", "job_deregister"]) as api:
         args = {
             "nomad_addr": api.url,
             "name": "hello",
@@ -203,7 +204,7 @@ def test_absent_with_purge_purges_a_stopped_job(capsys):
 
 
 def test_absent_leaves_a_stopped_job_alone_without_purge(capsys):
-    with RecordedAPI("nomad_jobs", ["job_read_stopped", "job_deregister"]) as api:
+    with FixtureAPI("nomad_jobs", ["job_read_stopped", "job_deregister"]) as api:
         args = {"nomad_addr": api.url, "name": "hello", "namespace": "llm", "state": "absent"}
         result, code = run_module(capsys, args)
     assert code == 0, result
@@ -212,7 +213,7 @@ def test_absent_leaves_a_stopped_job_alone_without_purge(capsys):
 
 
 def test_absent_job_that_does_not_exist_is_no_change(capsys, hello_file):
-    with RecordedAPI("nomad_jobs", ["jobs_parse", "job_read_missing", "job_deregister"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse", "job_read_missing", "job_deregister"]) as api:
         args = {"nomad_addr": api.url, "src": str(hello_file), "state": "absent"}
         result, code = run_module(capsys, args)
     assert code == 0, result
@@ -223,7 +224,7 @@ def test_absent_job_that_does_not_exist_is_no_change(capsys, hello_file):
 
 def test_module_runs_from_the_collection_and_hides_the_token(tmp_path, hello_file):
     """The real ansible CLI resolves twin.cluster.nomad_job and never prints the token."""
-    with RecordedAPI("nomad_jobs", ["jobs_parse", "job_plan_none"]) as api:
+    with FixtureAPI("nomad_jobs", ["jobs_parse", "job_plan_none"]) as api:
         args = json.dumps({"nomad_addr": api.url, "token": TOKEN, "src": str(hello_file)})
         proc = subprocess.run(
             ["ansible", "localhost", "-m", "twin.cluster.nomad_job", "-a", args, "-vvv"],

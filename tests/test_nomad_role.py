@@ -1,8 +1,9 @@
 """The nomad role's checks and HTTP API steps, run with the real ansible-playbook.
 
 No Nomad binary exists on this machine, so the API steps (wait for a leader,
-ACL bootstrap, namespaces) talk to ``RecordedAPI`` replaying recordings of the
-real Nomad API (tests/recorded/nomad/, each naming its source). The checks run
+ACL bootstrap, namespaces) talk to ``FixtureAPI`` answering with Nomad API
+responses hand-written from its documentation and source (tests/api_fixtures/nomad/,
+each naming its source). The checks run
 in check mode against the local machine and stop before anything is installed.
 """
 
@@ -19,11 +20,11 @@ from pathlib import Path
 import hcl2
 import pytest
 import yaml
-from helpers.recorded_api import RecordedAPI
+from helpers.fixture_api import FixtureAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
-SECRET_ID = "3f4a0fcd-7c42-773c-25db-2d31ba0c05fe"  # tests/recorded/nomad/acl_bootstrap.yaml
+SECRET_ID = "3f4a0fcd-7c42-773c-25db-2d31ba0c05fe"  # tests/api_fixtures/nomad/acl_bootstrap.yaml
 
 API_PLAY = [
     {
@@ -108,7 +109,7 @@ def run_play(
     return PlayResult(proc.returncode, proc.stdout + proc.stderr)
 
 
-def api_vars(api: RecordedAPI, creds: Path, **extra: object) -> dict:
+def api_vars(api: FixtureAPI, creds: Path, **extra: object) -> dict:
     return {
         "nomad_api_addr": api.url,
         "nomad_credentials_dir": str(creds),
@@ -122,7 +123,7 @@ def run_api(tmp_path: Path, variables: dict) -> PlayResult:
     return run_play(tmp_path, API_PLAY, {"nomad_servers": ["nomad1"]}, variables)
 
 
-ALL_NAMESPACE_RECORDINGS = [
+ALL_NAMESPACE_FIXTURES = [
     "status_leader",
     "acl_bootstrap",
     "namespace_llm_read",
@@ -136,7 +137,7 @@ def test_first_run_bootstraps_acls_and_creates_namespaces_second_run_changes_not
     tmp_path: Path,
 ):
     creds = tmp_path / "credentials"
-    with RecordedAPI("nomad", ALL_NAMESPACE_RECORDINGS) as api:
+    with FixtureAPI("nomad", ALL_NAMESPACE_FIXTURES) as api:
         first = run_api(tmp_path, api_vars(api, creds))
         assert first.rc == 0, first.output
         token_file = creds / "nomad-bootstrap.token"
@@ -172,8 +173,8 @@ def test_namespace_with_a_different_description_is_updated(tmp_path: Path):
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "nomad-bootstrap.token").write_text(SECRET_ID + "\n")
-    recordings = ["status_leader", "namespace_llm_read_outdated", "namespace_llm_write"]
-    with RecordedAPI("nomad", recordings) as api:
+    fixtures = ["status_leader", "namespace_llm_read_outdated", "namespace_llm_write"]
+    with FixtureAPI("nomad", fixtures) as api:
         result = run_api(tmp_path, api_vars(api, creds, nomad_namespaces=NAMESPACES[:1]))
     assert result.rc == 0, result.output
     assert result.changed == 1, result.output
@@ -185,7 +186,7 @@ def test_namespace_with_a_different_description_is_updated(tmp_path: Path):
 
 def test_bootstrapped_cluster_without_the_saved_token_stops_and_says_how_to_fix(tmp_path: Path):
     creds = tmp_path / "credentials"
-    with RecordedAPI("nomad", ["status_leader", "acl_bootstrap_done"]) as api:
+    with FixtureAPI("nomad", ["status_leader", "acl_bootstrap_done"]) as api:
         result = run_api(tmp_path, api_vars(api, creds))
     assert result.rc != 0
     assert "ACL bootstrap already done" in result.output
@@ -197,7 +198,7 @@ def test_token_the_cluster_does_not_know_stops_on_the_namespace_read(tmp_path: P
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "nomad-bootstrap.token").write_text("not-this-clusters-token\n")
-    with RecordedAPI("nomad", ["status_leader", "namespace_llm_read_forbidden"]) as api:
+    with FixtureAPI("nomad", ["status_leader", "namespace_llm_read_forbidden"]) as api:
         result = run_api(tmp_path, api_vars(api, creds, nomad_namespaces=NAMESPACES[:1]))
     assert result.rc != 0
     assert "status 403 ACL token not found" in result.output
@@ -207,7 +208,7 @@ def test_token_the_cluster_does_not_know_stops_on_the_namespace_read(tmp_path: P
 
 def test_cluster_without_a_leader_stops_before_touching_acls(tmp_path: Path):
     creds = tmp_path / "credentials"
-    with RecordedAPI("nomad", ["status_leader_electing"]) as api:
+    with FixtureAPI("nomad", ["status_leader_electing"]) as api:
         url = api.url
         result = run_api(tmp_path, api_vars(api, creds, nomad_leader_wait_retries=1))
     assert result.rc != 0

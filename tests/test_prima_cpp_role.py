@@ -16,7 +16,7 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
-from helpers.recorded_api import RecordedAPI
+from helpers.fixture_api import FixtureAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "0123456789abcdef" * 4
@@ -233,7 +233,7 @@ def test_role_submits_with_the_saved_token_and_purges_dropped_experts(tmp_path):
     token = "9d1c0f4e-7b2a-4c55-8e11-5a3b2c1d0e9f"
     (tmp_path / ".credentials").mkdir()
     (tmp_path / ".credentials" / "nomad-bootstrap.token").write_text(token + "\n")
-    recordings = [
+    fixtures = [
         "expert_general_parse",
         "expert_general_plan_added",
         "jobs_register",
@@ -243,7 +243,7 @@ def test_role_submits_with_the_saved_token_and_purges_dropped_experts(tmp_path):
         "expert_general_lab_read",
         "expert_general_lab_deregister",
     ]
-    with RecordedAPI("nomad_jobs", recordings) as api:
+    with FixtureAPI("nomad_jobs", fixtures) as api:
         proc = run_role(
             tmp_path,
             [general(nodes=["node1"])],

@@ -1,18 +1,22 @@
-"""Replay recorded responses of the real Consul/Nomad HTTP APIs on 127.0.0.1.
+"""Serve hand-written Consul/Nomad HTTP API responses on 127.0.0.1.
 
 No Consul or Nomad binary runs on the test machine, so the roles' API tasks
 (ACL bootstrap, tokens, policies, namespaces) are exercised against this small
-server instead. It serves recordings from ``tests/recorded/<product>/<name>.yaml``
-and remembers every request it received, so a test can assert what the role
-sent (method, path, token header, JSON body) and how often.
+server instead. Its answers are fixtures under
+``tests/api_fixtures/<product>/<name>.yaml``, hand-written from HashiCorp's API
+documentation and source (each names its source); none was recorded from a
+running agent. ``tests/test_api_fixtures.py`` keeps them consistent with what
+Consul and Nomad return (indexes, ``Hash`` values, the names the roles use).
+The server remembers every request it received, so a test can assert what
+the role sent (method, path, token header, JSON body) and how often.
 
-A recording file describes one endpoint::
+A fixture file describes one endpoint::
 
     # Source: where the shape comes from (HashiCorp API docs page, source file).
     request:
       method: PUT
       path: /v1/acl/bootstrap
-    responses:            # replayed in order; the last one repeats forever
+    responses:            # answered in order; the last one repeats forever
       - status: 200
         headers: {Content-Type: application/json, X-Consul-Index: "13"}
         json: {...}       # or `text: "..."` for plain-text bodies
@@ -20,12 +24,12 @@ A recording file describes one endpoint::
         text: "Permission denied: ACL bootstrap no longer allowed (reset index: 13)"
 
 The sequence models the server's state: the first bootstrap succeeds, every
-later one is refused, exactly as a real cluster answers. A request that has
-no recording gets a 599 answer naming it, and shows up in ``unmatched``.
+later one is refused, as a real cluster answers. A request that has no
+fixture gets a 599 answer naming it, and shows up in ``unmatched``.
 
 Usage::
 
-    with RecordedAPI("consul", ["status_leader", "acl_bootstrap"]) as api:
+    with FixtureAPI("consul", ["status_leader", "acl_bootstrap"]) as api:
         run_playbook(consul_api_url=api.url)
         assert len(api.requests_to("PUT", "/v1/acl/bootstrap")) == 1
 """
@@ -45,20 +49,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-RECORDED_ROOT = Path(__file__).resolve().parent.parent / "recorded"
+FIXTURES_ROOT = Path(__file__).resolve().parent.parent / "api_fixtures"
 UNMATCHED_STATUS = 599
 
 
 @dataclass(frozen=True)
-class RecordedResponse:
-    """One recorded answer: status, headers and a JSON or text body."""
+class FixtureResponse:
+    """One answer: status, headers and a JSON or text body."""
 
     status: int
     headers: dict[str, str]
     body: bytes
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], origin: Path) -> RecordedResponse:
+    def from_dict(cls, raw: dict[str, Any], origin: Path) -> FixtureResponse:
         headers = {str(k): str(v) for k, v in (raw.get("headers") or {}).items()}
         if "json" in raw:
             body = json.dumps(raw["json"], indent=2).encode()
@@ -79,11 +83,11 @@ class Route:
 
     method: str
     path: str
-    responses: list[RecordedResponse]
+    responses: list[FixtureResponse]
     origin: Path
     served: int = 0
 
-    def next_response(self) -> RecordedResponse:
+    def next_response(self) -> FixtureResponse:
         response = self.responses[min(self.served, len(self.responses) - 1)]
         self.served += 1
         return response
@@ -108,7 +112,7 @@ class ReceivedRequest:
 
 
 def load_route(path: Path) -> Route:
-    """Read one recording file."""
+    """Read one fixture file."""
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict) or "request" not in raw or not raw.get("responses"):
         raise ValueError(f"{path}: needs a `request` and a non-empty `responses` list")
@@ -116,28 +120,28 @@ def load_route(path: Path) -> Route:
     return Route(
         method=str(request["method"]).upper(),
         path=str(request["path"]),
-        responses=[RecordedResponse.from_dict(r, path) for r in raw["responses"]],
+        responses=[FixtureResponse.from_dict(r, path) for r in raw["responses"]],
         origin=path,
     )
 
 
 @dataclass
-class RecordedAPI:
-    """A local HTTP server replaying recordings of one product's API."""
+class FixtureAPI:
+    """A local HTTP server answering one product's API from its fixtures."""
 
     product: str
-    recordings: Iterable[str]
-    root: Path = RECORDED_ROOT
+    fixtures: Iterable[str]
+    root: Path = FIXTURES_ROOT
     requests: list[ReceivedRequest] = field(default_factory=list)
     unmatched: list[ReceivedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.routes: dict[tuple[str, str], Route] = {}
-        for name in self.recordings:
+        for name in self.fixtures:
             route = load_route(self.root / self.product / f"{name}.yaml")
             key = (route.method, route.path)
             if key in self.routes:
-                raise ValueError(f"{route.origin}: {key} is already recorded in another file")
+                raise ValueError(f"{route.origin}: {key} is already answered by another file")
             self.routes[key] = route
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -146,7 +150,7 @@ class RecordedAPI:
     @property
     def url(self) -> str:
         if self._server is None:
-            raise RuntimeError("RecordedAPI is not started")
+            raise RuntimeError("FixtureAPI is not started")
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
@@ -154,18 +158,18 @@ class RecordedAPI:
         with self._lock:
             return [r for r in self.requests if r.method == method.upper() and r.path == path]
 
-    def answer(self, request: ReceivedRequest) -> RecordedResponse:
+    def answer(self, request: ReceivedRequest) -> FixtureResponse:
         with self._lock:
             self.requests.append(request)
             route = self.routes.get((request.method, request.path))
             if route is None:
                 self.unmatched.append(request)
-                text = f"recorded_api: no recording for {request.method} {request.path}"
+                text = f"fixture_api: no fixture for {request.method} {request.path}"
                 headers = {"Content-Type": "text/plain"}
-                return RecordedResponse(UNMATCHED_STATUS, headers, text.encode())
+                return FixtureResponse(UNMATCHED_STATUS, headers, text.encode())
             return route.next_response()
 
-    def start(self) -> RecordedAPI:
+    def start(self) -> FixtureAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -207,7 +211,7 @@ class RecordedAPI:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> RecordedAPI:
+    def __enter__(self) -> FixtureAPI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -215,9 +219,9 @@ class RecordedAPI:
 
 
 @contextmanager
-def serving(product: str, recordings: Iterable[str]) -> Iterator[RecordedAPI]:
+def serving(product: str, fixtures: Iterable[str]) -> Iterator[FixtureAPI]:
     """Context manager form: ``with serving("nomad", [...]) as api``."""
-    api = RecordedAPI(product, list(recordings)).start()
+    api = FixtureAPI(product, list(fixtures)).start()
     try:
         yield api
     finally:
@@ -225,12 +229,14 @@ def serving(product: str, recordings: Iterable[str]) -> Iterator[RecordedAPI]:
 
 
 def main() -> None:
-    """Serve recordings from the command line until interrupted (for manual runs)."""
+    """Serve fixtures from the command line until interrupted (for manual runs)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("product", choices=sorted(p.name for p in RECORDED_ROOT.iterdir()))
-    parser.add_argument("recordings", nargs="+", help="file names under tests/recorded/<product>/")
+    parser.add_argument("product", choices=sorted(p.name for p in FIXTURES_ROOT.iterdir()))
+    parser.add_argument(
+        "fixtures", nargs="+", help="file names under tests/api_fixtures/<product>/"
+    )
     args = parser.parse_args()
-    with serving(args.product, args.recordings) as api:
+    with serving(args.product, args.fixtures) as api:
         print(api.url, flush=True)
         threading.Event().wait()
 
