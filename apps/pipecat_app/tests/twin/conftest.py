@@ -1,7 +1,8 @@
 """Fixtures of the TwinService tests.
 
-- ``recorded_api``: a local HTTP server that answers with recorded Consul/Nomad
-  responses (``tests/recorded/``) and honours Consul's blocking-query
+- ``fixture_api``: a local HTTP server that answers with Consul/Nomad responses
+  hand-written from HashiCorp's API documentation (``tests/api_fixtures/``;
+  none was recorded from an agent) and honours Consul's blocking-query
   semantics (a request whose ``index`` equals the current ``X-Consul-Index``
   waits up to ``wait`` for a change).
 - ``llama_binary``, ``llama_one``, ``llama_pair``: real llama-server processes
@@ -29,14 +30,14 @@ from helpers.llama_server import LlamaServer, start_llama_server
 from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
 from helpers.ports import free_port
 
-__all__ = ["LlamaServer", "free_port", "load_recorded", "start_llama_server"]
+__all__ = ["LlamaServer", "free_port", "load_fixture", "start_llama_server"]
 
-RECORDED = Path(__file__).resolve().parent.parent / "recorded"
+API_FIXTURES = Path(__file__).resolve().parent.parent / "api_fixtures"
 
 
-def load_recorded(name: str) -> dict[str, Any]:
-    """One recorded response: ``{"status", "headers", "body"}``."""
-    return json.loads((RECORDED / name).read_text())
+def load_fixture(name: str) -> dict[str, Any]:
+    """One hand-written API response: ``{"status", "headers", "body"}``."""
+    return json.loads((API_FIXTURES / name).read_text())
 
 
 def _wait_seconds(value: str) -> float:
@@ -47,8 +48,8 @@ def _wait_seconds(value: str) -> float:
 
 
 @dataclass
-class RecordedAPI:
-    """State of the recorded-response server."""
+class BlockingFixtureAPI:
+    """State of the fixture server (Consul's blocking queries included)."""
 
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
@@ -57,9 +58,9 @@ class RecordedAPI:
     server: ThreadingHTTPServer | None = None
 
     def serve(self, path: str, response: dict[str, Any] | str) -> None:
-        """Answer ``path`` with a recorded response (a dict or a file name) from now on."""
+        """Answer ``path`` with a response (a dict or a fixture file name) from now on."""
         if isinstance(response, str):
-            response = load_recorded(response)
+            response = load_fixture(response)
         with self.changed:
             self.responses[path] = response
             self.changed.notify_all()
@@ -76,7 +77,7 @@ class RecordedAPI:
             self.server = None
 
 
-def _handler(api: RecordedAPI) -> type[BaseHTTPRequestHandler]:
+def _handler(api: BlockingFixtureAPI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -117,9 +118,9 @@ def _handler(api: RecordedAPI) -> type[BaseHTTPRequestHandler]:
 
 
 @pytest.fixture
-def recorded_api() -> Iterator[RecordedAPI]:
-    """A local server answering with recorded Consul/Nomad responses."""
-    api = RecordedAPI()
+def fixture_api() -> Iterator[BlockingFixtureAPI]:
+    """A local server answering with hand-written Consul/Nomad responses."""
+    api = BlockingFixtureAPI()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
     server.daemon_threads = True
     api.server = server

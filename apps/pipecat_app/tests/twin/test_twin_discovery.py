@@ -15,7 +15,7 @@ from pipecat_app.twin.config import DiscoveryConfig, ExpertConfig
 from pipecat_app.twin.consul_watch import next_index
 from pipecat_app.twin.discovery import ExpertDirectory, experts_from_health
 
-from .conftest import load_recorded
+from .conftest import load_fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +48,7 @@ async def test_static_mode_publishes_the_configured_experts_without_consul():
 
 
 def test_experts_are_read_from_health_entries_with_their_meta():
-    experts = experts_from_health(load_recorded("consul_health_llm-expert_100.json")["body"])
+    experts = experts_from_health(load_fixture("consul_health_llm-expert_100.json")["body"])
     by_domain = {e.domain: e for e in experts}
     code = by_domain["code"]
     assert code.base_url == "http://192.168.1.22:21934/v1"
@@ -58,7 +58,7 @@ def test_experts_are_read_from_health_entries_with_their_meta():
 
 
 def test_instances_with_a_failing_check_are_left_out():
-    body = load_recorded("consul_health_llm-expert_100.json")["body"]
+    body = load_fixture("consul_health_llm-expert_100.json")["body"]
     body[1]["Checks"][1]["Status"] = "critical"
     assert [e.domain for e in experts_from_health(body)] == ["general"]
 
@@ -71,20 +71,20 @@ def test_index_goes_back_to_zero_when_it_moves_backwards_or_is_invalid():
     assert next_index(5, None) == 0
 
 
-async def test_changes_arrive_through_blocking_queries_in_the_background(recorded_api):
-    recorded_api.serve(HEALTH, "consul_health_llm-expert_100.json")
+async def test_changes_arrive_through_blocking_queries_in_the_background(fixture_api):
+    fixture_api.serve(HEALTH, "consul_health_llm-expert_100.json")
     seen = []
-    directory = ExpertDirectory(consul_config(recorded_api.url), on_change=seen.append)
+    directory = ExpertDirectory(consul_config(fixture_api.url), on_change=seen.append)
     await directory.start()
     try:
         await until(lambda: len(directory.experts) == 2)
         assert {e.domain for e in directory.experts} == {"general", "code"}
         # The watch now waits on index 100 ...
-        await until(lambda: any(p.get("index") == "100" for p in recorded_api.requests_to(HEALTH)))
-        params = recorded_api.requests_to(HEALTH)[-1]
+        await until(lambda: any(p.get("index") == "100" for p in fixture_api.requests_to(HEALTH)))
+        params = fixture_api.requests_to(HEALTH)[-1]
         assert (params["passing"], params["wait"]) == ("true", "2s")
         # ... and a change is picked up without anyone asking.
-        recorded_api.serve(HEALTH, "consul_health_llm-expert_131.json")
+        fixture_api.serve(HEALTH, "consul_health_llm-expert_131.json")
         await until(lambda: {e.domain for e in directory.experts} == {"general"})
         assert len(directory.experts) == 2
         assert directory.watch.index == 131
@@ -93,31 +93,31 @@ async def test_changes_arrive_through_blocking_queries_in_the_background(recorde
         await directory.stop()
 
 
-async def test_index_reset_makes_the_next_query_start_from_zero(recorded_api):
-    recorded_api.serve(HEALTH, "consul_health_llm-expert_131.json")
-    directory = ExpertDirectory(consul_config(recorded_api.url))
+async def test_index_reset_makes_the_next_query_start_from_zero(fixture_api):
+    fixture_api.serve(HEALTH, "consul_health_llm-expert_131.json")
+    directory = ExpertDirectory(consul_config(fixture_api.url))
     await directory.start()
     try:
         await until(lambda: directory.watch is not None and directory.watch.index == 131)
-        recorded_api.serve(HEALTH, "consul_health_llm-expert_reset_42.json")
+        fixture_api.serve(HEALTH, "consul_health_llm-expert_reset_42.json")
         await until(lambda: {e.domain for e in directory.experts} == {"general", "code"})
         await until(lambda: directory.watch.index == 42)
-        indexes = [p.get("index") for p in recorded_api.requests_to(HEALTH)]
+        indexes = [p.get("index") for p in fixture_api.requests_to(HEALTH)]
         assert indexes[indexes.index("131") :].count("0") >= 1
     finally:
         await directory.stop()
 
 
-async def test_unreachable_consul_keeps_the_last_known_experts_and_counts_errors(recorded_api):
-    recorded_api.serve(HEALTH, "consul_health_llm-expert_100.json")
-    directory = ExpertDirectory(consul_config(recorded_api.url))
+async def test_unreachable_consul_keeps_the_last_known_experts_and_counts_errors(fixture_api):
+    fixture_api.serve(HEALTH, "consul_health_llm-expert_100.json")
+    directory = ExpertDirectory(consul_config(fixture_api.url))
     await directory.start()
     try:
         await until(lambda: len(directory.experts) == 2)
         before = DISCOVERY_ERRORS._value.get()
-        recorded_api.stop()
-        with recorded_api.changed:
-            recorded_api.changed.notify_all()
+        fixture_api.stop()
+        with fixture_api.changed:
+            fixture_api.changed.notify_all()
         await until(lambda: DISCOVERY_ERRORS._value.get() >= before + 2)
         assert len(directory.experts) == 2
         assert directory.last_error is not None

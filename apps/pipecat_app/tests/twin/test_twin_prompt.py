@@ -38,24 +38,24 @@ def test_default_comes_from_the_file_else_the_inline_text(tmp_path):
     assert load_default(PromptConfig(file=str(prompt_file), text="Inline.")) == "Inline."
 
 
-async def test_prompt_from_consul_kv_reloads_when_the_key_changes(recorded_api, tmp_path):
+async def test_prompt_from_consul_kv_reloads_when_the_key_changes(fixture_api, tmp_path):
     prompt_file = tmp_path / "system.md"
     prompt_file.write_text("Local default prompt.")
-    recorded_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
+    fixture_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
     seen = []
     source = PromptSource(
         PromptConfig(file=str(prompt_file), consul_key="twin/prompts/system"),
-        DiscoveryConfig(consul_addr=recorded_api.url, wait="2s", retry_s=0.1),
+        DiscoveryConfig(consul_addr=fixture_api.url, wait="2s", retry_s=0.1),
         on_change=seen.append,
     )
     await source.start()
     try:
         await until(lambda: source.text == "You are Twin. Answer in one short sentence.")
         assert source.source == "consul:twin/prompts/system"
-        recorded_api.serve(KV, "consul_kv_twin_prompts_system_233.json")
+        fixture_api.serve(KV, "consul_kv_twin_prompts_system_233.json")
         await until(lambda: "evolved" in source.text)
         # Deleting the key brings the local default back.
-        recorded_api.serve(KV, "consul_kv_twin_prompts_system_deleted_250.json")
+        fixture_api.serve(KV, "consul_kv_twin_prompts_system_deleted_250.json")
         await until(lambda: source.text == "Local default prompt.")
         assert seen == [
             "Local default prompt.",
@@ -63,23 +63,23 @@ async def test_prompt_from_consul_kv_reloads_when_the_key_changes(recorded_api, 
             "You are Twin, evolved: answer warmly and in one sentence.",
             "Local default prompt.",
         ]
-        assert all(p["wait"] == "2s" for p in recorded_api.requests_to(KV))
+        assert all(p["wait"] == "2s" for p in fixture_api.requests_to(KV))
     finally:
         await source.stop()
 
 
-async def test_unreachable_consul_keeps_the_current_prompt(recorded_api):
-    recorded_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
+async def test_unreachable_consul_keeps_the_current_prompt(fixture_api):
+    fixture_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
     source = PromptSource(
         PromptConfig(text="Inline default.", consul_key="twin/prompts/system"),
-        DiscoveryConfig(consul_addr=recorded_api.url, wait="2s", retry_s=0.1),
+        DiscoveryConfig(consul_addr=fixture_api.url, wait="2s", retry_s=0.1),
     )
     await source.start()
     try:
         await until(lambda: source.source.startswith("consul:"))
-        recorded_api.stop()
-        with recorded_api.changed:
-            recorded_api.changed.notify_all()
+        fixture_api.stop()
+        with fixture_api.changed:
+            fixture_api.changed.notify_all()
         # The watch is parked in a blocking query that the stopped server still
         # answers (up to wait=2s later); only the requests after it fail. Wait
         # for two failures in a row: the error was seen, and seen again on retry.
@@ -90,15 +90,15 @@ async def test_unreachable_consul_keeps_the_current_prompt(recorded_api):
         await source.stop()
 
 
-async def test_prompt_change_reaches_the_next_turn_without_restart(recorded_api, tmp_path):
-    recorded_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
+async def test_prompt_change_reaches_the_next_turn_without_restart(fixture_api, tmp_path):
+    fixture_api.serve(KV, "consul_kv_twin_prompts_system_210.json")
     config = TwinConfig.model_validate(
         {
             "memory": {"path": str(tmp_path / "m.sqlite3")},
             "prompt": {"text": "Inline default.", "consul_key": "twin/prompts/system"},
             "discovery": {
                 "mode": "static",
-                "consul_addr": recorded_api.url,
+                "consul_addr": fixture_api.url,
                 "wait": "2s",
                 "retry_s": 0.1,
             },
@@ -110,7 +110,7 @@ async def test_prompt_change_reaches_the_next_turn_without_restart(recorded_api,
     try:
         await until(lambda: "one short sentence" in twin.build_system("hi"))
         twin.context.add_message({"role": "user", "content": "hi"})
-        recorded_api.serve(KV, "consul_kv_twin_prompts_system_233.json")
+        fixture_api.serve(KV, "consul_kv_twin_prompts_system_233.json")
         await until(lambda: twin.build_system("hi").startswith("You are Twin, evolved"))
         # pipecat 1.x: the prompt is applied per request, the context holds the turns.
         assert twin.context.messages == [{"role": "user", "content": "hi"}]

@@ -28,7 +28,7 @@ from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS
 from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.service import NO_EXPERT_REPLY, TwinService, fit_history
 
-from .conftest import free_port, load_recorded
+from .conftest import free_port, load_fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -252,29 +252,29 @@ async def test_interruption_cancels_the_running_turn(tmp_path):
     assert not [f for f in down if isinstance(f, LLMTextFrame)]
 
 
-async def test_turn_reads_experts_from_memory_not_from_consul(recorded_api, tmp_path):
+async def test_turn_reads_experts_from_memory_not_from_consul(fixture_api, tmp_path):
     health = "/v1/health/service/llm-expert"
-    response = load_recorded("consul_health_llm-expert_100.json")
+    response = load_fixture("consul_health_llm-expert_100.json")
     for entry in response["body"]:  # point both experts at closed local ports
         entry["Service"]["Address"] = "127.0.0.1"
         entry["Service"]["Port"] = free_port()
-    recorded_api.serve(health, response)
+    fixture_api.serve(health, response)
     twin = make_twin(
         tmp_path,
         [closed_expert("unused")],
-        discovery={"mode": "consul", "consul_addr": recorded_api.url, "wait": "10s"},
+        discovery={"mode": "consul", "consul_addr": fixture_api.url, "wait": "10s"},
     )
     await twin.start()
     try:
         # Wait until the watch is parked in a blocking query on index 100.
-        while not any(p.get("index") == "100" for p in recorded_api.requests_to(health)):
+        while not any(p.get("index") == "100" for p in fixture_api.requests_to(health)):
             await asyncio.sleep(0.02)
-        asked_before = len(recorded_api.requests)
+        asked_before = len(fixture_api.requests)
         down, _ = await run_test(
             twin.processors()[0],
             frames_to_send=[user_turn(twin, "Fix my Python bug")],
         )
-        asked_during = len(recorded_api.requests) - asked_before
+        asked_during = len(fixture_api.requests) - asked_before
     finally:
         await twin.stop()
     assert asked_during == 0

@@ -30,7 +30,7 @@ from pipecat_app.twin.tools import (
     vision_tool,
 )
 
-from .conftest import load_recorded
+from .conftest import load_fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -348,8 +348,8 @@ async def test_describe_scene_without_a_vision_service_says_so():
     assert "twin.tools.vision_url" in result["error"]["message"]
 
 
-async def test_describe_scene_with_no_healthy_vision_in_consul(recorded_api):
-    recorded_api.serve(
+async def test_describe_scene_with_no_healthy_vision_in_consul(fixture_api):
+    fixture_api.serve(
         "/v1/health/service/vision",
         {
             "status": 200,
@@ -357,13 +357,13 @@ async def test_describe_scene_with_no_healthy_vision_in_consul(recorded_api):
             "body": [],
         },
     )
-    discovery = DiscoveryConfig(mode="consul", consul_addr=recorded_api.url)
+    discovery = DiscoveryConfig(mode="consul", consul_addr=fixture_api.url)
     result = await ToolBox([vision_tool(ToolsConfig(), discovery)]).call("describe_scene", {})
     assert result["error"]["type"] == "unavailable"
     assert "no healthy 'vision' service in Consul" in result["error"]["message"]
 
 
-async def test_describe_scene_calls_the_vision_service_found_in_consul(recorded_api):
+async def test_describe_scene_calls_the_vision_service_found_in_consul(fixture_api):
     asked = []
 
     class Vision(BaseHTTPRequestHandler):
@@ -383,10 +383,10 @@ async def test_describe_scene_calls_the_vision_service_found_in_consul(recorded_
     vision = ThreadingHTTPServer(("127.0.0.1", 0), Vision)
     threading.Thread(target=vision.serve_forever, daemon=True).start()
     try:
-        response = load_recorded("consul_health_vision_140.json")
+        response = load_fixture("consul_health_vision_140.json")
         response["body"][0]["Service"]["Port"] = vision.server_address[1]
-        recorded_api.serve("/v1/health/service/vision", response)
-        discovery = DiscoveryConfig(mode="consul", consul_addr=recorded_api.url)
+        fixture_api.serve("/v1/health/service/vision", response)
+        discovery = DiscoveryConfig(mode="consul", consul_addr=fixture_api.url)
         box = ToolBox([vision_tool(ToolsConfig(), discovery)])
         result = await box.call("describe_scene", {"question": "Any pets?"})
     finally:
@@ -396,11 +396,11 @@ async def test_describe_scene_calls_the_vision_service_found_in_consul(recorded_
     assert asked == [("/describe", {"question": "Any pets?"})]
 
 
-async def test_cluster_status_reads_experts_from_consul_and_jobs_from_nomad(recorded_api):
-    recorded_api.serve("/v1/health/service/llm-expert", "consul_health_llm-expert_100.json")
-    recorded_api.serve("/v1/jobs", "nomad_jobs.json")
+async def test_cluster_status_reads_experts_from_consul_and_jobs_from_nomad(fixture_api):
+    fixture_api.serve("/v1/health/service/llm-expert", "consul_health_llm-expert_100.json")
+    fixture_api.serve("/v1/jobs", "nomad_jobs.json")
     discovery = DiscoveryConfig(
-        mode="consul", consul_addr=recorded_api.url, nomad_addr=recorded_api.url
+        mode="consul", consul_addr=fixture_api.url, nomad_addr=fixture_api.url
     )
     result = await ToolBox([cluster_tool(discovery)]).call("cluster_status", {})
     assert result["ok"] is True
@@ -410,7 +410,7 @@ async def test_cluster_status_reads_experts_from_consul_and_jobs_from_nomad(reco
         "llm-expert-general": "running",
         "pipecat-app": "running",
     }
-    assert recorded_api.requests_to("/v1/jobs")[0]["namespace"] == "*"
+    assert fixture_api.requests_to("/v1/jobs")[0]["namespace"] == "*"
 
 
 async def test_cluster_status_with_nothing_reachable_is_a_structured_error():
