@@ -1,20 +1,25 @@
-"""Test helpers: the app as a real subprocess, expert overrides (llama-server: tests/helpers)."""
+"""Test helpers: the app as a real subprocess, expert overrides, its turn log.
+
+llama-server is in tests/helpers.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from helpers.ports import free_port
+from loguru import logger
 
 from pipecat_app.config import DEMO_CONFIG
 
@@ -27,7 +32,9 @@ __all__ = [
     "app_environ",
     "expert_environ",
     "free_port",
+    "logged_turns",
     "start_app",
+    "turn_log",
     "voice_session",
     "wait_http",
 ]
@@ -81,6 +88,10 @@ class App:
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def turns(self) -> list[dict[str, Any]]:
+        """The turns the app has logged so far (its log is JSON lines: ``app_environ``)."""
+        return logged_turns(self.logs())
+
     def stop(self, timeout: float = 20) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -122,3 +133,31 @@ def start_app(env: dict[str, str], log: Path, config: Path = DEMO_CONFIG) -> App
         app.stop()
         raise RuntimeError(f"app did not come up:\n{app.logs()[-3000:]}") from None
     return app
+
+
+def logged_turns(log_text: str) -> list[dict[str, Any]]:
+    """Each turn record (``event: turn``) in a JSON-lines app log, oldest first.
+
+    A record is its fields (``extra``) and its text under ``message``.
+    """
+    records = (json.loads(line)["record"] for line in log_text.splitlines() if line[:1] == "{")
+    return [
+        {**r["extra"], "message": r["message"]}
+        for r in records
+        if r["extra"].get("event") == "turn"
+    ]
+
+
+@contextmanager
+def turn_log() -> Iterator[list[dict[str, Any]]]:
+    """Each turn record this process logs while the block runs, as ``logged_turns`` gives them."""
+    records: list[dict[str, Any]] = []
+    sink = logger.add(
+        lambda m: records.append({**m.record["extra"], "message": m.record["message"]}),
+        level="INFO",
+        filter=lambda record: record["extra"].get("event") == "turn",
+    )
+    try:
+        yield records
+    finally:
+        logger.remove(sink)

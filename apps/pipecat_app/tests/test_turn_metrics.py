@@ -1,4 +1,7 @@
-"""Turn latency is split into STT, LLM first token and TTS first audio, and recorded."""
+"""Turn latency is split into STT, LLM first token and TTS first audio, and recorded.
+
+Each turn is logged once its answer has ended: the answer and the expert that gave it.
+"""
 
 import asyncio
 
@@ -6,6 +9,7 @@ import pytest
 from pipecat.frames.frames import (
     InterruptionFrame,
     LLMContextFrame,
+    LLMFullResponseEndFrame,
     LLMTextFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
@@ -16,9 +20,10 @@ from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from app_helpers import turn_log
 from pipecat_app import turn_metrics
 from pipecat_app.metrics import REGISTRY
-from pipecat_app.turn_metrics import TurnMetricsObserver
+from pipecat_app.turn_metrics import ANSWERED_BY, TurnMetricsObserver
 
 DOWN, UP = FrameDirection.DOWNSTREAM, FrameDirection.UPSTREAM
 
@@ -54,6 +59,13 @@ def latency(kind="count"):
 
 def audio():
     return TTSAudioRawFrame(audio=b"\x01\x00" * 240, sample_rate=24000, num_channels=1)
+
+
+def answer_end(expert):
+    """The end of an answer as TwinService sends it: the expert's name in its metadata."""
+    frame = LLMFullResponseEndFrame()
+    frame.metadata[ANSWERED_BY] = expert
+    return frame
 
 
 def test_voice_turn_runs_from_the_end_of_speech_to_the_first_audio(clock):
@@ -129,3 +141,63 @@ def test_barge_in_marks_the_answer_interrupted(clock):
     push(observer, clock, 2.0, audio())
     push(observer, clock, 3.0, InterruptionFrame())
     assert observer.turns[0].interrupted
+
+
+def test_text_turn_is_logged_when_its_answer_ends_with_the_answer_and_the_expert(clock):
+    observer = TurnMetricsObserver(voice=False)
+    with turn_log() as logged:
+        push(observer, clock, 10.0, LLMContextFrame(context=LLMContext()))
+        push(observer, clock, 10.7, LLMTextFrame("Paris is"))
+        assert logged == [], "logged before the answer ended"
+        push(observer, clock, 10.9, LLMTextFrame(" the capital."))
+        push(observer, clock, 11.0, answer_end("general"))
+        push(observer, clock, 11.1, answer_end("general"))  # a second end changes nothing
+    (record,) = logged
+    assert record["answer"] == "Paris is the capital."
+    assert record["expert"] == "general"
+    assert record["total_s"] == pytest.approx(0.7)
+    assert record["message"] == "turn answered by general in 0.70s: '' -> 'Paris is the capital.'"
+
+
+def test_voice_turn_is_logged_at_its_first_audio_when_the_answer_ended_before(clock):
+    observer = TurnMetricsObserver(voice=True)
+    with turn_log() as logged:
+        push(observer, clock, 1.0, VADUserStoppedSpeakingFrame(stop_secs=0.2, timestamp=1.0))
+        push(observer, clock, 1.3, TranscriptionFrame("Capital of France?", "", "t"))
+        push(observer, clock, 1.4, LLMContextFrame(context=LLMContext()))
+        push(observer, clock, 1.6, LLMTextFrame("Paris."))
+        push(observer, clock, 1.7, answer_end("general"))
+        push(observer, clock, 1.8, TTSStartedFrame())
+        assert logged == [], "logged before the answer's first audio"
+        push(observer, clock, 2.0, audio())
+    (record,) = logged
+    assert (record["transcript"], record["answer"]) == ("Capital of France?", "Paris.")
+    assert record["expert"] == "general"
+    assert record["tts_ttfb_s"] == pytest.approx(0.2)
+    assert record["total_s"] == pytest.approx(1.2)
+    assert not record["interrupted"]
+
+
+def test_a_fallback_reply_is_logged_as_answered_by_no_expert(clock):
+    observer = TurnMetricsObserver(voice=False)
+    with turn_log() as logged:
+        push(observer, clock, 1.0, LLMContextFrame(context=LLMContext()))
+        push(observer, clock, 1.1, LLMTextFrame("Sorry."))
+        push(observer, clock, 1.2, answer_end(None))
+    (record,) = logged
+    assert record["expert"] is None
+    assert record["message"].startswith("turn answered by no expert (the fallback reply) ")
+
+
+def test_an_answer_cut_off_before_its_audio_is_logged_as_interrupted(clock):
+    observer = TurnMetricsObserver(voice=True)
+    with turn_log() as logged:
+        push(observer, clock, 1.0, VADUserStoppedSpeakingFrame(stop_secs=0.2, timestamp=1.0))
+        push(observer, clock, 1.4, LLMContextFrame(context=LLMContext()))
+        push(observer, clock, 1.6, LLMTextFrame("Once upon"))
+        push(observer, clock, 1.7, InterruptionFrame())
+        push(observer, clock, 1.8, answer_end("general"))
+    (record,) = logged
+    assert record["interrupted"]
+    assert record["total_s"] is None
+    assert record["answer"] == "Once upon"

@@ -17,6 +17,13 @@ Per turn, into :mod:`pipecat_app.metrics`:
 - ``TURN_LATENCY``: the end of the user's speech (the VAD decision minus its
   ``stop_secs`` of silence) to the first audio of the answer; for text turns,
   the text arriving to the first text of the answer.
+
+And one log line per turn (``event: turn``), once the answer has ended and
+its timings are known (or it was interrupted): the transcript, the whole
+answer, the expert that gave it, whether it was interrupted and the timings.
+The expert's name comes with the answer's ``LLMFullResponseEndFrame``, in its
+metadata under :data:`ANSWERED_BY` (TwinService puts it there); no name means
+no expert answered: the words are TwinService's own fallback reply.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from loguru import logger
 from pipecat.frames.frames import (
     InterruptionFrame,
     LLMContextFrame,
+    LLMFullResponseEndFrame,
     LLMTextFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
@@ -40,6 +48,10 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 
 from pipecat_app.metrics import TURN_LATENCY, TURN_STAGE
+
+#: Key of an ``LLMFullResponseEndFrame``'s metadata naming the expert whose
+#: answer it ends (None: no expert answered).
+ANSWERED_BY = "twin_answered_by"
 
 
 @dataclass
@@ -55,7 +67,10 @@ class Turn:
     tts_started: float | None = None
     first_audio: float | None = None
     answer: list[str] = field(default_factory=list)
+    answer_ended: bool = False
+    expert: str | None = None
     interrupted: bool = False
+    logged: bool = False
 
     @property
     def stt_secs(self) -> float | None:
@@ -84,6 +99,10 @@ def _span(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else max(0.0, end - start)
 
 
+def _secs(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}s"
+
+
 class TurnMetricsObserver(BaseObserver):
     """Times each user turn and records it in the Prometheus metrics.
 
@@ -106,6 +125,7 @@ class TurnMetricsObserver(BaseObserver):
         self._on_turn = on_turn
         self._seen: set[int] = set()
         self._turn: Turn | None = None
+        self._answering: Turn | None = None  # the turn whose answer is streaming
         self.turns: deque[Turn] = deque(maxlen=keep)
 
     async def on_push_frame(self, data: FramePushed) -> None:
@@ -128,6 +148,7 @@ class TurnMetricsObserver(BaseObserver):
                 self._begin(Turn())
             assert self._turn is not None
             self._turn.llm_request = now
+            self._answering = self._turn
         elif isinstance(frame, LLMTextFrame) and self._turn and self._turn.llm_request:
             if self._turn.first_text is None:
                 self._turn.first_text = now
@@ -141,8 +162,14 @@ class TurnMetricsObserver(BaseObserver):
             if self._turn.first_audio is None:
                 self._turn.first_audio = now
                 self._finish()
+        elif isinstance(frame, LLMFullResponseEndFrame) and downstream and self._answering:
+            turn, self._answering = self._answering, None
+            turn.answer_ended = True
+            turn.expert = frame.metadata.get(ANSWERED_BY)
+            self._log(turn)
         elif isinstance(frame, InterruptionFrame) and self._turn:
             self._turn.interrupted = True
+            self._log(self._turn)
 
     def _begin(self, turn: Turn) -> None:
         self._turn = turn
@@ -156,16 +183,34 @@ class TurnMetricsObserver(BaseObserver):
                 TURN_STAGE.labels(stage=stage).observe(value)
         if turn.total_secs is not None:
             TURN_LATENCY.observe(turn.total_secs)
-        logger.bind(
-            event="turn",
-            transcript=turn.transcript,
-            stt_s=turn.stt_secs,
-            llm_ttfb_s=turn.llm_ttfb_secs,
-            tts_ttfb_s=turn.tts_ttfb_secs,
-            total_s=turn.total_secs,
-        ).info(f"turn answered in {turn.total_secs}s: {turn.transcript!r}")
         self.turns.append(turn)
         # Answer text keeps arriving after the first token: keep the turn
         # object, but a new user turn replaces it as the current one.
         if self._on_turn:
             self._on_turn(turn)
+        self._log(turn)
+
+    def _log(self, turn: Turn) -> None:
+        """Log the turn once its answer has ended and its first audio (if any) is timed."""
+        if turn.logged or not turn.answer_ended:
+            return
+        awaiting_audio = turn.first_text is not None and turn.first_audio is None
+        if self._voice and awaiting_audio and not turn.interrupted:
+            return
+        turn.logged = True
+        answer = "".join(turn.answer)
+        logger.bind(
+            event="turn",
+            transcript=turn.transcript,
+            answer=answer,
+            expert=turn.expert,
+            interrupted=turn.interrupted,
+            stt_s=turn.stt_secs,
+            llm_ttfb_s=turn.llm_ttfb_secs,
+            tts_ttfb_s=turn.tts_ttfb_secs,
+            total_s=turn.total_secs,
+        ).info(
+            f"turn answered by {turn.expert or 'no expert (the fallback reply)'} "
+            f"in {_secs(turn.total_secs)}{' (interrupted)' if turn.interrupted else ''}: "
+            f"{turn.transcript!r} -> {answer!r}"
+        )

@@ -50,6 +50,7 @@ from pipecat.processors.aggregators.llm_context import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
+from pipecat_app.turn_metrics import ANSWERED_BY
 from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.discovery import Expert, ExpertDirectory
 from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
@@ -201,6 +202,7 @@ class _Turn:
     offer_tools: bool = True
     spoken: list[str] = field(default_factory=list)
     first_token: bool = False
+    expert: str | None = None  # the expert that finished the answer
 
     @property
     def text(self) -> str:
@@ -258,7 +260,9 @@ class TwinLLMProcessor(FrameProcessor):
                 return
             await self._answer(decision, system, history, turn)
         finally:
-            await self.push_frame(LLMFullResponseEndFrame())
+            end = LLMFullResponseEndFrame()
+            end.metadata[ANSWERED_BY] = turn.expert  # for the turn log
+            await self.push_frame(end)
             twin.remember_turn("user", user_text)
             twin.remember_turn("assistant", turn.text)
 
@@ -288,6 +292,7 @@ class TwinLLMProcessor(FrameProcessor):
             twin.router.mark_ok(expert)
             twin.conversation.expert = expert.name
             twin.conversation.domain = expert.domain
+            turn.expert = expert.name
             return
         await self.push_frame(
             ErrorFrame(error="twin: every expert failed this turn"), FrameDirection.UPSTREAM
