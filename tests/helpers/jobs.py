@@ -7,6 +7,12 @@ the module's defaults (``trim_blocks=True``, ``lstrip_blocks=False``, ``\\n``
 newlines) and its search path. What a test renders is byte for byte what a
 role writes to disk for the same variables.
 
+:func:`role_vars` loads a role's defaults and vars as Ansible does (strings
+are templates, resolved lazily), so a job can be rendered with exactly the
+variables a role hands its template, and :func:`evaluate` computes a role's
+derived values (``_prima_cpp_jobs``) through the role's own expressions and
+the collection's filters.
+
 :func:`parse_job` reads the result with python-hcl2 (quotes stripped, blocks
 as plain dicts); :class:`Job` and :class:`Block` walk it by HCL block type and
 label, so tests say ``job.group("rank-0").task("server").config["args"]``.
@@ -21,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
+import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS_DIR = REPO / "jobs"
+ROLES_DIR = REPO / "roles"
 
 _HCL_OPTIONS = hcl2.SerializationOptions(
     with_comments=False,
@@ -68,6 +76,52 @@ def render_job(template: str | Path, variables: Mapping[str, Any], dest: str = "
     text = trust_as_template(source.read_text(encoding="utf-8"))
     rendered = templar.template(text, escape_backslashes=False, overrides=overrides)
     return "" if rendered is None else str(rendered)
+
+
+def _trusted(value: Any) -> Any:
+    """Mark strings from a role's YAML as templates, as Ansible does for role vars."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {k: _trusted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_trusted(v) for v in value]
+    return value
+
+
+def role_vars(role: str, **overrides: Any) -> dict[str, Any]:
+    """``roles/<role>``'s defaults/main.yml and vars/main.yml, with ``overrides`` on top.
+
+    ``role_path`` is set; what the inventory and play provide (``hostvars``,
+    ``groups``, ``playbook_dir``, ``inventory_dir``, the user's settings) is
+    up to the caller.
+    """
+    path = ROLES_DIR / role
+    variables: dict[str, Any] = {}
+    for part in ("defaults", "vars"):
+        file = path / part / "main.yml"
+        if file.exists():
+            variables.update(_trusted(yaml.safe_load(file.read_text())))
+    variables["role_path"] = str(path)
+    variables.update(overrides)
+    return variables
+
+
+def evaluate(expression: str, variables: Mapping[str, Any]) -> Any:
+    """The value of one Jinja expression (``"{{ _prima_cpp_jobs }}"``) over ``variables``.
+
+    The collection's plugins (``twin.cluster.prima_cpp_experts``) resolve as
+    in a playbook run: the plugin loader is initialized once, with the
+    checkout's ``.cache/collections`` (where ``make deps`` links it as
+    twin.cluster) first.
+    """
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+    if AnsibleCollectionConfig.collection_finder is None:
+        init_plugin_loader([str(REPO / ".cache" / "collections")])
+    templar = Templar(loader=DataLoader(), variables=dict(variables))
+    return templar.template(trust_as_template(expression))
 
 
 def parse_hcl(text: str) -> dict[str, Any]:

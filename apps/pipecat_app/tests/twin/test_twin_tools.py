@@ -406,11 +406,11 @@ async def test_cluster_status_reads_experts_from_consul_and_jobs_from_nomad(fixt
     assert result["ok"] is True
     experts = result["result"]["experts"]
     assert {e["domain"] for e in experts} == {"general", "code"}
-    assert {j["id"]: j["status"] for j in result["result"]["jobs"]} == {
-        "llm-expert-general": "running",
-        "pipecat-app": "running",
-    }
-    assert fixture_api.requests_to("/v1/jobs")[0]["namespace"] == "*"
+    assert {(j["id"], j["namespace"]): j["status"] for j in result["result"]["jobs"]} == {
+        ("expert-general", "llm"): "running",
+        ("expert-code", "llm"): "running",
+        ("pipecat-app", "apps"): "running",
+    }    assert fixture_api.requests_to("/v1/jobs")[0]["namespace"] == "*"
 
 
 async def test_cluster_status_with_nothing_reachable_is_a_structured_error():
