@@ -410,7 +410,8 @@ async def test_cluster_status_reads_experts_from_consul_and_jobs_from_nomad(fixt
         ("expert-general", "llm"): "running",
         ("expert-code", "llm"): "running",
         ("pipecat-app", "apps"): "running",
-    }    assert fixture_api.requests_to("/v1/jobs")[0]["namespace"] == "*"
+    }
+    assert fixture_api.requests_to("/v1/jobs")[0]["namespace"] == "*"
 
 
 async def test_cluster_status_with_nothing_reachable_is_a_structured_error():
