@@ -1,4 +1,4 @@
-"""Discovery: static experts, and Consul health followed by blocking queries."""
+"""Discovery: static experts, the vision service, and Consul health followed by blocking queries."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import pytest
 from pipecat_app.metrics import DISCOVERY_ERRORS, EXPERTS_AVAILABLE
 from pipecat_app.twin.config import DiscoveryConfig, ExpertConfig
 from pipecat_app.twin.consul_watch import next_index
-from pipecat_app.twin.discovery import ExpertDirectory, experts_from_health
+from pipecat_app.twin.discovery import ExpertDirectory, VisionDirectory, experts_from_health
 
 from .conftest import load_fixture
 
 pytestmark = pytest.mark.anyio
 
 HEALTH = "/v1/health/service/llm-expert"
+VISION = "/v1/health/service/vision"
 
 
 async def until(predicate, timeout=5.0):
@@ -44,6 +45,7 @@ async def test_static_mode_publishes_the_configured_experts_without_consul():
         ("general", "http://127.0.0.1:8080/v1", True)
     ]
     assert EXPERTS_AVAILABLE._value.get() == 1
+    assert not directory.consul_answering  # no Consul in static mode
     await directory.stop()
 
 
@@ -114,6 +116,7 @@ async def test_unreachable_consul_keeps_the_last_known_experts_and_counts_errors
     await directory.start()
     try:
         await until(lambda: len(directory.experts) == 2)
+        assert directory.consul_answering
         before = DISCOVERY_ERRORS._value.get()
         fixture_api.stop()
         with fixture_api.changed:
@@ -121,6 +124,7 @@ async def test_unreachable_consul_keeps_the_last_known_experts_and_counts_errors
         await until(lambda: DISCOVERY_ERRORS._value.get() >= before + 2)
         assert len(directory.experts) == 2
         assert directory.last_error is not None
+        assert not directory.consul_answering
     finally:
         await directory.stop()
 
@@ -134,6 +138,61 @@ async def test_consul_down_at_start_gives_no_experts_and_an_error():
         assert directory.experts == []
     finally:
         await directory.stop()
+
+
+def vision_health(index: int, port: int | None) -> dict:
+    """The vision fixture at ``index``: its one instance on 127.0.0.1:``port``, or none."""
+    response = load_fixture("consul_health_vision_140.json")
+    response["headers"]["X-Consul-Index"] = str(index)
+    if port is None:
+        response["body"] = []
+    else:
+        response["body"][0]["Service"].update(Address="127.0.0.1", Port=port)
+    return response
+
+
+async def test_a_configured_vision_url_is_used_without_asking_consul():
+    vision = VisionDirectory(consul_config("http://127.0.0.1:9"), "http://192.168.1.30:8090/")
+    await vision.start()
+    try:
+        assert (vision.url, vision.watch) == ("http://192.168.1.30:8090", None)
+    finally:
+        await vision.stop()
+
+
+async def test_static_mode_without_a_vision_url_has_no_vision_service():
+    vision = VisionDirectory(DiscoveryConfig(mode="static"))
+    await vision.start()
+    try:
+        assert (vision.url, vision.watch) == (None, None)
+    finally:
+        await vision.stop()
+
+
+async def test_vision_service_comes_and_goes_with_consul_and_stays_while_consul_is_down(
+    fixture_api,
+):
+    fixture_api.serve(VISION, vision_health(120, None))
+    vision = VisionDirectory(consul_config(fixture_api.url))
+    await vision.start()
+    try:
+        await until(lambda: vision.watch is not None and vision.watch.index == 120)
+        assert vision.url is None
+        fixture_api.serve(VISION, vision_health(140, 8090))
+        await until(lambda: vision.watch.index == 140)
+        assert vision.url == "http://127.0.0.1:8090"
+        fixture_api.serve(VISION, vision_health(141, None))
+        await until(lambda: vision.watch.index == 141)
+        assert vision.url is None
+        fixture_api.serve(VISION, vision_health(142, 8091))
+        await until(lambda: vision.watch.index == 142)
+        fixture_api.stop()
+        with fixture_api.changed:
+            fixture_api.changed.notify_all()
+        await until(lambda: vision.watch.consecutive_failures >= 2, timeout=10)
+        assert vision.url == "http://127.0.0.1:8091"
+    finally:
+        await vision.stop()
 
 
 @pytest.mark.live

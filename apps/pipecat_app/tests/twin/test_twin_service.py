@@ -21,7 +21,7 @@ from pipecat.frames.frames import (
     LLMTextFrame,
     TextFrame,
 )
-from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_context import LLMContext, is_given
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS
@@ -212,13 +212,23 @@ def test_history_is_cut_to_the_context_window_keeping_the_last_turn():
     assert [m["role"] for m in fit_history(tool_first, "s", 2048, 256)] == ["system", "user"]
 
 
-def test_context_carries_the_tools_and_no_system_message(tmp_path):
+async def test_context_carries_the_tools_of_the_latest_turn_and_no_system_message(tmp_path):
     twin = make_twin(tmp_path, [closed_expert("a")])
     assert isinstance(twin.context, LLMContext)
     assert twin.context.messages == []
+    # Before start memory is closed; static mode has no Consul and no vision service.
+    assert [f.name for f in twin.context.tools.standard_tools] == ["current_time"]
+    await twin.start()
+    try:
+        await run_test(twin.processors()[0], frames_to_send=[user_turn(twin, "What time is it?")])
+    finally:
+        await twin.stop()
     names = [f.name for f in twin.context.tools.standard_tools]
-    assert "remember" in names
-    assert "cluster_status" in names
+    assert names == ["remember", "recall", "forget", "current_time"]
+    assert [m["role"] for m in twin.context.messages] == ["user"]
+    assert not is_given(
+        make_twin(tmp_path, [closed_expert("a")], tools={"enabled": False}).context.tools
+    )
 
 
 async def test_interruption_cancels_the_running_turn(tmp_path):

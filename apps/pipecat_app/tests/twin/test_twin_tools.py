@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import Field
 
 from pipecat_app.metrics import TOOL_CALLS
 from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
+from pipecat_app.twin.discovery import VisionDirectory
 from pipecat_app.twin.memory import MemoryStore
 from pipecat_app.twin.tools import (
     Tool,
@@ -39,6 +41,14 @@ def outcome(tool: str, kind: str) -> float:
     return TOOL_CALLS.labels(tool=tool, outcome=kind)._value.get()
 
 
+async def until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def memory(tmp_path):
     store = MemoryStore(tmp_path / "m.sqlite3")
@@ -49,7 +59,16 @@ def memory(tmp_path):
 
 @pytest.fixture
 def box(memory):
-    return ToolBox(builtin_tools(memory, lambda: "ana", ToolsConfig(), DiscoveryConfig()))
+    return ToolBox(
+        builtin_tools(
+            memory,
+            lambda: "ana",
+            ToolsConfig(),
+            DiscoveryConfig(),
+            vision_url=lambda: None,
+            consul_up=lambda: False,
+        )
+    )
 
 
 def test_tools_are_advertised_as_pipecat_function_schemas(box):
@@ -67,6 +86,39 @@ def test_tools_are_advertised_as_pipecat_function_schemas(box):
     remember = schema.standard_tools[0].to_default_dict()
     assert remember["parameters"]["required"] == ["fact"]
     assert all(f.handler is not None for f in schema.standard_tools)
+
+
+def test_a_tool_is_available_only_while_what_it_needs_is_there(memory):
+    vision: list[str] = []
+    consul: list[bool] = []
+    box = ToolBox(
+        builtin_tools(
+            memory,
+            lambda: "ana",
+            ToolsConfig(),
+            DiscoveryConfig(),
+            vision_url=lambda: vision[-1] if vision else None,
+            consul_up=lambda: bool(consul and consul[-1]),
+        )
+    )
+
+    def available() -> list[str]:
+        return [t.name for t in box.available()]
+
+    memory_and_time = ["remember", "recall", "forget", "current_time"]
+    assert available() == memory_and_time
+    vision.append("http://127.0.0.1:8090")
+    assert available() == [*memory_and_time, "describe_scene"]
+    consul.append(True)
+    assert available() == [*memory_and_time, "describe_scene", "cluster_status"]
+    vision.clear()
+    consul.append(False)
+    assert available() == memory_and_time
+    memory.close()
+    assert available() == ["current_time"]
+    # What is offered is what the LLMContext gets.
+    offered = box.tools_schema(box.available())
+    assert [f.name for f in offered.standard_tools] == ["current_time"]
 
 
 async def test_remember_then_recall_through_the_tools(box):
@@ -341,26 +393,14 @@ async def test_memory_tools_report_unavailable_memory(tmp_path):
     assert "memory is unavailable" in result["error"]["message"]
 
 
-async def test_describe_scene_without_a_vision_service_says_so():
-    box = ToolBox([vision_tool(ToolsConfig(), DiscoveryConfig(mode="static"))])
+async def test_describe_scene_without_a_vision_service_is_not_offered_and_says_so():
+    box = ToolBox([vision_tool(ToolsConfig(), DiscoveryConfig(mode="static"), lambda: None)])
+    assert box.available() == []
+    # A model that calls it anyway (an earlier turn offered it) is told the fix.
     result = await box.call("describe_scene", {})
     assert result["error"]["type"] == "unavailable"
     assert "twin.tools.vision_url" in result["error"]["message"]
-
-
-async def test_describe_scene_with_no_healthy_vision_in_consul(fixture_api):
-    fixture_api.serve(
-        "/v1/health/service/vision",
-        {
-            "status": 200,
-            "headers": {"X-Consul-Index": "9", "Content-Type": "application/json"},
-            "body": [],
-        },
-    )
-    discovery = DiscoveryConfig(mode="consul", consul_addr=fixture_api.url)
-    result = await ToolBox([vision_tool(ToolsConfig(), discovery)]).call("describe_scene", {})
-    assert result["error"]["type"] == "unavailable"
-    assert "no healthy 'vision' service in Consul" in result["error"]["message"]
+    assert "'vision' service with twin.discovery.mode = 'consul'" in result["error"]["message"]
 
 
 async def test_describe_scene_calls_the_vision_service_found_in_consul(fixture_api):
@@ -382,14 +422,19 @@ async def test_describe_scene_calls_the_vision_service_found_in_consul(fixture_a
 
     vision = ThreadingHTTPServer(("127.0.0.1", 0), Vision)
     threading.Thread(target=vision.serve_forever, daemon=True).start()
+    response = load_fixture("consul_health_vision_140.json")
+    response["body"][0]["Service"]["Port"] = vision.server_address[1]
+    fixture_api.serve("/v1/health/service/vision", response)
+    discovery = DiscoveryConfig(mode="consul", consul_addr=fixture_api.url, wait="2s")
+    found = VisionDirectory(discovery)
+    await found.start()
     try:
-        response = load_fixture("consul_health_vision_140.json")
-        response["body"][0]["Service"]["Port"] = vision.server_address[1]
-        fixture_api.serve("/v1/health/service/vision", response)
-        discovery = DiscoveryConfig(mode="consul", consul_addr=fixture_api.url)
-        box = ToolBox([vision_tool(ToolsConfig(), discovery)])
+        await until(lambda: found.url is not None)
+        box = ToolBox([vision_tool(ToolsConfig(), discovery, lambda: found.url)])
+        assert [t.name for t in box.available()] == ["describe_scene"]
         result = await box.call("describe_scene", {"question": "Any pets?"})
     finally:
+        await found.stop()
         vision.shutdown()
         vision.server_close()
     assert result == {"ok": True, "result": {"description": "A cat on a red sofa."}}

@@ -86,6 +86,11 @@ class BlockingWatch:
         self._task: asyncio.Task[None] | None = None
         self.first_result = asyncio.Event()
 
+    @property
+    def answering(self) -> bool:
+        """Whether Consul answered the last request (False until it first does)."""
+        return self.first_result.is_set() and self.consecutive_failures == 0
+
     async def poll_once(self) -> bool:
         """One blocking request; returns True when the index moved (``on_change`` ran)."""
         params = {**self._params, "index": str(self.index), "wait": self._wait}

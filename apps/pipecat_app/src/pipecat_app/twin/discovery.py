@@ -1,4 +1,4 @@
-"""Where the experts are: a static list from config, or Consul kept current in the background.
+"""Where the experts and the vision service are: config, or Consul followed in the background.
 
 In ``consul`` mode a :class:`~pipecat_app.twin.consul_watch.BlockingWatch`
 follows ``/v1/health/service/<service>?passing=true``; each change replaces
@@ -6,6 +6,12 @@ the known set. A turn only ever reads :attr:`ExpertDirectory.experts` (a
 snapshot in memory), so no Consul request sits on a turn's path. When
 Consul is unreachable the last known set stays in use, and the error is
 logged and counted (``DISCOVERY_ERRORS``).
+
+The vision service ``describe_scene`` calls is found the same way
+(:class:`VisionDirectory`): ``twin.tools.vision_url``, else the healthy
+instances of ``twin.discovery.vision_service`` followed in Consul. Whether a
+turn offers ``describe_scene`` (or ``cluster_status``, which needs Consul to
+answer) is read from these snapshots too.
 
 Service metadata the expert jobs register (``ServiceMeta``, all strings):
 ``domain``, ``description``, ``model``, ``context_length``, ``tool_calls``
@@ -22,7 +28,7 @@ from loguru import logger
 
 from pipecat_app.metrics import DISCOVERY_ERRORS, EXPERTS_AVAILABLE
 from pipecat_app.twin.config import DiscoveryConfig, ExpertConfig
-from pipecat_app.twin.consul_watch import BlockingWatch
+from pipecat_app.twin.consul_watch import BlockingWatch, OnChange, OnError
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,22 @@ def experts_from_health(entries: Sequence[dict[str, Any]]) -> list[Expert]:
     return experts
 
 
+def health_watch(
+    config: DiscoveryConfig, service: str, on_change: OnChange, on_error: OnError
+) -> BlockingWatch:
+    """A blocking-query watch on the passing instances of ``service`` (not started)."""
+    return BlockingWatch(
+        config.resolved_consul_addr(),
+        config.resolved_consul_token(),
+        f"/v1/health/service/{service}",
+        params={"passing": "true"},
+        wait=config.wait,
+        retry_s=config.retry_s,
+        on_change=on_change,
+        on_error=on_error,
+    )
+
+
 class ExpertDirectory:
     """The current set of healthy experts (static, or followed in Consul).
 
@@ -131,6 +153,11 @@ class ExpertDirectory:
         """The Consul watch (``consul`` mode, after :meth:`start`)."""
         return self._watch
 
+    @property
+    def consul_answering(self) -> bool:
+        """Whether discovery follows Consul and Consul answered its last request."""
+        return self._watch is not None and self._watch.answering
+
     def _set(self, experts: list[Expert]) -> None:
         changed = experts != self._experts
         self._experts = experts
@@ -157,15 +184,67 @@ class ExpertDirectory:
         if self._config.mode == "static":
             self._set(list(self._static))
             return
-        self._watch = BlockingWatch(
-            self._config.resolved_consul_addr(),
-            self._config.resolved_consul_token(),
-            f"/v1/health/service/{self._config.service}",
-            params={"passing": "true"},
-            wait=self._config.wait,
-            retry_s=self._config.retry_s,
-            on_change=self._health_changed,
-            on_error=self._failed,
+        self._watch = health_watch(
+            self._config, self._config.service, self._health_changed, self._failed
+        )
+        self._watch.start()
+
+    async def stop(self) -> None:
+        """Stop the watch (it closes its HTTP client)."""
+        if self._watch is not None:
+            await self._watch.stop()
+            self._watch = None
+
+
+class VisionDirectory:
+    """Where the vision service is: configured, or the first healthy one in Consul.
+
+    ``twin.tools.vision_url`` when it is set. Otherwise, in ``consul`` mode, a
+    :class:`~pipecat_app.twin.consul_watch.BlockingWatch` follows the healthy
+    instances of ``twin.discovery.vision_service``; like the experts, the last
+    known one stays while Consul is unreachable. In ``static`` mode without a
+    URL there is none.
+
+    Args:
+        config: ``[twin.discovery]``.
+        url: ``twin.tools.vision_url`` (empty: find the service in Consul).
+    """
+
+    def __init__(self, config: DiscoveryConfig, url: str = "") -> None:
+        self._config = config
+        self._configured = url.rstrip("/")
+        self._found: str | None = None
+        self._watch: BlockingWatch | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The vision service's base URL now (no I/O); None while there is none."""
+        return self._configured or self._found
+
+    @property
+    def watch(self) -> BlockingWatch | None:
+        """The Consul watch (``consul`` mode without a URL, after :meth:`start`)."""
+        return self._watch
+
+    def _health_changed(self, body: Any) -> None:
+        found = experts_from_health(body or [])
+        url = found[0].base_url.removesuffix("/v1") if found else None
+        if url != self._found:
+            logger.info(f"discovery: vision service now {url or 'absent'}")
+        self._found = url
+
+    def _failed(self, exc: Exception) -> None:
+        logger.error(
+            f"discovery: Consul failed following {self._config.vision_service!r} "
+            f"({type(exc).__name__}: {exc}); keeping {self._found or 'no vision service'}"
+        )
+
+    async def start(self) -> None:
+        """Consul mode without a URL: start the background blocking-query watch."""
+        if self._configured or self._config.mode != "consul":
+            return
+        self._watch = health_watch(
+            self._config, self._config.vision_service, self._health_changed, self._failed
         )
         self._watch.start()
 

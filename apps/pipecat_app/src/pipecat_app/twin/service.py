@@ -42,7 +42,6 @@ from pipecat.frames.frames import (
     LLMTextFrame,
 )
 from pipecat.processors.aggregators.llm_context import (
-    NOT_GIVEN,
     LLMContext,
     is_given,
     standard_message_text,
@@ -52,12 +51,12 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
 from pipecat_app.turn_metrics import ANSWERED_BY
 from pipecat_app.twin.config import TwinConfig
-from pipecat_app.twin.discovery import Expert, ExpertDirectory
+from pipecat_app.twin.discovery import Expert, ExpertDirectory, VisionDirectory
 from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
 from pipecat_app.twin.memory import MemoryStore, estimate_tokens, fit_to_budget, render_block
 from pipecat_app.twin.prompt import PromptSource
 from pipecat_app.twin.router import Conversation, NoExpertsError, RouteDecision, Router
-from pipecat_app.twin.tools import ToolBox, builtin_tools
+from pipecat_app.twin.tools import Tool, ToolBox, builtin_tools
 
 #: Said when every expert failed, so the user still gets an answer to the turn.
 NO_EXPERT_REPLY = "Sorry, I cannot reach any of my language models right now. Please try again."
@@ -95,20 +94,28 @@ class TwinService:
     Args:
         config: ``[twin]`` (see :mod:`pipecat_app.twin.config`).
 
-    ``__init__`` does no I/O; :meth:`start` opens memory, starts discovery and
-    the prompt watch; :meth:`stop` undoes it.
+    ``__init__`` does no I/O; :meth:`start` opens memory, starts discovery
+    (experts and the vision service) and the prompt watch; :meth:`stop` undoes it.
     """
 
     def __init__(self, config: TwinConfig) -> None:
         self.config = config
         self.memory = MemoryStore(config.memory.path, half_life_days=config.memory.half_life_days)
         self.directory = ExpertDirectory(config.discovery, config.experts)
+        self.vision = VisionDirectory(config.discovery, config.tools.vision_url)
         self.prompt = PromptSource(config.prompt, config.discovery)
         self.router = Router(config.routing)
         self.conversation = Conversation()
         self.client = ExpertClient(timeout_s=config.routing.expert_timeout_s)
         self.toolbox = ToolBox(
-            builtin_tools(self.memory, lambda: self.config.user_id, config.tools, config.discovery)
+            builtin_tools(
+                self.memory,
+                lambda: self.config.user_id,
+                config.tools,
+                config.discovery,
+                vision_url=lambda: self.vision.url,
+                consul_up=lambda: self.directory.consul_answering,
+            )
             if config.tools.enabled
             else [],
             timeout_s=config.tools.timeout_s,
@@ -117,9 +124,8 @@ class TwinService:
         # system message is deprecated since 1.9): like an LLM service's
         # ``system_instruction`` it is applied to each request, from the
         # prompt source, so a new prompt takes effect on the next turn.
-        self._context = LLMContext(
-            tools=self.toolbox.tools_schema() if config.tools.enabled else NOT_GIVEN,
-        )
+        # Its tools are set again at every turn, to those available then.
+        self._context = LLMContext(tools=self.toolbox.tools_schema(self.toolbox.available()))
         self._adapter = OpenAILLMAdapter()
         self._since = time.time()
 
@@ -128,7 +134,9 @@ class TwinService:
         """The conversation's LLMContext (turns and tools) for ``LLMContextAggregatorPair``.
 
         It carries no system message (pipecat 1.x): the system prompt is
-        :attr:`system_prompt`, applied to every request.
+        :attr:`system_prompt`, applied to every request. Its tools are those
+        offered on the latest turn (each turn sets them to the tools available
+        then).
         """
         return self._context
 
@@ -137,16 +145,19 @@ class TwinService:
         return [TwinLLMProcessor(self)]
 
     async def start(self) -> None:
-        """Open memory, start expert discovery and the prompt watch."""
+        """Open memory, start discovery (experts, vision) and the prompt watch."""
         self._since = time.time()
         if self.config.memory.enabled:
             self.memory.open()
         await self.directory.start()
+        if self.config.tools.enabled:
+            await self.vision.start()
         await self.prompt.start()
 
     async def stop(self) -> None:
         """Stop background tasks and close memory and HTTP clients."""
         await self.prompt.stop()
+        await self.vision.stop()
         await self.directory.stop()
         await self.client.close()
         self.memory.close()
@@ -199,6 +210,7 @@ class _Turn:
 
     started: float
     choice: ToolChoice
+    tools: list[Tool] = field(default_factory=list)
     offer_tools: bool = True
     spoken: list[str] = field(default_factory=list)
     first_token: bool = False
@@ -242,9 +254,14 @@ class TwinLLMProcessor(FrameProcessor):
         twin = self._twin
         messages = context.get_messages()
         user_text = standard_message_text(messages[-1]) if messages else ""
+        # Only the tools whose needs exist now (memory, a vision service,
+        # Consul); the context carries them, as pipecat's LLM services read it.
+        tools = twin.toolbox.available()
+        context.set_tools(twin.toolbox.tools_schema(tools))
         turn = _Turn(
             started=time.monotonic(),
             choice=first_round_choice(context),
+            tools=tools,
             offer_tools=twin.wants_tools(user_text),
         )
         await self.push_frame(LLMFullResponseStartFrame())
@@ -304,7 +321,7 @@ class TwinLLMProcessor(FrameProcessor):
     ) -> None:
         """One expert, with up to ``max_rounds`` tool rounds; raises ExpertError on failure."""
         twin = self._twin
-        tools = [t for name in twin.toolbox.names if (t := twin.toolbox.get(name))]
+        tools = turn.tools
         exchange: list[dict[str, Any]] = list(history)
         if turn.spoken:
             # Failover mid-answer: the next expert continues what was already said.

@@ -19,11 +19,18 @@ the model::
 
 A failing tool never raises into the pipeline.
 
-Built-ins (:func:`builtin_tools`): ``remember``, ``recall``, ``forget``,
-``current_time``, ``describe_scene`` (the vision service, configured or found
-in Consul; it answers ``POST <url>/describe`` with ``{"question": str}`` by
-``{"description": str}``) and ``cluster_status`` (experts and jobs from the
-Consul and Nomad APIs through py-consul and python-nomad).
+A tool may need something that can be absent (the memory store, a vision
+service, Consul): its :data:`Need` says whether that is there now, from
+snapshots in memory, without a request. Each turn offers only the tools
+whose needs are met (:meth:`ToolBox.available`), so the model is never shown
+a tool that could only answer "unavailable".
+
+Built-ins (:func:`builtin_tools`): ``remember``, ``recall``, ``forget`` (need
+an open memory store), ``current_time``, ``describe_scene`` (needs a vision
+service, configured or found in Consul; it answers ``POST <url>/describe``
+with ``{"question": str}`` by ``{"description": str}``) and ``cluster_status``
+(experts and jobs from the Consul and Nomad APIs through py-consul and
+python-nomad; needs Consul to answer discovery's watch).
 """
 
 from __future__ import annotations
@@ -70,6 +77,14 @@ def _nobody() -> str:
     raise ToolError("unavailable", "no user: the tool context has no user_id")
 
 
+def _no_vision() -> str | None:
+    return None
+
+
+def _no_consul() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """What a tool runs with: the first argument, ``ctx``, of every tool function.
@@ -84,9 +99,12 @@ class ToolContext:
         memory: The long-term memory store (``None``: memory tools say it is
             unavailable).
         user_id: Who is talking, asked at call time.
-        tools: ``[twin.tools]`` (vision URL, timeouts).
+        tools: ``[twin.tools]`` (timeouts).
         discovery: ``[twin.discovery]`` (Consul and Nomad addresses).
         clock: Now, as an aware datetime.
+        vision_url: The vision service's base URL now, None while there is
+            none (TwinService's ``VisionDirectory``; no I/O).
+        consul_up: Whether Consul answers now (discovery's watch; no I/O).
     """
 
     memory: MemoryStore | None = None
@@ -94,6 +112,28 @@ class ToolContext:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     clock: Callable[[], dt.datetime] = _utc_now
+    vision_url: Callable[[], str | None] = _no_vision
+    consul_up: Callable[[], bool] = _no_consul
+
+
+#: What a tool needs in order to be offered: True when it is there now.
+#: Asked at every turn, so it must read a snapshot, never make a request.
+Need = Callable[[ToolContext], bool]
+
+
+def has_memory(ctx: ToolContext) -> bool:
+    """The memory store is open."""
+    return ctx.memory is not None and ctx.memory.available
+
+
+def has_vision(ctx: ToolContext) -> bool:
+    """A vision service is configured or known healthy in Consul."""
+    return ctx.vision_url() is not None
+
+
+def has_consul(ctx: ToolContext) -> bool:
+    """Discovery follows Consul and Consul answered its last request."""
+    return ctx.consul_up()
 
 
 class Tool:
@@ -103,11 +143,24 @@ class Tool:
         function: ``async def name(ctx: ToolContext, ...)`` with a docstring
             (see :mod:`pipecat_app.twin.tool_function`).
         context: What it runs with.
+        needs: What must exist for the tool to be offered (None: nothing).
     """
 
-    def __init__(self, function: ToolFunctionType, context: ToolContext | None = None) -> None:
+    def __init__(
+        self,
+        function: ToolFunctionType,
+        context: ToolContext | None = None,
+        *,
+        needs: Need | None = None,
+    ) -> None:
         self.function = ToolFunction(function)
         self.context = context or ToolContext()
+        self._needs = needs
+
+    @property
+    def available(self) -> bool:
+        """Whether what the tool needs is there now (no I/O)."""
+        return self._needs is None or self._needs(self.context)
 
     @property
     def name(self) -> str:
@@ -179,8 +232,12 @@ class ToolBox:
         """A tool by name."""
         return self._tools.get(name)
 
-    def function_schemas(self) -> list[FunctionSchema]:
-        """pipecat ``FunctionSchema`` per tool, each with a pipecat-style handler."""
+    def available(self) -> list[Tool]:
+        """The tools whose needs are met now, in order: what a turn offers."""
+        return [t for t in self._tools.values() if t.available]
+
+    def function_schemas(self, tools: Sequence[Tool] | None = None) -> list[FunctionSchema]:
+        """pipecat ``FunctionSchema`` per tool (default: all), each with a pipecat-style handler."""
         return [
             FunctionSchema(
                 name=t.name,
@@ -189,12 +246,12 @@ class ToolBox:
                 required=t.required,
                 handler=self._pipecat_handler,
             )
-            for t in self._tools.values()
+            for t in (self._tools.values() if tools is None else tools)
         ]
 
-    def tools_schema(self) -> ToolsSchema:
-        """The tools as a pipecat ``ToolsSchema`` for the LLMContext."""
-        return ToolsSchema(standard_tools=self.function_schemas())
+    def tools_schema(self, tools: Sequence[Tool] | None = None) -> ToolsSchema:
+        """The tools (default: all) as a pipecat ``ToolsSchema`` for the LLMContext."""
+        return ToolsSchema(standard_tools=self.function_schemas(tools))
 
     async def _pipecat_handler(self, params: FunctionCallParams) -> None:
         """Run a call made by a pipecat LLM service (``FunctionSchema.handler``)."""
@@ -328,22 +385,6 @@ def _consul_api(config: DiscoveryConfig) -> consul.Consul:
     )
 
 
-def _find_vision(tools: ToolsConfig, discovery: DiscoveryConfig) -> str:
-    """The vision service's base URL: configured, else the first healthy one in Consul."""
-    if tools.vision_url:
-        return tools.vision_url.rstrip("/")
-    if discovery.mode != "consul":
-        raise ToolError(
-            "unavailable",
-            "no vision service: set twin.tools.vision_url or run discovery in consul mode",
-        )
-    _, entries = _consul_api(discovery).health.service(discovery.vision_service, passing=True)
-    found = experts_from_health(entries)
-    if not found:
-        raise ToolError("unavailable", f"no healthy {discovery.vision_service!r} service in Consul")
-    return found[0].base_url.removesuffix("/v1")
-
-
 DEFAULT_SCENE_QUESTION = "Describe the scene briefly."
 
 
@@ -358,7 +399,13 @@ async def describe_scene(
     Returns:
         The vision service's description.
     """
-    base = await asyncio.to_thread(_find_vision, ctx.tools, ctx.discovery)
+    base = ctx.vision_url()
+    if base is None:
+        raise ToolError(
+            "unavailable",
+            "no vision service: set twin.tools.vision_url, or run a healthy "
+            f"{ctx.discovery.vision_service!r} service with twin.discovery.mode = 'consul'",
+        )
     try:
         async with httpx.AsyncClient(timeout=ctx.tools.timeout_s) as client:
             response = await client.post(
@@ -424,7 +471,7 @@ MEMORY_TOOLS = (remember, recall, forget)
 def memory_tools(memory: MemoryStore, user_id: Callable[[], str]) -> list[Tool]:
     """``remember``, ``recall`` and ``forget`` on the user's long-term memory."""
     context = ToolContext(memory=memory, user_id=user_id)
-    return [Tool(f, context) for f in MEMORY_TOOLS]
+    return [Tool(f, context, needs=has_memory) for f in MEMORY_TOOLS]
 
 
 def time_tool(clock: Callable[[], dt.datetime] | None = None) -> Tool:
@@ -432,14 +479,19 @@ def time_tool(clock: Callable[[], dt.datetime] | None = None) -> Tool:
     return Tool(current_time, ToolContext(clock=clock or _utc_now))
 
 
-def vision_tool(tools: ToolsConfig, discovery: DiscoveryConfig) -> Tool:
-    """``describe_scene``: ask the vision service what the camera sees."""
-    return Tool(describe_scene, ToolContext(tools=tools, discovery=discovery))
+def vision_tool(
+    tools: ToolsConfig, discovery: DiscoveryConfig, vision_url: Callable[[], str | None]
+) -> Tool:
+    """``describe_scene``: ask the vision service at ``vision_url()`` what the camera sees."""
+    context = ToolContext(tools=tools, discovery=discovery, vision_url=vision_url)
+    return Tool(describe_scene, context, needs=has_vision)
 
 
-def cluster_tool(discovery: DiscoveryConfig) -> Tool:
+def cluster_tool(discovery: DiscoveryConfig, consul_up: Callable[[], bool] = _no_consul) -> Tool:
     """``cluster_status``: running experts (Consul) and jobs (Nomad)."""
-    return Tool(cluster_status, ToolContext(discovery=discovery))
+    return Tool(
+        cluster_status, ToolContext(discovery=discovery, consul_up=consul_up), needs=has_consul
+    )
 
 
 def builtin_tools(
@@ -447,7 +499,22 @@ def builtin_tools(
     user_id: Callable[[], str],
     tools: ToolsConfig,
     discovery: DiscoveryConfig,
+    *,
+    vision_url: Callable[[], str | None],
+    consul_up: Callable[[], bool],
 ) -> list[Tool]:
-    """All built-in tools, sharing one context."""
-    context = ToolContext(memory=memory, user_id=user_id, tools=tools, discovery=discovery)
-    return [Tool(f, context) for f in (*MEMORY_TOOLS, current_time, describe_scene, cluster_status)]
+    """All built-in tools, sharing one context, each with what it needs to be offered."""
+    context = ToolContext(
+        memory=memory,
+        user_id=user_id,
+        tools=tools,
+        discovery=discovery,
+        vision_url=vision_url,
+        consul_up=consul_up,
+    )
+    return [
+        *(Tool(f, context, needs=has_memory) for f in MEMORY_TOOLS),
+        Tool(current_time, context),
+        Tool(describe_scene, context, needs=has_vision),
+        Tool(cluster_status, context, needs=has_consul),
+    ]
