@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.fixture_api import FixtureAPI
+import yaml
+from helpers.fixture_api import FIXTURES_ROOT, FixtureAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / ".cache" / "collections"))
@@ -46,6 +47,8 @@ job "hello" {
   }
 }
 """
+# The same job without its own namespace line.
+NO_NAMESPACE_HCL = HELLO_HCL.replace('  namespace   = "llm"\n', "")
 
 
 def run_module(capsys: pytest.CaptureFixture[str], args: dict[str, Any], check: bool = False):
@@ -68,6 +71,12 @@ def present_args(api: FixtureAPI, hello_file: Path) -> dict[str, Any]:
     return {"nomad_addr": api.url, "token": TOKEN, "src": str(hello_file)}
 
 
+def fixture_body(name: str) -> Any:
+    """The JSON body of the first answer of a nomad_jobs fixture."""
+    raw = yaml.safe_load((FIXTURES_ROOT / "nomad_jobs" / f"{name}.yaml").read_text())
+    return raw["responses"][0]["json"]
+
+
 def test_new_job_is_parsed_planned_and_registered_with_check_and_set(capsys, hello_file):
     with FixtureAPI("nomad_jobs", ["jobs_parse", "job_plan_added", "jobs_register"]) as api:
         result, code = run_module(capsys, present_args(api, hello_file))
@@ -85,13 +94,57 @@ def test_new_job_is_parsed_planned_and_registered_with_check_and_set(capsys, hel
     parse, plan, register = (r.json() for r in api.requests)
     assert parse == {"JobHCL": HELLO_HCL, "Canonicalize": False}
     assert plan["Diff"] is True
-    assert plan["Job"]["ID"] == "hello"
+    # The job's fields are Nomad's own parse of the file, passed through
+    # unchanged (they come from the fixture, so this only checks pass-through);
+    # the module sets the namespace and registers exactly the job it planned.
+    assert plan["Job"] == {**fixture_body("jobs_parse"), "Namespace": "llm"}
+    assert register["Job"] == plan["Job"]
     assert register["EnforceIndex"] is True
     assert register["JobModifyIndex"] == 0
-    assert register["Job"]["TaskGroups"][0]["Tasks"][0]["Driver"] == "raw_exec"
     assert register["Submission"] == {"Source": HELLO_HCL, "Format": "hcl2"}
     assert api.requests[2].query == {"namespace": ["llm"]}
     assert TOKEN not in json.dumps(result)
+
+
+@pytest.mark.parametrize(
+    ("option", "variable", "expected"),
+    [("apps", None, "apps"), (None, "apps", "apps"), (None, None, "default")],
+    ids=["namespace-option", "NOMAD_NAMESPACE", "nomad-default"],
+)
+def test_job_without_a_namespace_is_planned_and_registered_in_the_namespace_given(
+    capsys, tmp_path, monkeypatch, option, variable, expected
+):
+    """The module's namespace logic: the option, else NOMAD_NAMESPACE, else Nomad's default.
+
+    Nomad's parse of a file without a ``namespace`` line has ``Namespace: null``
+    (jobspec2 leaves it unset and the endpoint does not canonicalize); the
+    fixtures here are the shared ones with only that field changed.
+    """
+    fixtures = tmp_path / "nomad_jobs"
+    fixtures.mkdir()
+    for name in ("jobs_parse", "job_plan_added", "jobs_register"):
+        raw = yaml.safe_load((FIXTURES_ROOT / "nomad_jobs" / f"{name}.yaml").read_text())
+        if name == "jobs_parse":
+            raw["responses"][0]["json"]["Namespace"] = None
+        (fixtures / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    if variable is None:
+        monkeypatch.delenv("NOMAD_NAMESPACE", raising=False)
+    else:
+        monkeypatch.setenv("NOMAD_NAMESPACE", variable)
+    args = {"job_hcl": NO_NAMESPACE_HCL, **({"namespace": option} if option else {})}
+    names = ["jobs_parse", "job_plan_added", "jobs_register"]
+    with FixtureAPI("nomad_jobs", names, root=tmp_path) as api:
+        result, code = run_module(capsys, {"nomad_addr": api.url, **args})
+    assert code == 0, result
+    assert (result["changed"], result["namespace"]) == (True, expected)
+    [parse] = api.requests_to("POST", "/v1/jobs/parse")
+    assert parse.json()["JobHCL"] == NO_NAMESPACE_HCL
+    [plan] = api.requests_to("POST", "/v1/job/hello/plan")
+    [register] = api.requests_to("POST", "/v1/jobs")
+    assert plan.json()["Job"]["Namespace"] == expected
+    assert register.json()["Job"]["Namespace"] == expected
+    assert plan.query["namespace"] == [expected]
+    assert register.query["namespace"] == [expected]
 
 
 def test_plan_without_diff_reports_no_change_and_sends_no_register(capsys, hello_file):
