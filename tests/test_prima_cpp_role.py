@@ -8,14 +8,13 @@ tasks/validate.yml and the rendering of the collection's expert job template.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
 import yaml
+from helpers.ansible import run_playbook
 from helpers.fixture_api import FixtureAPI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +52,6 @@ def coder(**extra: Any) -> dict[str, Any]:
     return {
         "name": "coder",
         "domain": "coding",
-        "tool_calls": True,
         "model_url": "https://models.example/coder.gguf",
         "model_sha256": SHA,
         "nodes": ["gpu1"],
@@ -80,14 +78,7 @@ def run_role(tmp_path: Path, experts: list[dict[str, Any]], **role_vars: Any):
         }
     ]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
-        cwd=ROOT,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_playbook(tmp_path / "play.yml", tmp_path / "hosts.yml")
 
 
 @pytest.mark.parametrize(
@@ -158,6 +149,14 @@ def run_role(tmp_path: Path, experts: list[dict[str, Any]], **role_vars: Any):
             {},
             "expert General_1 needs a name of lower-case",
             id="bad-name",
+        ),
+        pytest.param(
+            [general(tool_calls=False), coder(tool_calls=True)],
+            {},
+            "expert coder sets tool_calls true, but it is served by prima.cpp's llama-server, "
+            "which rejects the `tools` and `tool_choice` of native tool calls; "
+            "remove tool_calls (or set it false)",
+            id="native-tool-calls-on-prima-cpp",
         ),
     ],
 )
