@@ -25,6 +25,7 @@ import pytest
 import yaml
 from ansible.template import trust_as_template
 from helpers.jobs import Block, Job, parse_job, render_job
+from helpers.llama_server import tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
 from helpers.nomad_task import LocalTask, TaskSpec
 from pipecat_app.config import load_config
@@ -413,14 +414,6 @@ def llama_server(tmp_path) -> Iterator[str]:
     log = tmp_path / "llama-server.log"
     with smollm2_server_or_skip(jinja=False, extra_args=["--metrics"], log=log) as server:
         yield server.base_url
-
-
-def tokens_predicted(base_url: str) -> float:
-    """``llamacpp:tokens_predicted_total`` from llama-server's Prometheus metrics."""
-    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=5).text
-    found = re.search(r"^llamacpp:tokens_predicted_total (\S+)$", text, re.M)
-    assert found, text[:1000]
-    return float(found.group(1))
 
 
 @pytest.mark.slow

@@ -7,8 +7,11 @@ model with :mod:`helpers.llm_assets`, then::
     httpx.post(server.base_url + "/chat/completions", json=...)
     server.kill()
 
-(or ``with start_llama_server(...) as server:``). Pytest's skips for a machine
-that cannot have the binary or the model are in :mod:`helpers.llm_skip`.
+(or ``with start_llama_server(...) as server:``). :func:`tokens_predicted`
+reads how many tokens a server started with ``--metrics`` has generated: a
+test that needs the model to have answered checks that the count went up.
+Pytest's skips for a machine that cannot have the binary or the model are in
+:mod:`helpers.llm_skip`.
 
 Why here (``tests/helpers``) and how it is imported: test support must not
 ship in the app's wheel, and the root tests, the app's tests and the
@@ -22,6 +25,7 @@ This module needs only the standard library and httpx, never pytest.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Sequence
@@ -74,6 +78,24 @@ class LlamaServer:
         tb: TracebackType | None,
     ) -> None:
         self.kill()
+
+
+def tokens_predicted(url: str) -> float:
+    """``llamacpp:tokens_predicted_total``: the tokens llama-server at ``url`` has generated.
+
+    ``url`` is its root URL or OpenAI base URL (``.../v1``). The server must run
+    with ``--metrics`` (or ``LLAMA_ARG_ENDPOINT_METRICS=1``); the count covers
+    finished requests, so read it after the answer has ended.
+    """
+    response = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=5)
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"no metrics at {url} (HTTP {response.status_code}): start llama-server with --metrics"
+        )
+    found = re.search(r"^llamacpp:tokens_predicted_total (\S+)$", response.text, re.M)
+    if found is None:
+        raise RuntimeError(f"no tokens_predicted_total in {url}'s metrics:\n{response.text[:1000]}")
+    return float(found.group(1))
 
 
 def start_llama_server(
