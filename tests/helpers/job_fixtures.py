@@ -6,9 +6,9 @@ and Nomad cannot run here, so the responses are written, not recorded. This
 module writes the ones whose content comes from the cluster's own jobs, so they
 cannot drift from them:
 
-- the expert jobs come from the prima_cpp role's own ``_prima_cpp_jobs``
-  (its defaults and the ``twin.cluster.prima_cpp_experts`` filter applied to
-  :data:`EXPERTS`), rendered through ``jobs/expert.nomad.hcl.j2``;
+- the expert jobs are what the prima_cpp role renders for :data:`EXPERTS`:
+  its ``_prima_cpp_jobs`` (the collection's ``prima_cpp_experts`` filter with
+  the role's ``_prima_cpp_expert_defaults``) through ``jobs/expert.nomad.hcl.j2``;
 - each health entry's service (name, tags, meta, port label), its check (name,
   type, path, interval, timeout) and its node (the rank-0 constraint) are read
   from the rendered job, and its service and check IDs are made the way Nomad
@@ -35,11 +35,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tomllib
 from dataclasses import dataclass
 from typing import Any
 
 from helpers.jobs import REPO, Block, Job, evaluate, parse_job, render_job, role_vars
+
+sys.path.insert(0, str(REPO / ".cache" / "collections"))
+from ansible_collections.twin.cluster.plugins.filter.prima_cpp import (
+    prima_cpp_experts,
+)
 
 APP_FIXTURES = REPO / "apps" / "pipecat_app" / "tests" / "api_fixtures"
 
@@ -154,8 +160,11 @@ def expert_jobs() -> dict[str, Job]:
         playbook_dir="/srv/playbooks",
         inventory_dir="/srv/inventory",
     )
+    # vars/main.yml: _prima_cpp_jobs = prima_cpp_experts | twin.cluster.prima_cpp_experts(
+    #   hostvars, _prima_cpp_expert_defaults)
+    defaults = evaluate("{{ _prima_cpp_expert_defaults }}", variables)
     jobs: dict[str, Job] = {}
-    for expert in evaluate("{{ _prima_cpp_jobs }}", variables):
+    for expert in prima_cpp_experts(EXPERTS, variables["hostvars"], defaults):
         job = parse_job(render_job("expert.nomad.hcl.j2", {**variables, "expert": expert}))
         jobs[job.id] = job
     return jobs

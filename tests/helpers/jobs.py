@@ -9,9 +9,9 @@ role writes to disk for the same variables.
 
 :func:`role_vars` loads a role's defaults and vars as Ansible does (strings
 are templates, resolved lazily), so a job can be rendered with exactly the
-variables a role hands its template, and :func:`evaluate` computes a role's
-derived values (``_prima_cpp_jobs``) through the role's own expressions and
-the collection's filters.
+variables a role hands its template, and :func:`evaluate` computes one of
+those values (``_prima_cpp_expert_defaults``) through the role's own
+expressions.
 
 :func:`parse_job` reads the result with python-hcl2 (quotes stripped, blocks
 as plain dicts); :class:`Job` and :class:`Block` walk it by HCL block type and
@@ -108,18 +108,7 @@ def role_vars(role: str, **overrides: Any) -> dict[str, Any]:
 
 
 def evaluate(expression: str, variables: Mapping[str, Any]) -> Any:
-    """The value of one Jinja expression (``"{{ _prima_cpp_jobs }}"``) over ``variables``.
-
-    The collection's plugins (``twin.cluster.prima_cpp_experts``) resolve as
-    in a playbook run: the plugin loader is initialized once, with the
-    checkout's ``.cache/collections`` (where ``make deps`` links it as
-    twin.cluster) first.
-    """
-    from ansible.plugins.loader import init_plugin_loader
-    from ansible.utils.collection_loader import AnsibleCollectionConfig
-
-    if AnsibleCollectionConfig.collection_finder is None:
-        init_plugin_loader([str(REPO / ".cache" / "collections")])
+    """The value of one Jinja expression (``"{{ pipecat_app_namespace }}"``) over ``variables``."""
     templar = Templar(loader=DataLoader(), variables=dict(variables))
     return templar.template(trust_as_template(expression))
 
