@@ -59,8 +59,8 @@ NODES = {
 NODE_CREATE_INDEX = 13
 NODE_MODIFY_INDEX = 16
 
-# The experts, as a user lists them in prima_cpp_experts. "code" sets
-# tool_calls so that discovery's reading of meta tool_calls="true" is covered.
+# The experts, as a user lists them in prima_cpp_experts (none sets tool_calls:
+# the role refuses it for prima.cpp experts, so their meta says "false").
 EXPERTS: list[dict[str, Any]] = [
     {
         "name": "general",
@@ -76,7 +76,6 @@ EXPERTS: list[dict[str, Any]] = [
         "name": "code",
         "domain": "code",
         "description": "Programming, Python code, debugging software bugs",
-        "tool_calls": True,
         "model_url": "http://mirror.lan/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         "model_sha256": "1" * 64,
         "model_name": "qwen2.5-coder-1.5b",

@@ -54,9 +54,19 @@ def test_experts_are_read_from_health_entries_with_their_meta():
     by_domain = {e.domain: e for e in experts}
     code = by_domain["code"]
     assert code.base_url == "http://192.168.1.22:21934/v1"
-    assert (code.model, code.context_length, code.tool_calls) == ("qwen2.5-coder-1.5b", 4096, True)
-    assert by_domain["general"].tool_calls is False
+    assert (code.model, code.context_length, code.tool_calls) == ("qwen2.5-coder-1.5b", 4096, False)
     assert code.description.startswith("Programming")
+
+
+def test_meta_tool_calls_true_marks_the_expert_for_native_tools():
+    # No expert the roles render registers "true" (prima.cpp rejects tools);
+    # an expert on upstream llama.cpp with --jinja would.
+    body = load_fixture("consul_health_llm-expert_100.json")["body"]
+    body[1]["Service"]["Meta"]["tool_calls"] = "true"
+    assert [(e.domain, e.tool_calls) for e in experts_from_health(body)] == [
+        ("general", False),
+        ("code", True),
+    ]
 
 
 def test_instances_with_a_failing_check_are_left_out():
