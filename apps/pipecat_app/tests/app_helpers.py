@@ -1,6 +1,6 @@
-"""Test helpers: the app as a real subprocess, expert overrides, its turn log.
+"""Test helpers: the app as a real subprocess, expert overrides, checks that the model answered.
 
-llama-server is in tests/helpers.
+llama-server and its ``tokens_predicted`` count are in tests/helpers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,14 +22,17 @@ from helpers.ports import free_port
 from loguru import logger
 
 from pipecat_app.config import DEMO_CONFIG
+from pipecat_app.twin.service import NO_EXPERT_REPLY
 
 if TYPE_CHECKING:
     from pipecat_app.session import VoiceSession
     from pipecat_app.transports.audio_file import AudioFileTransport
 
 __all__ = [
+    "EXPERT",
     "App",
     "app_environ",
+    "assert_the_model_answered",
     "expert_environ",
     "free_port",
     "logged_turns",
@@ -38,6 +41,9 @@ __all__ = [
     "voice_session",
     "wait_http",
 ]
+
+#: The one expert's name in ``expert_environ`` (and in ``make demo``).
+EXPERT = "general"
 
 
 @asynccontextmanager
@@ -101,7 +107,7 @@ class App:
 def expert_environ(base_url: str) -> dict[str, str]:
     """Config overrides that make the demo's one general expert ``base_url``."""
     expert = (
-        '{name = "general", domain = "general", description = "Everyday conversation", '
+        f'{{name = "{EXPERT}", domain = "general", description = "Everyday conversation", '
         f'base_url = "{base_url}", model = "smollm2-135m", tool_calls = false}}'
     )
     return {"TWIN_APP__TWIN__EXPERTS": f"[{expert}]"}
@@ -161,3 +167,47 @@ def turn_log() -> Iterator[list[dict[str, Any]]]:
         yield records
     finally:
         logger.remove(sink)
+
+
+def assert_the_model_answered(
+    answer: str,
+    generated: float,
+    turns: Callable[[], list[dict[str, Any]]] | None,
+    *,
+    expert: str = EXPERT,
+    wait_s: float = 10.0,
+) -> dict[str, Any]:
+    """Fail unless ``answer`` came from the expert's model; return its turn record.
+
+    TwinService answers every turn, with its fallback reply (``NO_EXPERT_REPLY``)
+    when no expert could, so a non-empty answer proves nothing. Checked, and
+    every failure reported at once:
+
+    - the answer is not empty and does not contain the fallback reply;
+    - ``generated``, the rise of llama-server's ``tokens_predicted`` count over
+      the turn (``helpers.llama_server.tokens_predicted`` after minus before),
+      is above zero;
+    - the app's turn log (``turns`` returns its records; polled for up to
+      ``wait_s``, as the log line may follow the answer by a moment) has a
+      turn with this answer, given by ``expert``. ``turns`` is None only where
+      the app keeps no turn log (``twin-app chat`` logs warnings only).
+    """
+    problems = []
+    if not answer.strip():
+        problems.append("the answer is empty")
+    if NO_EXPERT_REPLY in answer:
+        problems.append(f"the answer is the fallback reply (no expert answered): {answer!r}")
+    if generated <= 0:
+        problems.append(f"llama-server generated no tokens during the turn ({generated})")
+    logged: list[dict[str, Any]] = []
+    deadline = time.monotonic() + wait_s
+    while turns is not None and not (logged := [t for t in turns() if t.get("answer") == answer]):
+        if time.monotonic() > deadline:
+            problems.append(f"no turn log record has this answer {answer!r}; turns: {turns()}")
+            break
+        time.sleep(0.2)
+    record = logged[-1] if logged else {}
+    if logged and record.get("expert") != expert:
+        problems.append(f"the turn log names expert {record.get('expert')!r}, not {expert!r}")
+    assert not problems, "the model did not answer: " + "; ".join(problems)
+    return record

@@ -30,7 +30,10 @@ def own_app(tmp_path) -> Iterator[App]:
 
 @pytest.fixture(scope="session")
 def llama() -> Iterator[LlamaServer]:
-    """A real llama-server with SmolLM2-135M, the demo's expert (skips without one)."""
-    server = smollm2_server_or_skip(jinja=False)
+    """A real llama-server with SmolLM2-135M, the demo's expert (skips without one).
+
+    With ``--metrics``: tests check its ``tokens_predicted`` count went up.
+    """
+    server = smollm2_server_or_skip(jinja=False, extra_args=["--metrics"])
     yield server
     server.kill()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.llama_server import tokens_predicted
 from helpers.llm_skip import llama_server_bin_or_skip
 
-from app_helpers import free_port
+from app_helpers import assert_the_model_answered, free_port, logged_turns
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "scripts" / "demo.sh"
@@ -35,6 +36,10 @@ def run_demo(tmp_path):
         "TWIN_CACHE_DIR": str(tmp_path / "cache"),
         "TWIN_DEMO_PORT": str(app_port),
         "TWIN_DEMO_LLAMA_PORT": str(llama_port),
+        # What the test reads, through the environment the demo passes on:
+        # llama-server's metrics (tokens generated) and the app's log as JSON.
+        "LLAMA_ARG_ENDPOINT_METRICS": "1",
+        "TWIN_APP__LOG__JSON_LINES": "true",
     }
     out, err = (tmp_path / "demo.out").open("w"), (tmp_path / "demo.err").open("w")
     # A session of its own, as a terminal would run it: Ctrl-C goes to the group.
@@ -73,9 +78,16 @@ def test_demo_prints_the_url_answers_and_sigterm_stops_everything(tmp_path):
         printed = (tmp_path / "demo.out").read_text()
         assert f"{url}/voice" in printed
         assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
+        llama = f"http://127.0.0.1:{llama_port}"
+        before = tokens_predicted(llama)
         answer = httpx.post(f"{url}/api/chat", json={"text": "Hello there!"}, timeout=120)
         assert answer.status_code == 200
-        assert answer.json()["text"].strip()
+        app_log = tmp_path / "cache" / "demo" / "twin-app.log"
+        assert_the_model_answered(
+            answer.json()["text"],
+            tokens_predicted(llama) - before,
+            lambda: logged_turns(app_log.read_text(errors="replace")),
+        )
         assert (tmp_path / "cache" / "demo" / "memory.sqlite3").exists()
     finally:
         proc.send_signal(signal.SIGTERM)

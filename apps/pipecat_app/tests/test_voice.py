@@ -2,6 +2,8 @@
 
 Piper speaks a question; the audio goes through Silero VAD, faster-whisper
 tiny.en, TwinService with SmolLM2 on a real llama-server, and Piper again.
+The answer must come from the model, not TwinService's fallback reply
+(``assert_the_model_answered``).
 """
 
 import asyncio
@@ -11,13 +13,14 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers.llama_server import LlamaServer
+from helpers.llama_server import LlamaServer, tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
 
-from app_helpers import expert_environ, voice_session
+from app_helpers import assert_the_model_answered, expert_environ, turn_log, voice_session
 from pipecat_app.config import DEMO_CONFIG, load_config
 from pipecat_app.metrics import REGISTRY
 from pipecat_app.synth import silence, synthesize
+from pipecat_app.twin.service import NO_EXPERT_REPLY
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +79,7 @@ def test_spoken_question_is_transcribed_and_answered_aloud(llama, tmp_path):
     config = voice_config(llama, tmp_path)
     question = synthesize("What is the capital of France?", config.tts)
     before = (samples_count("stt"), samples_count("tts_ttfb"))
+    tokens_before = tokens_predicted(llama.url)
 
     async def talk():
         async with voice_session(config) as (session, transport):
@@ -84,11 +88,16 @@ def test_spoken_question_is_transcribed_and_answered_aloud(llama, tmp_path):
             audio = await answer_audio(transport, since=spoken.started_at)
             return session.turn_metrics.turns[0], audio
 
-    turn, audio = asyncio.run(talk())
+    with turn_log() as logged:
+        turn, audio = asyncio.run(talk())
 
     assert {"capital", "france"} <= set(words(turn.transcript)), turn.transcript
-    answer = "".join(turn.answer).strip()
+    answer = "".join(turn.answer)
     assert words(answer), "the expert gave no text"
+    record = assert_the_model_answered(
+        answer, tokens_predicted(llama.url) - tokens_before, lambda: logged
+    )
+    assert record["transcript"] == turn.transcript
     seconds = len(audio) / 2 / 24000
     assert seconds > 0.5, f"only {seconds:.2f}s of answer audio"
     assert rms(audio) > 300, "the answer audio is silent"
@@ -127,6 +136,7 @@ def test_user_speech_interrupts_the_spoken_answer(endless_llama, tmp_path):
     # spoken by Piper in one go, would still be playing at the end of the
     # window checked below: a quiet bot there was cut off, not finished.
     said = "".join(story.answer)
+    assert NO_EXPERT_REPLY not in said, "the story is the fallback reply"
     assert story.first_audio is not None, "the story was never spoken"
     spoken_until = story.first_audio + speech_seconds(synthesize(said, config.tts))
     assert spoken_until > barge.ended_at, (
