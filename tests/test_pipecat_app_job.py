@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from ansible.template import trust_as_template
 from helpers.jobs import Block, Job, parse_job, render_job
+from helpers.jobs import role_vars as helpers_role_vars
 from helpers.llama_server import tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
 from helpers.nomad_task import LocalTask, TaskSpec
@@ -32,7 +32,6 @@ from pipecat_app.config import load_config
 from pipecat_app.twin.prompt import load_default
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLE = ROOT / "roles" / "pipecat_app"
 TEMPLATE = "pipecat-app.nomad.hcl.j2"
 APP_VERSION = tomllib.loads((ROOT / "apps" / "pipecat_app" / "pyproject.toml").read_text())[
     "project"
@@ -43,38 +42,22 @@ RELEASE = f"{APP_VERSION}-{SOURCE_HASH[:12]}"
 _CT_ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 
 
-def _trusted(value: Any) -> Any:
-    """Mark strings from the role's YAML as templates, as Ansible does for role vars."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    return value
-
-
 def role_vars(hostvars: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """The role's defaults and vars plus what Ansible provides, with ``overrides`` on top.
 
     ``_pipecat_app_version`` (a file lookup in vars/main.yml) and the source
     hash (computed by wheelhouse.yml) are given, as after the wheelhouse step.
     """
-    variables: dict[str, Any] = {}
-    for part in ("defaults", "vars"):
-        variables.update(_trusted(yaml.safe_load((ROLE / part / "main.yml").read_text())))
     hostvars = hostvars if hostvars is not None else {"node1": {}, "node2": {}}
-    variables.update(
-        role_path=str(ROLE),
-        playbook_dir="/srv/playbooks",
-        inventory_dir="/srv/inventory",
-        groups={"pipecat_app_hosts": list(hostvars)},
-        hostvars=hostvars,
-        _pipecat_app_version=APP_VERSION,
-        _pipecat_app_source_hash=SOURCE_HASH,
-    )
-    variables.update(overrides)
-    return variables
+    defaults: dict[str, Any] = {
+        "playbook_dir": "/srv/playbooks",
+        "inventory_dir": "/srv/inventory",
+        "groups": {"pipecat_app_hosts": list(hostvars)},
+        "hostvars": hostvars,
+        "_pipecat_app_version": APP_VERSION,
+        "_pipecat_app_source_hash": SOURCE_HASH,
+    }
+    return helpers_role_vars("pipecat_app", **{**defaults, **overrides})
 
 
 def render(**overrides: Any) -> tuple[str, Job]:
