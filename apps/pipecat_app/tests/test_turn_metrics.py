@@ -23,7 +23,8 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from app_helpers import turn_log
 from pipecat_app import turn_metrics
 from pipecat_app.metrics import REGISTRY
-from pipecat_app.turn_metrics import ANSWERED_BY, TurnMetricsObserver
+from pipecat_app.turn_metrics import TurnMetricsObserver
+from pipecat_app.twin.service import ANSWERED_BY
 
 DOWN, UP = FrameDirection.DOWNSTREAM, FrameDirection.UPSTREAM
 

@@ -48,10 +48,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 
 from pipecat_app.metrics import TURN_LATENCY, TURN_STAGE
-
-#: Key of an ``LLMFullResponseEndFrame``'s metadata naming the expert whose
-#: answer it ends (None: no expert answered).
-ANSWERED_BY = "twin_answered_by"
+from pipecat_app.twin.service import ANSWERED_BY
 
 
 @dataclass

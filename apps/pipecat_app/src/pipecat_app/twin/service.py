@@ -49,7 +49,6 @@ from pipecat.processors.aggregators.llm_context import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
-from pipecat_app.turn_metrics import ANSWERED_BY
 from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.discovery import Expert, ExpertDirectory, VisionDirectory
 from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
@@ -58,6 +57,9 @@ from pipecat_app.twin.prompt import PromptSource
 from pipecat_app.twin.router import Conversation, NoExpertsError, RouteDecision, Router
 from pipecat_app.twin.tools import Tool, ToolBox, builtin_tools
 
+#: Key of an ``LLMFullResponseEndFrame``'s metadata naming the expert whose
+#: answer it ends (None: no expert answered); the app's turn log reads it.
+ANSWERED_BY = "twin_answered_by"
 #: Said when every expert failed, so the user still gets an answer to the turn.
 NO_EXPERT_REPLY = "Sorry, I cannot reach any of my language models right now. Please try again."
 
