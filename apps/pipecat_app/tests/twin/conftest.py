@@ -15,11 +15,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,9 +31,18 @@ from helpers.llama_server import LlamaServer, start_llama_server
 from helpers.llm_skip import llama_server_bin_or_skip, smollm2_gguf_or_skip
 from helpers.ports import free_port
 
-__all__ = ["LlamaServer", "free_port", "load_fixture", "start_llama_server"]
+__all__ = ["LlamaServer", "free_port", "load_fixture", "start_llama_server", "until"]
 
 API_FIXTURES = Path(__file__).resolve().parent.parent / "api_fixtures"
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` is true (a watch has seen a change), or fail."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
 
 
 def load_fixture(name: str) -> dict[str, Any]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
 
 import httpx
@@ -15,20 +13,12 @@ from pipecat_app.twin.config import DiscoveryConfig, ExpertConfig
 from pipecat_app.twin.consul_watch import next_index
 from pipecat_app.twin.discovery import ExpertDirectory, VisionDirectory, experts_from_health
 
-from .conftest import load_fixture
+from .conftest import load_fixture, until
 
 pytestmark = pytest.mark.anyio
 
 HEALTH = "/v1/health/service/llm-expert"
 VISION = "/v1/health/service/vision"
-
-
-async def until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def consul_config(url: str) -> DiscoveryConfig:

@@ -12,11 +12,9 @@ instructions) alike.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +28,7 @@ from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.llm import ExpertClient
 from pipecat_app.twin.service import TwinService
 
-from .conftest import LlamaServer, free_port, load_fixture
+from .conftest import LlamaServer, free_port, load_fixture, until
 from .twin_turns import ask
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -39,14 +37,6 @@ EXPERTS = "/v1/health/service/llm-expert"
 VISION = "/v1/health/service/vision"
 QUESTION = "What do you see on the camera right now?"  # matches twin.tools.trigger
 MEMORY_AND_TIME = ["remember", "recall", "forget", "current_time"]
-
-
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -158,21 +148,21 @@ async def test_each_turn_offers_describe_scene_and_cluster_status_only_while_the
 
     await twin.start()
     try:
-        await until(lambda: twin.directory.experts and twin.vision.watch.index == 120)
+        await until(lambda: twin.directory.experts and twin.vision.watch.index == 120, timeout=10.0)
         await turn([*MEMORY_AND_TIME, "cluster_status"])
 
         fixture_api.serve(VISION, vision_health(140, present=True))
-        await until(lambda: twin.vision.watch.index == 140)
+        await until(lambda: twin.vision.watch.index == 140, timeout=10.0)
         await turn([*MEMORY_AND_TIME, "describe_scene", "cluster_status"])
 
         fixture_api.serve(VISION, vision_health(141, present=False))
-        await until(lambda: twin.vision.watch.index == 141)
+        await until(lambda: twin.vision.watch.index == 141, timeout=10.0)
         await turn([*MEMORY_AND_TIME, "cluster_status"])
 
         fixture_api.stop()  # Consul goes away; the experts stay known
         with fixture_api.changed:
             fixture_api.changed.notify_all()
-        await until(lambda: twin.directory.watch.consecutive_failures >= 1)
+        await until(lambda: twin.directory.watch.consecutive_failures >= 1, timeout=10.0)
         await turn(MEMORY_AND_TIME)
     finally:
         await twin.stop()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
 
 import httpx
@@ -14,17 +12,11 @@ from pipecat_app.twin.config import DiscoveryConfig, PromptConfig, TwinConfig
 from pipecat_app.twin.prompt import PromptSource, load_default
 from pipecat_app.twin.service import TwinService
 
+from .conftest import until
+
 pytestmark = pytest.mark.anyio
 
 KV = "/v1/kv/twin/prompts/system"
-
-
-async def until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def test_default_comes_from_the_file_else_the_inline_text(tmp_path):

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import re
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any, Literal
 
@@ -32,21 +31,13 @@ from pipecat_app.twin.tools import (
     vision_tool,
 )
 
-from .conftest import load_fixture
+from .conftest import load_fixture, until
 
 pytestmark = pytest.mark.anyio
 
 
 def outcome(tool: str, kind: str) -> float:
     return TOOL_CALLS.labels(tool=tool, outcome=kind)._value.get()
-
-
-async def until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
