@@ -101,10 +101,10 @@ def _overrides(settings: list[str]) -> dict[str, str]:
 async def _run_turns(
     base_url: str, state: Path, count: int, settings: dict[str, str]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from helpers.audio_transport import AudioFileTransport
+    from helpers.speech import silence, synthesize
     from pipecat_app.config import DEMO_CONFIG, load_config
     from pipecat_app.session import VoiceSession
-    from pipecat_app.synth import silence, synthesize
-    from pipecat_app.transports.audio_file import AudioFileTransport
 
     expert = (
         '[{name = "general", domain = "general", description = "Everyday conversation", '

@@ -86,8 +86,8 @@ def _edit_distance(ref: list[str], hyp: list[str]) -> int:
 
 
 def _segments() -> list[tuple[str, np.ndarray]]:
+    from helpers.speech import silence, synthesize
     from pipecat_app.config import DEMO_CONFIG, load_config
-    from pipecat_app.synth import silence, synthesize
 
     config = load_config(DEMO_CONFIG, environ={})
     out = []

@@ -1,1 +1,1 @@
-"""Shared helpers for the tests under tests/."""
+"""Shared test support: for the tests under tests/, the app's tests and the benchmarks."""

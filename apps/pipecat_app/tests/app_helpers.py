@@ -1,6 +1,7 @@
 """Test helpers: the app as a real subprocess, expert overrides, checks that the model answered.
 
-llama-server and its ``tokens_predicted`` count are in tests/helpers.
+llama-server and its ``tokens_predicted`` count, spoken questions (``helpers.speech``) and
+the transport that plays them into a pipeline (``helpers.audio_transport``) are in tests/helpers.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from pipecat_app.config import DEMO_CONFIG
 from pipecat_app.twin.service import NO_EXPERT_REPLY
 
 if TYPE_CHECKING:
+    from helpers.audio_transport import AudioFileTransport
+
     from pipecat_app.session import VoiceSession
-    from pipecat_app.transports.audio_file import AudioFileTransport
 
 __all__ = [
     "EXPERT",
@@ -53,8 +55,9 @@ async def voice_session(
     """A running voice pipeline fed from audio in memory; stopped on the way out."""
     # Imported here: the speech stack is heavy, and most tests using these
     # helpers never start a voice pipeline.
+    from helpers.audio_transport import AudioFileTransport
+
     from pipecat_app.session import VoiceSession
-    from pipecat_app.transports.audio_file import AudioFileTransport
 
     transport = AudioFileTransport()
     session = VoiceSession(config, transport, **session_args)

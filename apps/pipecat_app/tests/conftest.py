@@ -1,4 +1,8 @@
-"""Fixtures of the app's tests (helpers: app_helpers.py here, llama-server: tests/helpers)."""
+"""Fixtures of the app's tests.
+
+Helpers: app_helpers.py here; llama-server, spoken questions and the audio
+transport in tests/helpers.
+"""
 
 from __future__ import annotations
 

@@ -15,11 +15,11 @@ import time
 
 import pytest
 from helpers.llama_server import tokens_predicted
+from helpers.speech import silence, synthesize, write_wav
 
 from app_helpers import app_environ, assert_the_model_answered, free_port, start_app
 from chromium_cdp import CHROMIUM, Chromium
 from pipecat_app.config import PiperTTSConfig
-from pipecat_app.synth import silence, synthesize, write_wav
 
 pytestmark = [
     pytest.mark.slow,

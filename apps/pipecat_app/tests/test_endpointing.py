@@ -12,13 +12,13 @@ import re
 
 import numpy as np
 import pytest
+from helpers.speech import silence, synthesize
 from pipecat.frames.frames import Frame, LLMContextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from app_helpers import voice_session
 from pipecat_app.config import DEMO_CONFIG, load_config
-from pipecat_app.synth import silence, synthesize
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,11 @@ import time
 
 import httpx
 import pytest
+from helpers.speech import silence, synthesize, write_wav
 
 from app_helpers import free_port
 from chromium_cdp import CHROMIUM, Chromium
 from pipecat_app.config import PiperTTSConfig
-from pipecat_app.synth import silence, synthesize, write_wav
 from pipecat_app.transports.prebuilt import offline_index
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from helpers.llama_server import LlamaServer, tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
+from helpers.speech import silence, synthesize
 
 from app_helpers import assert_the_model_answered, expert_environ, turn_log, voice_session
 from pipecat_app.config import DEMO_CONFIG, load_config
 from pipecat_app.metrics import REGISTRY
-from pipecat_app.synth import silence, synthesize
 from pipecat_app.twin.service import NO_EXPERT_REPLY
 
 pytestmark = pytest.mark.slow

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers.speech import silence, synthesize
 from pipecat.frames.frames import (
     InputAudioRawFrame,
     TranscriptionFrame,
@@ -15,7 +16,6 @@ from pipecat.tests.utils import run_test
 
 from pipecat_app.config import DEMO_CONFIG, WhisperSTTConfig, load_config
 from pipecat_app.providers import make_stt
-from pipecat_app.synth import silence, synthesize
 from pipecat_app.whisper_stt import DecodeOptions, TunedWhisperSTTService
 
 RATE = 16000

@@ -3,8 +3,9 @@
 The input side streams 20 ms chunks in real time, like a microphone: silence,
 except while an utterance given to :meth:`AudioFileTransport.say` is playing.
 The output side plays the bot's audio in real time (so interruptions happen
-when they would for a listener) and keeps it with timestamps. Used by the
-spoken round-trip test and the voice benchmark to drive the real pipeline.
+when they would for a listener) and keeps it with timestamps. The app's voice
+tests (``app_helpers.voice_session``) and the voice benchmark drive the real
+pipeline with it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Spoken questions for tests, the benchmark and the browser's fake microphone.
+"""Spoken questions for the app's tests, the benchmarks and the browser's fake microphone.
 
 Piper (the same local voice the assistant speaks with) turns text into 16-bit
 mono PCM, resampled to the rate the pipeline listens at.
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import soxr
-
 from pipecat_app.config import PiperTTSConfig
 
 
