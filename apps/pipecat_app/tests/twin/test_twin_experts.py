@@ -120,7 +120,7 @@ async def test_refused_connection_fails_over_to_the_next_expert_in_the_same_turn
     assert (
         ROUTING_DECISIONS.labels(expert="b-live", reason="failover")._value.get() == failovers + 1
     )
-    assert twin.conversation.expert == "b-live"
+    assert twin.routing_state.expert == "b-live"
 
 
 async def test_silent_expert_times_out_and_the_turn_goes_to_the_next(
@@ -156,14 +156,14 @@ async def test_expert_killed_mid_conversation_next_turn_answered_by_the_other(
     await twin.start()
     try:
         assert (await ask(twin, "Hi! My name is Ana.")).strip()
-        assert twin.conversation.expert == "a"
+        assert twin.routing_state.expert == "a"
         first.kill()
         answer = await ask(twin, "What is my name?")
     finally:
         await twin.stop()
     assert answer.strip()
     assert NO_EXPERT_REPLY not in answer
-    assert twin.conversation.expert == "b"
+    assert twin.routing_state.expert == "b"
     assert errors("a", "connect") == before + 1
 
 
@@ -211,6 +211,6 @@ async def test_expert_killed_while_streaming_the_same_turn_is_finished_by_the_ot
     finally:
         await twin.stop()
     assert errors("a", "connect") + errors("a", "timeout") == before + 1
-    assert twin.conversation.expert == "b"
+    assert twin.routing_state.expert == "b"
     assert "".join(killer.texts_after_kill).strip()
     assert NO_EXPERT_REPLY not in answer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipecat_app.metrics import ROUTING_DECISIONS
 from pipecat_app.twin.config import RoutingConfig, RoutingRule
 from pipecat_app.twin.discovery import Expert
-from pipecat_app.twin.router import Conversation, Router
+from pipecat_app.twin.router import Router, RoutingState
 
 GENERAL = Expert("general", "general", "Everyday conversation and general knowledge", "http://g/v1")
 GENERAL_2 = Expert(
@@ -56,21 +56,21 @@ def test_threshold_decides_between_similarity_and_fallback():
 
 def test_conversation_stays_with_its_expert_while_the_topic_holds():
     r = router(sticky_turns=2)
-    conversation = Conversation()
-    assert r.route("Why does my Python code crash?", EXPERTS, conversation).expert.name == "code"
-    follow_up = r.route("And what if I change the second line?", EXPERTS, conversation)
+    state = RoutingState()
+    assert r.route("Why does my Python code crash?", EXPERTS, state).expert.name == "code"
+    follow_up = r.route("And what if I change the second line?", EXPERTS, state)
     assert (follow_up.expert.name, follow_up.reason) == ("code", "sticky")
     # The topic changes: a clear match elsewhere wins over stickiness.
-    moved = r.route("Now a recipe for pancakes please", EXPERTS, conversation)
+    moved = r.route("Now a recipe for pancakes please", EXPERTS, state)
     assert (moved.expert.name, moved.reason) == ("chef", "similarity")
 
 
 def test_stickiness_ends_after_sticky_turns_without_confirmation():
     r = router(sticky_turns=1)
-    conversation = Conversation()
-    r.route("Python debugging question", EXPERTS, conversation)
-    assert r.route("ok and then?", EXPERTS, conversation).reason == "sticky"
-    assert r.route("ok and then?", EXPERTS, conversation).reason == "fallback"
+    state = RoutingState()
+    r.route("Python debugging question", EXPERTS, state)
+    assert r.route("ok and then?", EXPERTS, state).reason == "sticky"
+    assert r.route("ok and then?", EXPERTS, state).reason == "fallback"
 
 
 def test_failover_order_is_domain_then_general_then_the_rest():

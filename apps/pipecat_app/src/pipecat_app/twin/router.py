@@ -88,8 +88,8 @@ class DomainIndex:
 
 
 @dataclass
-class Conversation:
-    """Routing state of one conversation (stickiness)."""
+class RoutingState:
+    """Where one conversation's turns went: the expert, its domain, and turns kept by stickiness."""
 
     expert: str | None = None
     domain: str | None = None
@@ -155,7 +155,7 @@ class Router:
         return until is not None and (time.monotonic() if now is None else now) < until
 
     def classify(
-        self, text: str, experts: Sequence[Expert], conversation: Conversation | None = None
+        self, text: str, experts: Sequence[Expert], state: RoutingState | None = None
     ) -> tuple[str, str, float, dict[str, float]]:
         """(domain, reason, score, scores) for a turn; reason: rule/similarity/sticky/fallback."""
         domains = {e.domain for e in experts}
@@ -171,14 +171,14 @@ class Router:
         if best >= self._config.threshold and best_domain:
             return best_domain, "similarity", best, scores
         if (
-            conversation is not None
-            and conversation.domain in domains
-            and conversation.sticky_count < self._config.sticky_turns
+            state is not None
+            and state.domain in domains
+            and state.sticky_count < self._config.sticky_turns
         ):
             return (
-                conversation.domain or "",
+                state.domain or "",
                 "sticky",
-                scores.get(conversation.domain or "", 0.0),
+                scores.get(state.domain or "", 0.0),
                 scores,
             )
         default = self._config.default_domain
@@ -190,16 +190,16 @@ class Router:
         self,
         text: str,
         experts: Sequence[Expert],
-        conversation: Conversation | None = None,
+        state: RoutingState | None = None,
         *,
         now: float | None = None,
     ) -> RouteDecision:
-        """Route one turn and update the conversation's stickiness."""
+        """Route one turn and update the routing state (stickiness)."""
         if not experts:
             raise NoExpertsError("no experts are available")
-        domain, reason, score, scores = self.classify(text, experts, conversation)
+        domain, reason, score, scores = self.classify(text, experts, state)
         now = time.monotonic() if now is None else now
-        preferred = conversation.expert if conversation is not None else None
+        preferred = state.expert if state is not None else None
 
         def rank(expert: Expert) -> tuple[int, int, int, float, str]:
             tier = (
@@ -216,12 +216,12 @@ class Router:
             )
 
         order = sorted(experts, key=rank)
-        if conversation is not None:
+        if state is not None:
             if reason == "sticky":
-                conversation.sticky_count += 1
+                state.sticky_count += 1
             else:
-                conversation.sticky_count = 0
-            conversation.domain = order[0].domain
-            conversation.expert = order[0].name
+                state.sticky_count = 0
+            state.domain = order[0].domain
+            state.expert = order[0].name
         ROUTING_DECISIONS.labels(expert=order[0].name, reason=reason).inc()
         return RouteDecision(order=order, reason=reason, domain=domain, score=score, scores=scores)

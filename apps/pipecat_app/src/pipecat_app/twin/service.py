@@ -54,7 +54,7 @@ from pipecat_app.twin.discovery import Expert, ExpertDirectory, VisionDirectory
 from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
 from pipecat_app.twin.memory import MemoryStore, estimate_tokens, fit_to_budget, render_block
 from pipecat_app.twin.prompt import PromptSource
-from pipecat_app.twin.router import Conversation, NoExpertsError, RouteDecision, Router
+from pipecat_app.twin.router import NoExpertsError, RouteDecision, Router, RoutingState
 from pipecat_app.twin.tools import Tool, ToolBox, builtin_tools
 
 #: Key of an ``LLMFullResponseEndFrame``'s metadata naming the expert whose
@@ -107,7 +107,7 @@ class TwinService:
         self.vision = VisionDirectory(config.discovery, config.tools.vision_url)
         self.prompt = PromptSource(config.prompt, config.discovery)
         self.router = Router(config.routing)
-        self.conversation = Conversation()
+        self.routing_state = RoutingState()
         self.client = ExpertClient(timeout_s=config.routing.expert_timeout_s)
         self.toolbox = ToolBox(
             builtin_tools(
@@ -198,7 +198,7 @@ class TwinService:
 
     def route(self, user_text: str) -> RouteDecision:
         """Route a turn over the currently known experts."""
-        return self.router.route(user_text, self.directory.experts, self.conversation)
+        return self.router.route(user_text, self.directory.experts, self.routing_state)
 
     def remember_turn(self, role: str, text: str) -> None:
         """Store one side of a turn as an episodic memory."""
@@ -309,8 +309,8 @@ class TwinLLMProcessor(FrameProcessor):
                 logger.error(f"twin: expert {exc}")
                 continue
             twin.router.mark_ok(expert)
-            twin.conversation.expert = expert.name
-            twin.conversation.domain = expert.domain
+            twin.routing_state.expert = expert.name
+            twin.routing_state.domain = expert.domain
             turn.expert = expert.name
             return
         await self.push_frame(
