@@ -57,9 +57,12 @@ def test_threshold_decides_between_similarity_and_fallback():
 def test_conversation_stays_with_its_expert_while_the_topic_holds():
     r = router(sticky_turns=2)
     state = RoutingState()
-    assert r.route("Why does my Python code crash?", EXPERTS, state).expert.name == "code"
+    first = r.route("Why does my Python code crash?", EXPERTS, state)
+    assert first.expert.name == "code"
+    state.commit(first)
     follow_up = r.route("And what if I change the second line?", EXPERTS, state)
     assert (follow_up.expert.name, follow_up.reason) == ("code", "sticky")
+    state.commit(follow_up)
     # The topic changes: a clear match elsewhere wins over stickiness.
     moved = r.route("Now a recipe for pancakes please", EXPERTS, state)
     assert (moved.expert.name, moved.reason) == ("chef", "similarity")
@@ -68,9 +71,21 @@ def test_conversation_stays_with_its_expert_while_the_topic_holds():
 def test_stickiness_ends_after_sticky_turns_without_confirmation():
     r = router(sticky_turns=1)
     state = RoutingState()
-    r.route("Python debugging question", EXPERTS, state)
-    assert r.route("ok and then?", EXPERTS, state).reason == "sticky"
+    state.commit(r.route("Python debugging question", EXPERTS, state))
+    sticky = r.route("ok and then?", EXPERTS, state)
+    assert sticky.reason == "sticky"
+    state.commit(sticky)
     assert r.route("ok and then?", EXPERTS, state).reason == "fallback"
+
+
+def test_routing_leaves_the_state_alone_and_the_commit_records_who_answered():
+    r = router(sticky_turns=2)
+    state = RoutingState()
+    decision = r.route("Why does my Python code crash?", EXPERTS, state)
+    assert state == RoutingState()
+    state.commit(decision, answered_by=GENERAL)  # "code" failed over to general
+    assert (state.expert, state.domain, state.sticky_count) == ("general", "general", 0)
+    assert r.route("And the second line?", EXPERTS, state).order[0].name == "general"
 
 
 def test_failover_order_is_domain_then_general_then_the_rest():

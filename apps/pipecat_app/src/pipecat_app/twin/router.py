@@ -11,7 +11,9 @@ to ``sticky_turns`` turns while nothing points elsewhere.
 
 The decision carries the full failover order: the chosen expert, the other
 instances of its domain, the default domain, then everyone else; experts
-that failed recently go last.
+that failed recently go last. Routing reads the conversation's
+:class:`RoutingState` and leaves it alone: the turn commits it once it has
+ended (:meth:`RoutingState.commit`), with the expert that answered.
 """
 
 from __future__ import annotations
@@ -87,15 +89,6 @@ class DomainIndex:
         }
 
 
-@dataclass
-class RoutingState:
-    """Where one conversation's turns went: the expert, its domain, and turns kept by stickiness."""
-
-    expert: str | None = None
-    domain: str | None = None
-    sticky_count: int = 0
-
-
 @dataclass(frozen=True)
 class RouteDecision:
     """Where a turn goes: ``order[0]`` first, the rest in failover order."""
@@ -110,6 +103,33 @@ class RouteDecision:
     def expert(self) -> Expert:
         """The chosen expert."""
         return self.order[0]
+
+
+@dataclass
+class RoutingState:
+    """Where one conversation's turns went: the expert, its domain, and turns kept by stickiness.
+
+    :meth:`Router.route` reads it and :meth:`commit` alone changes it, once a
+    routed turn has ended.
+    """
+
+    expert: str | None = None
+    domain: str | None = None
+    sticky_count: int = 0
+
+    def commit(self, decision: RouteDecision, answered_by: Expert | None = None) -> None:
+        """Record a routed turn: the next turns stay with the expert that answered it.
+
+        Args:
+            decision: The turn's routing decision.
+            answered_by: The expert that answered, after any failover; None
+                (no expert answered, or the turn was interrupted) keeps the
+                decision's first choice.
+        """
+        self.sticky_count = self.sticky_count + 1 if decision.reason == "sticky" else 0
+        expert = answered_by or decision.expert
+        self.expert = expert.name
+        self.domain = expert.domain
 
 
 class NoExpertsError(RuntimeError):
@@ -194,7 +214,7 @@ class Router:
         *,
         now: float | None = None,
     ) -> RouteDecision:
-        """Route one turn and update the routing state (stickiness)."""
+        """Route one turn; ``state`` is read, not changed (:meth:`RoutingState.commit`)."""
         if not experts:
             raise NoExpertsError("no experts are available")
         domain, reason, score, scores = self.classify(text, experts, state)
@@ -216,12 +236,5 @@ class Router:
             )
 
         order = sorted(experts, key=rank)
-        if state is not None:
-            if reason == "sticky":
-                state.sticky_count += 1
-            else:
-                state.sticky_count = 0
-            state.domain = order[0].domain
-            state.expert = order[0].name
         ROUTING_DECISIONS.labels(expert=order[0].name, reason=reason).inc()
         return RouteDecision(order=order, reason=reason, domain=domain, score=score, scores=scores)

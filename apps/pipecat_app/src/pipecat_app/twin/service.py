@@ -216,7 +216,7 @@ class _Turn:
     offer_tools: bool = True
     spoken: list[str] = field(default_factory=list)
     first_token: bool = False
-    expert: str | None = None  # the expert that finished the answer
+    answered_by: Expert | None = None  # the expert that finished the answer
 
     @property
     def text(self) -> str:
@@ -266,6 +266,7 @@ class TwinLLMProcessor(FrameProcessor):
             tools=tools,
             offer_tools=twin.wants_tools(user_text),
         )
+        decision: RouteDecision | None = None
         await self.push_frame(LLMFullResponseStartFrame())
         try:
             # Recall is a few ms of SQLite: off the event loop, audio keeps flowing.
@@ -279,8 +280,10 @@ class TwinLLMProcessor(FrameProcessor):
                 return
             await self._answer(decision, system, history, turn)
         finally:
+            if decision is not None:
+                twin.routing_state.commit(decision, turn.answered_by)
             end = LLMFullResponseEndFrame()
-            end.metadata[ANSWERED_BY] = turn.expert  # for the turn log
+            end.metadata[ANSWERED_BY] = turn.answered_by.name if turn.answered_by else None
             await self.push_frame(end)
             twin.remember_turn("user", user_text)
             twin.remember_turn("assistant", turn.text)
@@ -309,9 +312,7 @@ class TwinLLMProcessor(FrameProcessor):
                 logger.error(f"twin: expert {exc}")
                 continue
             twin.router.mark_ok(expert)
-            twin.routing_state.expert = expert.name
-            twin.routing_state.domain = expert.domain
-            turn.expert = expert.name
+            turn.answered_by = expert
             return
         await self.push_frame(
             ErrorFrame(error="twin: every expert failed this turn"), FrameDirection.UPSTREAM
