@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from pipecat_app.twin.llm import openai_tools
-from pipecat_app.twin.tools import time_tool
+from pipecat_app.twin.tools import Tool, current_time
 
 HERE = Path(__file__).resolve().parent
 SYSTEM = "You are a helpful assistant with tools."
@@ -91,7 +91,7 @@ def main(url: str, binary: str) -> None:
         "model": "smollm2-135m",
         "stream": True,
         "messages": messages,
-        "tools": openai_tools([time_tool()]),
+        "tools": openai_tools([Tool(current_time)]),
         "tool_choice": "required",
         "max_tokens": 256,
         "temperature": 0.8,

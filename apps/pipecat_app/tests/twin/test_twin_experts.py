@@ -23,7 +23,14 @@ from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TOOL_CALLS
 from pipecat_app.twin.discovery import Expert
 from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
 from pipecat_app.twin.service import NO_EXPERT_REPLY
-from pipecat_app.twin.tools import ToolBox, memory_tools, time_tool
+from pipecat_app.twin.tools import (
+    MEMORY_TOOLS,
+    Tool,
+    ToolBox,
+    ToolContext,
+    current_time,
+    has_memory,
+)
 
 from .conftest import LlamaServer, free_port
 from .twin_turns import ask, expert, make_twin
@@ -51,7 +58,8 @@ async def test_fallback_required_tool_call_is_returned_with_schema_valid_argumen
 
     store = MemoryStore(tmp_path / "m.sqlite3")
     store.open()
-    box = ToolBox([time_tool(), *memory_tools(store, lambda: "ana")])
+    context = ToolContext(memory=store, user_id=lambda: "ana")
+    box = ToolBox([Tool(current_time), *(Tool(f, context, needs=has_memory) for f in MEMORY_TOOLS)])
     tools = [box.get(n) for n in box.names]
     client = ExpertClient(timeout_s=60, max_tokens=512, temperature=0.0)
     target = Expert("e", "general", "", llama_one.base_url, tool_calls=False)
@@ -86,7 +94,7 @@ async def test_fallback_tool_result_is_fed_back_and_the_turn_is_answered(
     llama_one: LlamaServer, tmp_path
 ):
     twin = make_twin(tmp_path, [expert("solo", llama_one.base_url)])
-    twin.toolbox = ToolBox([time_tool()])
+    twin.toolbox = ToolBox([Tool(current_time)])
     twin.context.set_tool_choice("required")  # first round must call the tool
     before = tool_calls("current_time")
     await twin.start()

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from pipecat_app.twin.llm import AnswerStreamer, fallback_schema, parse_fallback
-from pipecat_app.twin.tools import time_tool
+from pipecat_app.twin.tools import Tool, current_time
 
 
 def stream_in_pieces(raw: str, size: int) -> tuple[str, AnswerStreamer]:
@@ -46,7 +46,7 @@ def test_parse_rejects_replies_that_are_not_the_requested_json():
 
 
 def test_reply_schema_accepts_an_answer_or_a_valid_call_only():
-    tool = time_tool()
+    tool = Tool(current_time)
     schema = fallback_schema([tool])
     jsonschema.validate({"answer": "hi"}, schema)
     jsonschema.validate({"tool": "current_time", "arguments": {"timezone": "UTC"}}, schema)

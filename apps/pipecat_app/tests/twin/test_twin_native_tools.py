@@ -38,7 +38,7 @@ from pipecat_app.metrics import TOOL_CALLS
 from pipecat_app.twin.discovery import Expert
 from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
 from pipecat_app.twin.service import NO_EXPERT_REPLY
-from pipecat_app.twin.tools import ToolBox, time_tool
+from pipecat_app.twin.tools import Tool, ToolBox, current_time
 from recorded.record_native_tool_stream import streamed
 
 from .twin_turns import ask, expert, make_twin
@@ -104,7 +104,7 @@ def replay() -> Iterator[Replay]:
 async def replayed_turn(replay: Replay, tmp_path: Path) -> str:
     """One TwinService turn, tools required, against the replayed expert."""
     twin = make_twin(tmp_path, [expert("native", replay.url, tool_calls=True)])
-    twin.toolbox = ToolBox([time_tool()])
+    twin.toolbox = ToolBox([Tool(current_time)])
     twin.context.set_tool_choice("required")
     await twin.start()
     try:
@@ -198,7 +198,7 @@ async def test_real_llama_server_renders_and_answers_the_tool_exchange_twin_send
     # Both rounds stream from the real server through TwinService's client.
     client = ExpertClient(timeout_s=120, max_tokens=96, temperature=0.0)
     target = Expert("native", "general", "", llama_tools.base_url, tool_calls=True)
-    tools = [time_tool()]
+    tools = [Tool(current_time)]
     try:
         for request, choice in ((first, "required"), (second, "auto")):
             stream = client.stream(target, request["messages"], tools, choice=choice)
@@ -229,7 +229,7 @@ async def test_model_with_tool_support_calls_the_tool_and_answers(
     server = start_llama_server(llama_binary, Path(gguf), extra_args=extra)
     try:
         twin = make_twin(tmp_path, [expert("native", server.base_url, tool_calls=True)], 120)
-        twin.toolbox = ToolBox([time_tool()])
+        twin.toolbox = ToolBox([Tool(current_time)])
         twin.context.set_tool_choice("required")
         before = outcomes("current_time", "ok")
         await twin.start()

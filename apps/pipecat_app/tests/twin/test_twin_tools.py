@@ -20,15 +20,18 @@ from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
 from pipecat_app.twin.discovery import VisionDirectory
 from pipecat_app.twin.memory import MemoryStore
 from pipecat_app.twin.tools import (
+    MEMORY_TOOLS,
     Tool,
     ToolBox,
     ToolContext,
     builtin_tools,
-    cluster_tool,
-    memory_tools,
+    cluster_status,
+    current_time,
+    describe_scene,
+    has_consul,
+    has_memory,
+    has_vision,
     remember,
-    time_tool,
-    vision_tool,
 )
 
 from .conftest import load_fixture, until
@@ -361,7 +364,7 @@ async def test_pipecat_handler_delivers_the_result_through_result_callback(box):
 
 async def test_current_time_in_a_time_zone_and_a_bad_zone():
     fixed = dt.datetime(2026, 11, 25, 13, 0, tzinfo=dt.UTC)
-    box = ToolBox([time_tool(lambda: fixed)])
+    box = ToolBox([Tool(current_time, ToolContext(clock=lambda: fixed))])
     result = await box.call("current_time", {"timezone": "Europe/Lisbon"})
     assert result["result"]["iso"] == "2026-11-25T13:00:00+00:00"
     result = await box.call("current_time", {"timezone": "Asia/Tokyo"})
@@ -378,14 +381,16 @@ async def test_memory_tools_report_unavailable_memory(tmp_path):
     path.write_bytes(b"garbage" * 500)
     store = MemoryStore(path)
     store.open()
-    box = ToolBox(memory_tools(store, lambda: "ana"))
+    context = ToolContext(memory=store, user_id=lambda: "ana")
+    box = ToolBox([Tool(f, context, needs=has_memory) for f in MEMORY_TOOLS])
     result = await box.call("remember", {"fact": "x"})
     assert result["error"]["type"] == "unavailable"
     assert "memory is unavailable" in result["error"]["message"]
 
 
 async def test_describe_scene_without_a_vision_service_is_not_offered_and_says_so():
-    box = ToolBox([vision_tool(ToolsConfig(), DiscoveryConfig(mode="static"), lambda: None)])
+    context = ToolContext(discovery=DiscoveryConfig(mode="static"), vision_url=lambda: None)
+    box = ToolBox([Tool(describe_scene, context, needs=has_vision)])
     assert box.available() == []
     # A model that calls it anyway (an earlier turn offered it) is told the fix.
     result = await box.call("describe_scene", {})
@@ -421,7 +426,8 @@ async def test_describe_scene_calls_the_vision_service_found_in_consul(fixture_a
     await found.start()
     try:
         await until(lambda: found.url is not None)
-        box = ToolBox([vision_tool(ToolsConfig(), discovery, lambda: found.url)])
+        context = ToolContext(discovery=discovery, vision_url=lambda: found.url)
+        box = ToolBox([Tool(describe_scene, context, needs=has_vision)])
         assert [t.name for t in box.available()] == ["describe_scene"]
         result = await box.call("describe_scene", {"question": "Any pets?"})
     finally:
@@ -438,7 +444,8 @@ async def test_cluster_status_reads_experts_from_consul_and_jobs_from_nomad(fixt
     discovery = DiscoveryConfig(
         mode="consul", consul_addr=fixture_api.url, nomad_addr=fixture_api.url
     )
-    result = await ToolBox([cluster_tool(discovery)]).call("cluster_status", {})
+    box = ToolBox([Tool(cluster_status, ToolContext(discovery=discovery), needs=has_consul)])
+    result = await box.call("cluster_status", {})
     assert result["ok"] is True
     experts = result["result"]["experts"]
     assert {e["domain"] for e in experts} == {"general", "code"}
@@ -454,7 +461,8 @@ async def test_cluster_status_with_nothing_reachable_is_a_structured_error():
     discovery = DiscoveryConfig(
         mode="consul", consul_addr="http://127.0.0.1:9", nomad_addr="http://127.0.0.1:9"
     )
-    result = await ToolBox([cluster_tool(discovery)]).call("cluster_status", {})
+    box = ToolBox([Tool(cluster_status, ToolContext(discovery=discovery), needs=has_consul)])
+    result = await box.call("cluster_status", {})
     assert result["error"]["type"] == "unavailable"
     assert "Consul" in result["error"]["message"]
     assert "Nomad" in result["error"]["message"]

@@ -468,32 +468,6 @@ MEMORY_TOOLS = (remember, recall, forget)
 """The memory tool functions, in the order they are offered."""
 
 
-def memory_tools(memory: MemoryStore, user_id: Callable[[], str]) -> list[Tool]:
-    """``remember``, ``recall`` and ``forget`` on the user's long-term memory."""
-    context = ToolContext(memory=memory, user_id=user_id)
-    return [Tool(f, context, needs=has_memory) for f in MEMORY_TOOLS]
-
-
-def time_tool(clock: Callable[[], dt.datetime] | None = None) -> Tool:
-    """``current_time``: the date and time, in a given IANA time zone (default UTC)."""
-    return Tool(current_time, ToolContext(clock=clock or _utc_now))
-
-
-def vision_tool(
-    tools: ToolsConfig, discovery: DiscoveryConfig, vision_url: Callable[[], str | None]
-) -> Tool:
-    """``describe_scene``: ask the vision service at ``vision_url()`` what the camera sees."""
-    context = ToolContext(tools=tools, discovery=discovery, vision_url=vision_url)
-    return Tool(describe_scene, context, needs=has_vision)
-
-
-def cluster_tool(discovery: DiscoveryConfig, consul_up: Callable[[], bool] = _no_consul) -> Tool:
-    """``cluster_status``: running experts (Consul) and jobs (Nomad)."""
-    return Tool(
-        cluster_status, ToolContext(discovery=discovery, consul_up=consul_up), needs=has_consul
-    )
-
-
 def builtin_tools(
     memory: MemoryStore,
     user_id: Callable[[], str],
