@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 import pytest
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.services.llm_service import FunctionCallParams
 from pydantic import Field
 
 from pipecat_app.metrics import TOOL_CALLS
@@ -79,7 +78,6 @@ def test_tools_are_advertised_as_pipecat_function_schemas(box):
     ]
     remember = schema.standard_tools[0].to_default_dict()
     assert remember["parameters"]["required"] == ["fact"]
-    assert all(f.handler is not None for f in schema.standard_tools)
 
 
 def test_a_tool_is_available_only_while_what_it_needs_is_there(memory):
@@ -339,27 +337,6 @@ async def test_recall_limit_is_passed_as_an_integer_and_defaults_to_five(box):
     assert len(five["result"]["memories"]) == 5
     two = await box.call("recall", {"query": "bike", "limit": 2.0})
     assert len(two["result"]["memories"]) == 2
-
-
-async def test_pipecat_handler_delivers_the_result_through_result_callback(box):
-    results = []
-
-    async def result_callback(result, *, properties=None):
-        results.append(result)
-
-    handler = box.tools_schema().standard_tools[3].handler  # current_time
-    params = FunctionCallParams(
-        function_name="current_time",
-        tool_call_id="call_1",
-        arguments={"timezone": "UTC"},
-        llm=None,
-        pipeline_worker=None,
-        context=None,
-        result_callback=result_callback,
-    )
-    await handler(params)
-    assert results[0]["ok"] is True
-    assert results[0]["result"]["timezone"] == "UTC"
 
 
 async def test_current_time_in_a_time_zone_and_a_bad_zone():

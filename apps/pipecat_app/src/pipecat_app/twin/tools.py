@@ -6,8 +6,7 @@ arguments are read from that code by pipecat's direct-function wrapper
 (:class:`~pipecat_app.twin.tool_function.ToolFunction`). A :class:`Tool` binds
 such a function to the :class:`ToolContext` it runs with. :class:`ToolBox`
 holds the tools, advertises them as a pipecat ``ToolsSchema`` (so the
-LLMContext carries them, and any pipecat LLM service could run them through
-the schemas' ``handler``), and runs calls: arguments are validated against the
+LLMContext carries them), and runs calls: arguments are validated against the
 tool's JSON schema (jsonschema), the function runs with a timeout, and every
 outcome, including a bad argument or a crash, becomes a structured result for
 the model::
@@ -51,7 +50,6 @@ import nomad
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.services.llm_service import FunctionCallParams
 from pydantic import Field
 
 from pipecat_app.metrics import TOOL_CALLS
@@ -237,14 +235,13 @@ class ToolBox:
         return [t for t in self._tools.values() if t.available]
 
     def function_schemas(self, tools: Sequence[Tool] | None = None) -> list[FunctionSchema]:
-        """pipecat ``FunctionSchema`` per tool (default: all), each with a pipecat-style handler."""
+        """pipecat ``FunctionSchema`` per tool (default: all)."""
         return [
             FunctionSchema(
                 name=t.name,
                 description=t.description,
                 properties=t.properties,
                 required=t.required,
-                handler=self._pipecat_handler,
             )
             for t in (self._tools.values() if tools is None else tools)
         ]
@@ -252,11 +249,6 @@ class ToolBox:
     def tools_schema(self, tools: Sequence[Tool] | None = None) -> ToolsSchema:
         """The tools (default: all) as a pipecat ``ToolsSchema`` for the LLMContext."""
         return ToolsSchema(standard_tools=self.function_schemas(tools))
-
-    async def _pipecat_handler(self, params: FunctionCallParams) -> None:
-        """Run a call made by a pipecat LLM service (``FunctionSchema.handler``)."""
-        result = await self.call(params.function_name, dict(params.arguments))
-        await params.result_callback(result)
 
     async def call(self, name: str, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
         """Validate and run one call; always returns a structured result (never raises)."""
