@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 
 from pipecat_app.twin.llm import openai_tools
-from pipecat_app.twin.tools import Tool, current_time
+from pipecat_app.twin.toolbox import Tool
+from pipecat_app.twin.tools import current_time
 
 HERE = Path(__file__).resolve().parent
 SYSTEM = "You are a helpful assistant with tools."

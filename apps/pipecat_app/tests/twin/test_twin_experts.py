@@ -23,14 +23,8 @@ from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TOOL_CALLS
 from pipecat_app.twin.discovery import Expert
 from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
 from pipecat_app.twin.service import NO_EXPERT_REPLY
-from pipecat_app.twin.tools import (
-    MEMORY_TOOLS,
-    Tool,
-    ToolBox,
-    ToolContext,
-    current_time,
-    has_memory,
-)
+from pipecat_app.twin.toolbox import Tool, ToolBox, ToolContext
+from pipecat_app.twin.tools import MEMORY_TOOLS, current_time, has_memory
 
 from .conftest import LlamaServer, free_port
 from .twin_turns import ask, expert, make_twin

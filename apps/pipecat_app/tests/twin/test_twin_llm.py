@@ -8,7 +8,8 @@ import jsonschema
 import pytest
 
 from pipecat_app.twin.llm import AnswerStreamer, fallback_schema, parse_fallback
-from pipecat_app.twin.tools import Tool, current_time
+from pipecat_app.twin.toolbox import Tool
+from pipecat_app.twin.tools import current_time
 
 
 def stream_in_pieces(raw: str, size: int) -> tuple[str, AnswerStreamer]:

@@ -38,7 +38,8 @@ from pipecat_app.metrics import TOOL_CALLS
 from pipecat_app.twin.discovery import Expert
 from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
 from pipecat_app.twin.service import NO_EXPERT_REPLY
-from pipecat_app.twin.tools import Tool, ToolBox, current_time
+from pipecat_app.twin.toolbox import Tool, ToolBox
+from pipecat_app.twin.tools import current_time
 from recorded.record_native_tool_stream import streamed
 
 from .twin_turns import ask, expert, make_twin

@@ -18,11 +18,9 @@ from pipecat_app.metrics import TOOL_CALLS
 from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
 from pipecat_app.twin.discovery import VisionDirectory
 from pipecat_app.twin.memory import MemoryStore
+from pipecat_app.twin.toolbox import Tool, ToolBox, ToolContext
 from pipecat_app.twin.tools import (
     MEMORY_TOOLS,
-    Tool,
-    ToolBox,
-    ToolContext,
     builtin_tools,
     cluster_status,
     current_time,

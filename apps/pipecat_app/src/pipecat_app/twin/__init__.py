@@ -1,10 +1,12 @@
 """TwinService: memory, tools and mixture-of-experts routing for the assistant.
 
 Modules, one job each: :mod:`.config` (the ``[twin]`` config), :mod:`.memory`
-(SQLite memory), :mod:`.tools` (tool calling), :mod:`.discovery` (experts from
-config or Consul), :mod:`.router` (which expert answers), :mod:`.prompt` (system
-prompt from a file or Consul KV), :mod:`.llm` (streaming to an expert) and
-:mod:`.service` (the pipecat stage tying them together).
+(SQLite memory), :mod:`.toolbox` (the tool framework: schemas, validation,
+timeouts, errors), :mod:`.tools` (the built-in tools), :mod:`.discovery`
+(experts from config or Consul), :mod:`.router` (which expert answers),
+:mod:`.prompt` (system prompt from a file or Consul KV), :mod:`.llm`
+(streaming to an expert) and :mod:`.service` (the pipecat stage tying them
+together).
 """
 
 from pipecat_app.twin.config import TwinConfig

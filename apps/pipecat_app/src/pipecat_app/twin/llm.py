@@ -33,7 +33,7 @@ import openai
 from openai import AsyncOpenAI
 
 from pipecat_app.twin.discovery import Expert
-from pipecat_app.twin.tools import Tool
+from pipecat_app.twin.toolbox import Tool
 
 ToolChoice = Literal["auto", "required", "none"]
 

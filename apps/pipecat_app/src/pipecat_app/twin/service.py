@@ -55,7 +55,8 @@ from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls
 from pipecat_app.twin.memory import MemoryStore, estimate_tokens, fit_to_budget, render_block
 from pipecat_app.twin.prompt import PromptSource
 from pipecat_app.twin.router import NoExpertsError, RouteDecision, Router, RoutingState
-from pipecat_app.twin.tools import Tool, ToolBox, builtin_tools
+from pipecat_app.twin.toolbox import Tool, ToolBox
+from pipecat_app.twin.tools import builtin_tools
 
 #: Key of an ``LLMFullResponseEndFrame``'s metadata naming the expert whose
 #: answer it ends (None: no expert answered); the app's turn log reads it.
