@@ -17,7 +17,7 @@ from helpers.speech import silence, synthesize, write_wav
 from app_helpers import free_port
 from chromium_cdp import CHROMIUM, Chromium
 from pipecat_app.config import PiperTTSConfig
-from pipecat_app.transports.prebuilt import offline_index
+from pipecat_app.endpoints.prebuilt_client import offline_index
 
 
 def test_root_leads_to_the_prebuilt_client_loaded_through_local_media(app):

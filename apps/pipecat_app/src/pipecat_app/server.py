@@ -26,11 +26,11 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipecat_app.config import AppConfig
+from pipecat_app.endpoints.text import TextSessions
+from pipecat_app.endpoints.voice import WebRTCSessions
 from pipecat_app.logs import setup_logging
 from pipecat_app.metrics import REGISTRY
 from pipecat_app.session import TwinFactory, twin_service
-from pipecat_app.transports.text import TextSessions
-from pipecat_app.transports.webrtc import WebRTCSessions
 
 
 def create_app(config: AppConfig, *, twin_factory: TwinFactory = twin_service) -> FastAPI:

@@ -1,7 +1,7 @@
 """One conversation: a TwinService and the pipeline worker that runs around it.
 
-``VoiceSession`` runs the spoken pipeline over any audio transport (WebRTC,
-audio files). ``TextSession`` runs the typed pipeline and answers
+``VoiceSession`` runs the spoken pipeline over any audio transport (WebRTC in
+the app, the tests' in-memory audio transport). ``TextSession`` runs the typed pipeline and answers
 ``ask(text)`` with the answer's text as it streams.
 """
 

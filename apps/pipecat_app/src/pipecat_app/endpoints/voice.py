@@ -7,7 +7,7 @@ its SDP offer to ``/sessions/{id}/api/offer`` (ICE candidates with PATCH);
 reached on the local network or through the cluster's own addresses.
 
 The prebuilt client's microphone handling would load Daily's call-machine
-bundle from the internet; ``prebuilt.py`` serves it with a local media layer
+bundle from the internet; ``prebuilt_client.py`` serves it with a local media layer
 instead, so it needs nothing but the app. ``/voice`` is a small page of plain
 WebRTC against ``/api/offer`` (no framework, one file).
 """
@@ -34,8 +34,8 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
 from pipecat_app.config import AppConfig
+from pipecat_app.endpoints.prebuilt_client import mount_prebuilt_client
 from pipecat_app.session import TwinFactory, VoiceSession, twin_service
-from pipecat_app.transports.prebuilt import mount_prebuilt_client
 
 VOICE_PAGE = Path(__file__).resolve().parent.parent / "static" / "voice.html"
 
@@ -150,7 +150,7 @@ class WebRTCSessions:
         return router
 
     def mount_client(self, app: FastAPI) -> None:
-        """Serve the prebuilt browser client at ``/client/`` (offline, see prebuilt.py)."""
+        """Serve the prebuilt browser client at ``/client/`` (offline, see prebuilt_client.py)."""
         mount_prebuilt_client(app)
 
 
