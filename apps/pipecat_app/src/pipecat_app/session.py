@@ -1,8 +1,8 @@
 """One conversation: a TwinService and the pipeline worker that runs around it.
 
 ``VoiceSession`` runs the spoken pipeline over any audio transport (WebRTC in
-the app, the tests' in-memory audio transport). ``TextSession`` runs the typed pipeline and answers
-``ask(text)`` with the answer's text as it streams.
+the app, the tests' in-memory audio transport). ``TextSession`` runs the typed
+pipeline and answers ``ask(text)`` with the answer's text as it streams.
 """
 
 from __future__ import annotations
