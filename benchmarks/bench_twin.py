@@ -26,7 +26,7 @@ from typing import Any
 
 from loguru import logger
 from pipecat_app.twin.config import TwinConfig
-from pipecat_app.twin.service import TwinService, fit_history
+from pipecat_app.twin.service import TwinLLMProcessor, TwinService, fit_history
 
 TOPICS = [
     "python",
@@ -155,6 +155,8 @@ async def run(memories: int, turns: int, workdir: Path) -> dict[str, Any]:
         }
     )
     twin = TwinService(config)
+    (turn_stage,) = twin.processors()
+    assert isinstance(turn_stage, TwinLLMProcessor)
     await twin.start()
     insert_s = fill_memory(twin, memories, "bench")
     stages: dict[str, list[float]] = {"route": [], "recall": [], "context": [], "total": []}
@@ -163,11 +165,11 @@ async def run(memories: int, turns: int, workdir: Path) -> dict[str, Any]:
             question = QUESTIONS[i % len(QUESTIONS)]
             twin.context.add_message({"role": "user", "content": question})
             t0 = time.perf_counter()
-            decision = twin.route(question)
+            decision = twin.router.route(question, twin.directory.experts, twin.routing_state)
             t1 = time.perf_counter()
-            system = twin.build_system(question)
+            system = turn_stage.system_message(question)
             t2 = time.perf_counter()
-            history = await twin.history(twin.context)
+            history = await turn_stage.history(twin.context)
             fit_history(history, system, decision.expert.context_length, twin.client.max_tokens)
             t3 = time.perf_counter()
             stages["route"].append(t1 - t0)
@@ -175,7 +177,8 @@ async def run(memories: int, turns: int, workdir: Path) -> dict[str, Any]:
             stages["context"].append(t3 - t2)
             stages["total"].append(t3 - t0)
             twin.context.add_message({"role": "assistant", "content": "An answer of a few words."})
-            twin.remember_turn("user", question)
+            twin.routing_state.commit(decision)
+            twin.turn_memory.remember_turn("user", question)
     finally:
         await twin.stop()
     return {

@@ -87,8 +87,9 @@ async def test_json_schema_fallback_streams_the_answer_text(llama_one: LlamaServ
 async def test_fallback_tool_result_is_fed_back_and_the_turn_is_answered(
     llama_one: LlamaServer, tmp_path
 ):
-    twin = make_twin(tmp_path, [expert("solo", llama_one.base_url)])
-    twin.toolbox = ToolBox([Tool(current_time)])
+    twin = make_twin(
+        tmp_path, [expert("solo", llama_one.base_url)], toolbox=ToolBox([Tool(current_time)])
+    )
     twin.context.set_tool_choice("required")  # first round must call the tool
     before = tool_calls("current_time")
     await twin.start()
@@ -199,10 +200,10 @@ async def test_expert_killed_while_streaming_the_same_turn_is_finished_by_the_ot
             expert("a", first.base_url, tool_calls=True),
             expert("b", second.base_url, tool_calls=True),
         ],
+        # Plain streaming, no tools: the answer starts with the first token and is long.
+        toolbox=ToolBox([]),
+        client=ExpertClient(timeout_s=30, max_tokens=400, temperature=0.7),
     )
-    # Plain streaming, no tools: the answer starts with the first token and is long.
-    twin.toolbox = ToolBox([])
-    twin.client = ExpertClient(timeout_s=30, max_tokens=400, temperature=0.7)
     killer = KillOnFirstText(first)
     before = errors("a", "connect") + errors("a", "timeout")
     await twin.start()

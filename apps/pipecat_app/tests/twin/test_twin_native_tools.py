@@ -104,8 +104,11 @@ def replay() -> Iterator[Replay]:
 
 async def replayed_turn(replay: Replay, tmp_path: Path) -> str:
     """One TwinService turn, tools required, against the replayed expert."""
-    twin = make_twin(tmp_path, [expert("native", replay.url, tool_calls=True)])
-    twin.toolbox = ToolBox([Tool(current_time)])
+    twin = make_twin(
+        tmp_path,
+        [expert("native", replay.url, tool_calls=True)],
+        toolbox=ToolBox([Tool(current_time)]),
+    )
     twin.context.set_tool_choice("required")
     await twin.start()
     try:
@@ -229,8 +232,12 @@ async def test_model_with_tool_support_calls_the_tool_and_answers(
     extra = ["--chat-template-file", template] if template else []
     server = start_llama_server(llama_binary, Path(gguf), extra_args=extra)
     try:
-        twin = make_twin(tmp_path, [expert("native", server.base_url, tool_calls=True)], 120)
-        twin.toolbox = ToolBox([Tool(current_time)])
+        twin = make_twin(
+            tmp_path,
+            [expert("native", server.base_url, tool_calls=True)],
+            120,
+            toolbox=ToolBox([Tool(current_time)]),
+        )
         twin.context.set_tool_choice("required")
         before = outcomes("current_time", "ok")
         await twin.start()

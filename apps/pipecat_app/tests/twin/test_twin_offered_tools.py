@@ -133,9 +133,9 @@ async def test_each_turn_offers_describe_scene_and_cluster_status_only_while_the
                     "retry_s": 0.1,
                 },
             }
-        )
+        ),
+        client=ExpertClient(timeout_s=120, max_tokens=48, temperature=0.0),
     )
-    twin.client = ExpertClient(timeout_s=120, max_tokens=48, temperature=0.0)
 
     async def turn(expected: list[str]) -> None:
         """One user turn: its first request, and the context, offer ``expected``."""

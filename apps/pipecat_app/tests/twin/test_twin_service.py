@@ -26,7 +26,8 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS
 from pipecat_app.twin.config import TwinConfig
-from pipecat_app.twin.service import NO_EXPERT_REPLY, TwinService, fit_history
+from pipecat_app.twin.service import NO_EXPERT_REPLY, TwinLLMProcessor, TwinService, fit_history
+from pipecat_app.twin.toolbox import Tool, ToolBox, ToolContext
 
 from .conftest import free_port, load_fixture
 
@@ -51,6 +52,13 @@ def closed_expert(name: str, domain: str = "general") -> dict:
         "description": "Everyday conversation",
         "base_url": f"http://127.0.0.1:{free_port()}/v1",
     }
+
+
+def turns(twin: TwinService) -> TwinLLMProcessor:
+    """The twin's stage, which runs its turns."""
+    (processor,) = twin.processors()
+    assert isinstance(processor, TwinLLMProcessor)
+    return processor
 
 
 def user_turn(twin: TwinService, text: str) -> LLMContextFrame:
@@ -160,8 +168,8 @@ async def test_earlier_conversations_are_recalled_but_not_the_current_one(tmp_pa
     twin.memory.close()
     await twin.start()
     try:
-        twin.remember_turn("user", "The lighthouse is closed on Mondays")
-        system = twin.build_system("tell me about the lighthouse")
+        twin.turn_memory.remember_turn("user", "The lighthouse is closed on Mondays")
+        system = turns(twin).system_message("tell me about the lighthouse")
     finally:
         await twin.stop()
     assert "the user said: We talked about the lighthouse trip" in system
@@ -175,7 +183,7 @@ async def test_recalled_memory_goes_into_the_system_prompt_within_the_budget(tmp
         twin.memory.remember("ana", "Ana's daughter is called Rita")
         twin.memory.remember("ana", "Rita plays the cello " + "very " * 100)  # > 64 tokens
         twin.memory.remember("ana", "Tomas plays football on Sundays")
-        system = twin.build_system("what is my daughter called? and Rita's cello?")
+        system = turns(twin).system_message("what is my daughter called? and Rita's cello?")
     finally:
         await twin.stop()
     assert system.startswith(twin.prompt.text)
@@ -191,7 +199,7 @@ async def test_memory_off_or_broken_leaves_the_prompt_alone(tmp_path):
     twin = make_twin(tmp_path, [closed_expert("a")])
     await twin.start()
     try:
-        assert twin.build_system("anything about my daughter") == twin.prompt.text
+        assert turns(twin).system_message("anything about my daughter") == twin.prompt.text
         _down, _ = await run_test(
             twin.processors()[0],
             frames_to_send=[user_turn(twin, "hello")],
@@ -229,6 +237,29 @@ async def test_context_carries_the_tools_of_the_latest_turn_and_no_system_messag
     assert not is_given(
         make_twin(tmp_path, [closed_expert("a")], tools={"enabled": False}).context.tools
     )
+
+
+async def echo(ctx: ToolContext, text: str) -> str:
+    """Say the text back.
+
+    Args:
+        text: What to say.
+    """
+    return text
+
+
+async def test_the_context_offers_the_tools_the_twin_was_built_with_from_the_start(tmp_path):
+    config = TwinConfig.model_validate(
+        {"memory": {"path": str(tmp_path / "memory.sqlite3")}, "experts": [closed_expert("a")]}
+    )
+    twin = TwinService(config, toolbox=ToolBox([Tool(echo)]))
+    assert [f.name for f in twin.context.tools.standard_tools] == ["echo"]
+    await twin.start()
+    try:
+        await run_test(twin.processors()[0], frames_to_send=[user_turn(twin, "Say hi")])
+    finally:
+        await twin.stop()
+    assert [f.name for f in twin.context.tools.standard_tools] == ["echo"]
 
 
 async def test_interruption_cancels_the_running_turn(tmp_path):
@@ -303,12 +334,12 @@ async def test_turn_reads_experts_from_memory_not_from_consul(fixture_api, tmp_p
 )
 def test_fallback_experts_are_offered_tools_only_on_turns_that_need_them(tmp_path, text, wanted):
     twin = make_twin(tmp_path, [closed_expert("a")])
-    assert twin.wants_tools(text) is wanted
+    assert turns(twin).wants_tools(text) is wanted
 
 
 def test_an_empty_tool_trigger_offers_tools_on_every_turn(tmp_path):
     twin = make_twin(tmp_path, [closed_expert("a")], tools={"trigger": ""})
-    assert twin.wants_tools("Name three fruits.")
+    assert turns(twin).wants_tools("Name three fruits.")
 
 
 def test_a_tool_trigger_that_is_not_a_regex_is_refused():

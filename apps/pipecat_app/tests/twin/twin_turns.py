@@ -16,7 +16,9 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.tests.utils import run_test
 
 from pipecat_app.twin.config import TwinConfig
+from pipecat_app.twin.llm import ExpertClient
 from pipecat_app.twin.service import TwinService
+from pipecat_app.twin.toolbox import ToolBox
 
 
 def expert(name: str, base_url: str, *, tool_calls: bool = False) -> dict[str, Any]:
@@ -31,18 +33,27 @@ def expert(name: str, base_url: str, *, tool_calls: bool = False) -> dict[str, A
     }
 
 
-def make_twin(tmp_path: Path, experts: list[dict[str, Any]], timeout_s: float = 30) -> TwinService:
-    """TwinService for user ``ana`` with a memory under ``tmp_path`` and static experts."""
-    return TwinService(
-        TwinConfig.model_validate(
-            {
-                "user_id": "ana",
-                "memory": {"path": str(tmp_path / "memory.sqlite3")},
-                "experts": experts,
-                "routing": {"expert_timeout_s": timeout_s},
-            }
-        )
+def make_twin(
+    tmp_path: Path,
+    experts: list[dict[str, Any]],
+    timeout_s: float = 30,
+    *,
+    toolbox: ToolBox | None = None,
+    client: ExpertClient | None = None,
+) -> TwinService:
+    """TwinService for user ``ana`` with a memory under ``tmp_path`` and static experts.
+
+    ``toolbox`` and ``client`` replace the built-in tools and the default client.
+    """
+    config = TwinConfig.model_validate(
+        {
+            "user_id": "ana",
+            "memory": {"path": str(tmp_path / "memory.sqlite3")},
+            "experts": experts,
+            "routing": {"expert_timeout_s": timeout_s},
+        }
     )
+    return TwinService(config, toolbox=toolbox, client=client)
 
 
 async def ask(twin: TwinService, text: str, *, extra: list[FrameProcessor] = ()) -> str:

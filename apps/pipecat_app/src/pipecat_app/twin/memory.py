@@ -4,7 +4,8 @@ The store is one SQLite file in WAL mode (a Nomad host volume in the cluster),
 with an FTS5 index over the text. Recall ranks full-text matches by BM25 and
 weights them by recency (exponential decay with a configurable half-life);
 :func:`fit_to_budget` then keeps the best items that fit the turn's token
-budget.
+budget. :class:`TurnMemory` is what one conversation does with it: recall
+for each turn's system message, and each turn stored.
 
 Memory is a convenience, never a reason for the conversation to stop: a
 corrupt database disables the store (logged once, ``MEMORY_ERRORS``), a
@@ -28,6 +29,7 @@ from typing import Literal
 from loguru import logger
 
 from pipecat_app.metrics import MEMORY_ERRORS
+from pipecat_app.twin.config import MemoryConfig
 
 Kind = Literal["episode", "fact"]
 
@@ -340,3 +342,45 @@ class MemoryStore:
         return db.execute("SELECT count(*) FROM memories WHERE user_id = ?", (user_id,)).fetchone()[
             0
         ]
+
+
+class TurnMemory:
+    """Long-term memory around one conversation's turns: recalled before each, stored after.
+
+    Args:
+        store: The user's memory store.
+        config: ``[twin.memory]``.
+        user_id: Whose memories.
+    """
+
+    def __init__(self, store: MemoryStore, config: MemoryConfig, user_id: str) -> None:
+        self.store = store
+        self._config = config
+        self._user_id = user_id
+        self._since = time.time()
+
+    def open(self) -> None:
+        """Open the store (when memory is on); the conversation starts now."""
+        self._since = time.time()
+        if self._config.enabled:
+            self.store.open()
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def recalled(self, user_text: str) -> str:
+        """The memory block for a turn, within the token budget (empty: nothing to add).
+
+        Turns of this conversation are left out: they are in the context already.
+        """
+        if not self._config.enabled or not user_text:
+            return ""
+        items = self.store.recall(self._user_id, user_text, limit=self._config.recall_limit)
+        items = [i for i in items if i.kind == "fact" or i.created < self._since]
+        return render_block(fit_to_budget(items, self._config.token_budget))
+
+    def remember_turn(self, role: str, text: str) -> None:
+        """Store one side of a turn as an episodic memory."""
+        if self._config.enabled and text.strip():
+            self.store.remember(self._user_id, text, kind="episode", role=role)

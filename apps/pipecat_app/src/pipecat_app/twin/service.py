@@ -5,8 +5,10 @@ Pipeline placement (the app builds it)::
     Pipeline([transport.input(), stt, user_agg, *twin.processors(), tts,
               transport.output(), assistant_agg])
 
-:class:`TwinLLMProcessor` takes the user aggregator's ``LLMContextFrame``
-and, for each turn: builds the request's system message from the system
+:class:`TwinService` builds the parts (memory, discovery, prompt, router,
+expert client, tools) and runs their lifecycle; :class:`TwinLLMProcessor`,
+given those parts, runs the turns. It takes the user aggregator's
+``LLMContextFrame`` and, for each turn: builds the request's system message from the system
 prompt and the memory recalled within the token budget (neither is added to
 the ``LLMContext``: pipecat 1.x keeps the system prompt on the LLM service,
 not in the context), routes the turn (:mod:`~pipecat_app.twin.router`),
@@ -49,10 +51,10 @@ from pipecat.processors.aggregators.llm_context import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
-from pipecat_app.twin.config import TwinConfig
+from pipecat_app.twin.config import ToolsConfig, TwinConfig
 from pipecat_app.twin.discovery import Expert, ExpertDirectory, VisionDirectory
 from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
-from pipecat_app.twin.memory import MemoryStore, estimate_tokens, fit_to_budget, render_block
+from pipecat_app.twin.memory import MemoryStore, TurnMemory, estimate_tokens
 from pipecat_app.twin.prompt import PromptSource
 from pipecat_app.twin.router import NoExpertsError, RouteDecision, Router, RoutingState
 from pipecat_app.twin.toolbox import Tool, ToolBox
@@ -92,45 +94,57 @@ def fit_history(
 
 
 class TwinService:
-    """The assistant's brain for one conversation.
+    """The assistant's brain for one conversation: builds its parts and runs their lifecycle.
 
     Args:
         config: ``[twin]`` (see :mod:`pipecat_app.twin.config`).
+        toolbox: The tools to offer (default: the built-in tools, or none
+            when ``twin.tools.enabled`` is false).
+        client: Streams to the experts (default: one with
+            ``twin.routing.expert_timeout_s``).
 
     ``__init__`` does no I/O; :meth:`start` opens memory, starts discovery
     (experts and the vision service) and the prompt watch; :meth:`stop` undoes it.
+    The turns themselves are :class:`TwinLLMProcessor`'s, given these parts.
     """
 
-    def __init__(self, config: TwinConfig) -> None:
+    def __init__(
+        self,
+        config: TwinConfig,
+        *,
+        toolbox: ToolBox | None = None,
+        client: ExpertClient | None = None,
+    ) -> None:
         self.config = config
         self.memory = MemoryStore(config.memory.path, half_life_days=config.memory.half_life_days)
+        self.turn_memory = TurnMemory(self.memory, config.memory, config.user_id)
         self.directory = ExpertDirectory(config.discovery, config.experts)
         self.vision = VisionDirectory(config.discovery, config.tools.vision_url)
         self.prompt = PromptSource(config.prompt, config.discovery)
         self.router = Router(config.routing)
         self.routing_state = RoutingState()
-        self.client = ExpertClient(timeout_s=config.routing.expert_timeout_s)
-        self.toolbox = ToolBox(
-            builtin_tools(
-                self.memory,
-                lambda: self.config.user_id,
-                config.tools,
-                config.discovery,
-                vision_url=lambda: self.vision.url,
-                consul_up=lambda: self.directory.consul_answering,
+        self.client = client or ExpertClient(timeout_s=config.routing.expert_timeout_s)
+        if toolbox is None:
+            toolbox = ToolBox(
+                builtin_tools(
+                    self.memory,
+                    lambda: config.user_id,
+                    config.tools,
+                    config.discovery,
+                    vision_url=lambda: self.vision.url,
+                    consul_up=lambda: self.directory.consul_answering,
+                )
+                if config.tools.enabled
+                else [],
+                timeout_s=config.tools.timeout_s,
             )
-            if config.tools.enabled
-            else [],
-            timeout_s=config.tools.timeout_s,
-        )
+        self.toolbox = toolbox
         # pipecat 1.x keeps the system prompt out of the context (a context
         # system message is deprecated since 1.9): like an LLM service's
         # ``system_instruction`` it is applied to each request, from the
         # prompt source, so a new prompt takes effect on the next turn.
         # Its tools are set again at every turn, to those available then.
         self._context = LLMContext(tools=self.toolbox.tools_schema(self.toolbox.available()))
-        self._adapter = OpenAILLMAdapter()
-        self._since = time.time()
 
     @property
     def context(self) -> LLMContext:
@@ -143,15 +157,29 @@ class TwinService:
         """
         return self._context
 
+    @property
+    def system_prompt(self) -> str:
+        """The current system prompt (local default or the Consul KV value)."""
+        return self.prompt.text
+
     def processors(self) -> list[FrameProcessor]:
         """The stages to put between the user aggregator and TTS."""
-        return [TwinLLMProcessor(self)]
+        return [
+            TwinLLMProcessor(
+                prompt=self.prompt,
+                turn_memory=self.turn_memory,
+                experts=self.directory,
+                router=self.router,
+                routing_state=self.routing_state,
+                client=self.client,
+                toolbox=self.toolbox,
+                tools=self.config.tools,
+            )
+        ]
 
     async def start(self) -> None:
         """Open memory, start discovery (experts, vision) and the prompt watch."""
-        self._since = time.time()
-        if self.config.memory.enabled:
-            self.memory.open()
+        self.turn_memory.open()
         await self.directory.start()
         if self.config.tools.enabled:
             await self.vision.start()
@@ -163,48 +191,7 @@ class TwinService:
         await self.vision.stop()
         await self.directory.stop()
         await self.client.close()
-        self.memory.close()
-
-    # -- one turn ----------------------------------------------------------------
-
-    @property
-    def system_prompt(self) -> str:
-        """The current system prompt (local default or the Consul KV value)."""
-        return self.prompt.text
-
-    def build_system(self, user_text: str) -> str:
-        """System prompt plus the memory recalled for this turn, within the token budget."""
-        system = self.prompt.text
-        if not self.config.memory.enabled or not user_text:
-            return system
-        items = self.memory.recall(
-            self.config.user_id, user_text, limit=self.config.memory.recall_limit
-        )
-        # Turns of this conversation are in the context already.
-        items = [i for i in items if i.kind == "fact" or i.created < self._since]
-        block = render_block(fit_to_budget(items, self.config.memory.token_budget))
-        return f"{system}\n\n{block}" if block else system
-
-    async def history(self, context: LLMContext) -> list[dict[str, Any]]:
-        """The context's messages in OpenAI form, without system messages."""
-        params = await self._adapter.get_llm_invocation_params(
-            context, convert_developer_to_user=True
-        )
-        return [_plain(m) for m in params["messages"] if _plain(m).get("role") != "system"]
-
-    def wants_tools(self, user_text: str) -> bool:
-        """Whether this turn looks like it needs a tool (``twin.tools.trigger``)."""
-        trigger = self.config.tools.trigger
-        return not trigger or re.search(trigger, user_text) is not None
-
-    def route(self, user_text: str) -> RouteDecision:
-        """Route a turn over the currently known experts."""
-        return self.router.route(user_text, self.directory.experts, self.routing_state)
-
-    def remember_turn(self, role: str, text: str) -> None:
-        """Store one side of a turn as an episodic memory."""
-        if self.config.memory.enabled and text.strip():
-            self.memory.remember(self.config.user_id, text, kind="episode", role=role)
+        self.turn_memory.close()
 
 
 @dataclass
@@ -237,11 +224,45 @@ def first_round_choice(context: LLMContext) -> ToolChoice:
 
 
 class TwinLLMProcessor(FrameProcessor):
-    """Answers each ``LLMContextFrame`` with the best available expert (see module doc)."""
+    """Answers each ``LLMContextFrame`` with the best available expert (see module doc).
 
-    def __init__(self, twin: TwinService, **kwargs: Any) -> None:
+    Args:
+        prompt: The system prompt.
+        turn_memory: What memory recalls into each turn's system message,
+            and where each turn is stored.
+        experts: The experts known now (discovery; read from memory, no I/O).
+        router: Picks each turn's expert and failover order, and remembers
+            which experts failed.
+        routing_state: The conversation's routing state, committed when a
+            turn ends.
+        client: Streams a request to one expert.
+        toolbox: The tools; each turn offers those available then.
+        tools: ``[twin.tools]`` (``trigger``, ``max_rounds``).
+    """
+
+    def __init__(
+        self,
+        *,
+        prompt: PromptSource,
+        turn_memory: TurnMemory,
+        experts: ExpertDirectory,
+        router: Router,
+        routing_state: RoutingState,
+        client: ExpertClient,
+        toolbox: ToolBox,
+        tools: ToolsConfig,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self._twin = twin
+        self._prompt = prompt
+        self._turn_memory = turn_memory
+        self._experts = experts
+        self._router = router
+        self._routing_state = routing_state
+        self._client = client
+        self._toolbox = toolbox
+        self._tools = tools
+        self._adapter = OpenAILLMAdapter()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Run a turn for each context frame; pass everything else on."""
@@ -253,28 +274,45 @@ class TwinLLMProcessor(FrameProcessor):
         else:
             await self.push_frame(frame, direction)
 
+    def system_message(self, user_text: str) -> str:
+        """The system prompt plus the memory recalled for this turn, within the token budget."""
+        system = self._prompt.text
+        block = self._turn_memory.recalled(user_text)
+        return f"{system}\n\n{block}" if block else system
+
+    def wants_tools(self, user_text: str) -> bool:
+        """Whether this turn looks like it needs a tool (``twin.tools.trigger``)."""
+        trigger = self._tools.trigger
+        return not trigger or re.search(trigger, user_text) is not None
+
+    async def history(self, context: LLMContext) -> list[dict[str, Any]]:
+        """The context's messages in OpenAI form, without system messages."""
+        params = await self._adapter.get_llm_invocation_params(
+            context, convert_developer_to_user=True
+        )
+        return [_plain(m) for m in params["messages"] if _plain(m).get("role") != "system"]
+
     async def _turn(self, context: LLMContext) -> None:
-        twin = self._twin
         messages = context.get_messages()
         user_text = standard_message_text(messages[-1]) if messages else ""
         # Only the tools whose needs exist now (memory, a vision service,
         # Consul); the context carries them, as pipecat's LLM services read it.
-        tools = twin.toolbox.available()
-        context.set_tools(twin.toolbox.tools_schema(tools))
+        tools = self._toolbox.available()
+        context.set_tools(self._toolbox.tools_schema(tools))
         turn = _Turn(
             started=time.monotonic(),
             choice=first_round_choice(context),
             tools=tools,
-            offer_tools=twin.wants_tools(user_text),
+            offer_tools=self.wants_tools(user_text),
         )
         decision: RouteDecision | None = None
         await self.push_frame(LLMFullResponseStartFrame())
         try:
             # Recall is a few ms of SQLite: off the event loop, audio keeps flowing.
-            system = await asyncio.to_thread(twin.build_system, user_text)
-            history = await twin.history(context)
+            system = await asyncio.to_thread(self.system_message, user_text)
+            history = await self.history(context)
             try:
-                decision = twin.route(user_text)
+                decision = self._router.route(user_text, self._experts.experts, self._routing_state)
             except NoExpertsError:
                 logger.error("twin: no experts known; answering with the apology")
                 await self._say(turn, NO_EXPERT_REPLY)
@@ -282,12 +320,12 @@ class TwinLLMProcessor(FrameProcessor):
             await self._answer(decision, system, history, turn)
         finally:
             if decision is not None:
-                twin.routing_state.commit(decision, turn.answered_by)
+                self._routing_state.commit(decision, turn.answered_by)
             end = LLMFullResponseEndFrame()
             end.metadata[ANSWERED_BY] = turn.answered_by.name if turn.answered_by else None
             await self.push_frame(end)
-            twin.remember_turn("user", user_text)
-            twin.remember_turn("assistant", turn.text)
+            self._turn_memory.remember_turn("user", user_text)
+            self._turn_memory.remember_turn("assistant", turn.text)
 
     async def _say(self, turn: _Turn, text: str) -> None:
         if not turn.first_token:
@@ -300,7 +338,6 @@ class TwinLLMProcessor(FrameProcessor):
         self, decision: RouteDecision, system: str, history: list[dict[str, Any]], turn: _Turn
     ) -> None:
         """Try the experts in the decision's order until one answers."""
-        twin = self._twin
         for attempt, expert in enumerate(decision.order):
             if attempt > 0:
                 ROUTING_DECISIONS.labels(expert=expert.name, reason="failover").inc()
@@ -309,10 +346,10 @@ class TwinLLMProcessor(FrameProcessor):
                 await self._run_expert(expert, system, history, turn)
             except ExpertError as exc:
                 EXPERT_ERRORS.labels(expert=exc.expert.name, kind=exc.kind).inc()
-                twin.router.mark_failed(exc.expert)
+                self._router.mark_failed(exc.expert)
                 logger.error(f"twin: expert {exc}")
                 continue
-            twin.router.mark_ok(expert)
+            self._router.mark_ok(expert)
             turn.answered_by = expert
             return
         await self.push_frame(
@@ -324,7 +361,6 @@ class TwinLLMProcessor(FrameProcessor):
         self, expert: Expert, system: str, history: list[dict[str, Any]], turn: _Turn
     ) -> None:
         """One expert, with up to ``max_rounds`` tool rounds; raises ExpertError on failure."""
-        twin = self._twin
         tools = turn.tools
         exchange: list[dict[str, Any]] = list(history)
         if turn.spoken:
@@ -333,7 +369,7 @@ class TwinLLMProcessor(FrameProcessor):
             exchange.append(
                 {"role": "user", "content": "(continue your answer from where it stopped)"}
             )
-        max_rounds = twin.config.tools.max_rounds
+        max_rounds = self._tools.max_rounds
         for round_no in range(max_rounds + 1):
             choice: ToolChoice = turn.choice if round_no == 0 else "auto"
             if not tools or round_no == max_rounds:
@@ -342,10 +378,10 @@ class TwinLLMProcessor(FrameProcessor):
                 # The JSON-schema fallback costs a constrained decode: only on
                 # turns that look like they need a tool (twin.tools.trigger).
                 choice = "none"
-            messages = fit_history(exchange, system, expert.context_length, twin.client.max_tokens)
+            messages = fit_history(exchange, system, expert.context_length, self._client.max_tokens)
             calls: ToolCalls | None = None
             said: list[str] = []
-            async for event in twin.client.stream(expert, messages, tools, choice=choice):
+            async for event in self._client.stream(expert, messages, tools, choice=choice):
                 if isinstance(event, TextDelta):
                     said.append(event.text)
                     await self._say(turn, event.text)
@@ -363,7 +399,7 @@ class TwinLLMProcessor(FrameProcessor):
         ``said`` is the text the expert streamed (and the user heard) before
         its calls in this round; it stays in the assistant message.
         """
-        toolbox = self._twin.toolbox
+        toolbox = self._toolbox
         if expert.tool_calls:
             exchange.append(
                 {
