@@ -35,16 +35,28 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat_app.config import VADConfig
 
 
-class Conversation(Protocol):
-    """What the pipeline needs from TwinService: its context and its stages."""
+class Twin(Protocol):
+    """TwinService as the app uses it (see ``pipecat_app.twin``).
+
+    A pipeline takes its context and its stages; a session starts it before
+    the pipeline runs and stops it after.
+    """
 
     @property
     def context(self) -> LLMContext:
-        """The conversation's context (system prompt, tools, turns)."""
+        """The conversation's context (turns and tools)."""
         ...
 
     def processors(self) -> list[FrameProcessor]:
         """The stages between the user aggregator and the TTS."""
+        ...
+
+    async def start(self) -> None:
+        """Open memory, start discovery and the prompt watch."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop background work and close memory."""
         ...
 
 
@@ -63,7 +75,7 @@ def make_vad(config: VADConfig) -> SileroVADAnalyzer:
 def voice_pipeline(
     transport: BaseTransport,
     stt: STTService,
-    twin: Conversation,
+    twin: Twin,
     tts: TTSService,
     vad: SileroVADAnalyzer,
     turn_stop_timeout_s: float = 5.0,
@@ -87,7 +99,7 @@ def voice_pipeline(
     )
 
 
-def text_pipeline(twin: Conversation, sink: FrameProcessor) -> Pipeline:
+def text_pipeline(twin: Twin, sink: FrameProcessor) -> Pipeline:
     """The typed conversation: user messages in, the answer's text frames to ``sink``."""
     user, assistant = LLMContextAggregatorPair(twin.context)
     return Pipeline(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -21,38 +20,15 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from pipecat_app.config import AppConfig
-from pipecat_app.pipeline import make_vad, text_pipeline, voice_pipeline
+from pipecat_app.pipeline import Twin, make_vad, text_pipeline, voice_pipeline
 from pipecat_app.providers import make_stt, make_tts
 from pipecat_app.turn_metrics import TurnMetricsObserver
 from pipecat_app.twin.config import TwinConfig
-
-
-class Twin(Protocol):
-    """The TwinService API a session uses (see ``pipecat_app.twin``)."""
-
-    @property
-    def context(self) -> LLMContext:
-        """The conversation's context."""
-        ...
-
-    def processors(self) -> list[FrameProcessor]:
-        """Stages between the user aggregator and the TTS."""
-        ...
-
-    async def start(self) -> None:
-        """Open memory, start discovery and the prompt watch."""
-        ...
-
-    async def stop(self) -> None:
-        """Stop background work and close memory."""
-        ...
-
 
 TwinFactory = Callable[[TwinConfig], Twin]
 
