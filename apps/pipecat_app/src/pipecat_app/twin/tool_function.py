@@ -18,21 +18,8 @@ TwinService's tools, with two differences:
   ``minimum``/``maximum``..., and a default value becomes ``default``.
 
 Every tool must have a description and a described, annotated parameter each:
-the model sees nothing else.
-
-Example::
-
-    async def recall(
-        ctx: ToolContext,
-        query: Annotated[str, Field(min_length=1)],
-        limit: Annotated[int, Field(ge=1, le=20)] = 5,
-    ) -> dict[str, Any]:
-        '''Search what you remember about the user.
-
-        Args:
-            query: What to look for.
-            limit: Most memories to return.
-        '''
+the model sees nothing else. The built-in tools (:mod:`pipecat_app.twin.tools`,
+``recall`` for one) are written this way.
 """
 
 from __future__ import annotations
