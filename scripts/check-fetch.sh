@@ -15,7 +15,6 @@
 # (KEEP=1 keeps it). Run after `make deps`, before anything uses a cached build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO="${PWD}"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/twin-check-fetch.XXXXXX")"
 [[ "${KEEP:-0}" == 1 ]] || trap 'rm -rf "${WORK}"' EXIT
@@ -42,5 +41,5 @@ step locked-env env UV_PROJECT_ENVIRONMENT="${WORK}/venv" uv sync --frozen --qui
 # The sdist comes through the pip of the new environment, so step 1 is what
 # provides it here, as `make deps` does on a new machine.
 step llama-cpp env TWIN_PYTHON="${WORK}/venv/bin/python" scripts/build-llama-server.sh --configure-only
-step wheelhouse ansible-playbook "${REPO}/scripts/fetch-wheelhouse.yml"
+step wheelhouse ansible-playbook scripts/fetch-wheelhouse.yml
 step image-packages scripts/build-image.sh --download-only
