@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,6 +44,15 @@ class TextDelta:
     """A piece of the answer."""
 
     text: str
+
+
+def new_call_id() -> str:
+    """An id for a call the model made without one (the fallback's calls, a server's omission).
+
+    Unique in the conversation: pipecat's assistant aggregator finds a call's
+    result in the context by this id.
+    """
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 @dataclass(frozen=True)
@@ -356,8 +366,8 @@ class ExpertClient:
         if calls:
             yield ToolCalls(
                 [
-                    ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}")
-                    for i, c in sorted(calls.items())
+                    ToolCall(c["id"] or new_call_id(), c["name"], c["arguments"] or "{}")
+                    for _, c in sorted(calls.items())
                 ]
             )
 
@@ -407,7 +417,8 @@ class ExpertClient:
         if "tool" in reply:
             arguments = reply.get("arguments", {})
             yield ToolCalls(
-                [ToolCall("call_0", str(reply["tool"]), json.dumps(arguments))], raw=streamer.raw
+                [ToolCall(new_call_id(), str(reply["tool"]), json.dumps(arguments))],
+                raw=streamer.raw,
             )
         elif reply.get("answer"):
             yield TextDelta(str(reply["answer"]))

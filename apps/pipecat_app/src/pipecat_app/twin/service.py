@@ -38,6 +38,11 @@ from pipecat.adapters.llm.services.open_ai_adapter import OpenAILLMAdapter
 from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
+    FunctionCallCancelFrame,
+    FunctionCallFromLLM,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -53,6 +58,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
 from pipecat_app.twin.config import ToolsConfig, TwinConfig
 from pipecat_app.twin.discovery import Expert, ExpertDirectory, VisionDirectory
+from pipecat_app.twin.exchange import as_plain_text, call_arguments, call_message, result_message
 from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
 from pipecat_app.twin.memory import MemoryStore, TurnMemory, estimate_tokens
 from pipecat_app.twin.prompt import PromptSource
@@ -378,7 +384,8 @@ class TwinLLMProcessor(FrameProcessor):
                 # The JSON-schema fallback costs a constrained decode: only on
                 # turns that look like they need a tool (twin.tools.trigger).
                 choice = "none"
-            messages = fit_history(exchange, system, expert.context_length, self._client.max_tokens)
+            sent = exchange if expert.tool_calls else as_plain_text(exchange)
+            messages = fit_history(sent, system, expert.context_length, self._client.max_tokens)
             calls: ToolCalls | None = None
             said: list[str] = []
             async for event in self._client.stream(expert, messages, tools, choice=choice):
@@ -389,47 +396,49 @@ class TwinLLMProcessor(FrameProcessor):
                     calls = event
             if calls is None:
                 return
-            await self._run_tools(expert, calls, exchange, "".join(said))
+            await self._run_tools(calls, exchange, "".join(said))
 
-    async def _run_tools(
-        self, expert: Expert, calls: ToolCalls, exchange: list[dict[str, Any]], said: str
-    ) -> None:
-        """Execute the calls and append the exchange in the expert's own style.
+    async def _run_tools(self, calls: ToolCalls, exchange: list[dict[str, Any]], said: str) -> None:
+        """Execute the calls and append the round to the turn's exchange and the context.
 
         ``said`` is the text the expert streamed (and the user heard) before
-        its calls in this round; it stays in the assistant message.
+        its calls in this round; it stays in the assistant message. The calls
+        and their results are broadcast as pipecat's function-call frames, so
+        the assistant aggregator writes them into the ``LLMContext`` as it
+        does for pipecat's own LLM services (``run_llm=False``: this turn's
+        next round is run here, not by a new context frame).
         """
-        toolbox = self._toolbox
-        if expert.tool_calls:
-            exchange.append(
-                {
-                    "role": "assistant",
-                    "content": said or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments},
-                        }
-                        for c in calls.calls
-                    ],
-                }
+        exchange.append(call_message(said, calls.calls))
+        await self.broadcast_frame(
+            FunctionCallsStartedFrame,
+            function_calls=[
+                FunctionCallFromLLM(c.name, c.id, call_arguments(c.arguments), None)
+                for c in calls.calls
+            ],
+        )
+        for call in calls.calls:
+            arguments = call_arguments(call.arguments)
+            await self.broadcast_frame(
+                FunctionCallInProgressFrame,
+                function_name=call.name,
+                tool_call_id=call.id,
+                arguments=arguments,
+                cancel_on_interruption=True,
             )
-            for call in calls.calls:
-                result = await toolbox.call(call.name, call.arguments)
-                logger.info(f"twin: tool {call.name} -> {result}")
-                exchange.append(
-                    {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
+            try:
+                result = await self._toolbox.call(call.name, call.arguments)
+            except asyncio.CancelledError:
+                await self.broadcast_frame(
+                    FunctionCallCancelFrame, function_name=call.name, tool_call_id=call.id
                 )
-        else:
-            exchange.append({"role": "assistant", "content": calls.raw})
-            for call in calls.calls:
-                result = await toolbox.call(call.name, call.arguments)
-                logger.info(f"twin: tool {call.name} -> {result}")
-                exchange.append(
-                    {
-                        "role": "user",
-                        "content": f"Result of tool {call.name}: {json.dumps(result)}\n"
-                        "Now answer the user's last message using it.",
-                    }
-                )
+                raise
+            logger.info(f"twin: tool {call.name} -> {result}")
+            exchange.append(result_message(call, result))
+            await self.broadcast_frame(
+                FunctionCallResultFrame,
+                function_name=call.name,
+                tool_call_id=call.id,
+                arguments=arguments,
+                result=result,
+                run_llm=False,
+            )
