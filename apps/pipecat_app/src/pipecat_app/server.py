@@ -30,11 +30,20 @@ from pipecat_app.endpoints.text import TextSessions
 from pipecat_app.endpoints.voice import WebRTCSessions
 from pipecat_app.logs import setup_logging
 from pipecat_app.metrics import REGISTRY
-from pipecat_app.session import TwinFactory, twin_service
+from pipecat_app.session import TwinFactory, shared_twins
 
 
-def create_app(config: AppConfig, *, twin_factory: TwinFactory = twin_service) -> FastAPI:
-    """The FastAPI app for ``config``; sessions are created per client."""
+def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) -> FastAPI:
+    """The FastAPI app for ``config``; sessions are created per client.
+
+    Every session's TwinService reads one :class:`~pipecat_app.twin.ClusterView`
+    (experts, vision service, prompt), started with the app and stopped after
+    the last session: one set of Consul watches per process, however many
+    conversations. ``twin_factory`` replaces the TwinService (tests).
+    """
+    cluster = None
+    if twin_factory is None:
+        cluster, twin_factory = shared_twins(config.twin)
 
     def active() -> int:
         return len(webrtc.sessions) + len(text.sessions) + text.open_sockets
@@ -47,6 +56,8 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory = twin_service) -
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if cluster is not None:
+            await cluster.start()
         logger.bind(event="started").info(
             f"twin-app listening on http://{config.server.host}:{config.server.port}/"
         )
@@ -54,6 +65,8 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory = twin_service) -
         logger.bind(event="stopping").info("stopping: ending every session")
         await text.close()
         await webrtc.close()
+        if cluster is not None:
+            await cluster.stop()
         logger.bind(event="stopped").info("twin-app stopped")
 
     app = FastAPI(title="twin-app", lifespan=lifespan)

@@ -8,7 +8,9 @@ pipeline and answers ``ask(text)`` with the answer's text as it streams.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -30,14 +32,29 @@ from pipecat_app.providers import make_stt, make_tts
 from pipecat_app.turn_metrics import TurnMetricsObserver
 from pipecat_app.twin.config import TwinConfig
 
+if TYPE_CHECKING:
+    from pipecat_app.twin import ClusterView
+
 TwinFactory = Callable[[TwinConfig], Twin]
 
 
 def twin_service(config: TwinConfig) -> Twin:
-    """The real TwinService (imported late: it pulls in the whole twin package)."""
+    """A TwinService with a cluster view of its own (imported late: the twin package is big)."""
     from pipecat_app.twin import TwinService
 
     return TwinService(config)
+
+
+def shared_twins(config: TwinConfig) -> tuple[ClusterView, TwinFactory]:
+    """One cluster view for the process, and a factory of TwinServices that read it.
+
+    The caller starts the view before the first session and stops it after
+    the last.
+    """
+    from pipecat_app.twin import ClusterView, TwinService
+
+    cluster = ClusterView(config)
+    return cluster, functools.partial(TwinService, cluster=cluster)
 
 
 class _Session:

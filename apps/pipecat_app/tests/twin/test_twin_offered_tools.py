@@ -148,21 +148,24 @@ async def test_each_turn_offers_describe_scene_and_cluster_status_only_while_the
 
     await twin.start()
     try:
-        await until(lambda: twin.directory.experts and twin.vision.watch.index == 120, timeout=10.0)
+        await until(
+            lambda: twin.cluster.experts.experts and twin.cluster.vision.watch.index == 120,
+            timeout=10.0,
+        )
         await turn([*MEMORY_AND_TIME, "cluster_status"])
 
         fixture_api.serve(VISION, vision_health(140, present=True))
-        await until(lambda: twin.vision.watch.index == 140, timeout=10.0)
+        await until(lambda: twin.cluster.vision.watch.index == 140, timeout=10.0)
         await turn([*MEMORY_AND_TIME, "describe_scene", "cluster_status"])
 
         fixture_api.serve(VISION, vision_health(141, present=False))
-        await until(lambda: twin.vision.watch.index == 141, timeout=10.0)
+        await until(lambda: twin.cluster.vision.watch.index == 141, timeout=10.0)
         await turn([*MEMORY_AND_TIME, "cluster_status"])
 
         fixture_api.stop()  # Consul goes away; the experts stay known
         with fixture_api.changed:
             fixture_api.changed.notify_all()
-        await until(lambda: twin.directory.watch.consecutive_failures >= 1, timeout=10.0)
+        await until(lambda: twin.cluster.experts.watch.consecutive_failures >= 1, timeout=10.0)
         await turn(MEMORY_AND_TIME)
     finally:
         await twin.stop()

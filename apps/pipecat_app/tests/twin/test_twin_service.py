@@ -112,7 +112,7 @@ async def test_every_expert_down_still_answers_the_turn_and_reports_errors(tmp_p
     assert down[1].text == NO_EXPERT_REPLY
     assert any(isinstance(f, ErrorFrame) for f in up)
     # Both go to the back of the order for the next turns.
-    assert all(twin.router.is_down(e) for e in twin.directory.experts)
+    assert all(twin.router.is_down(e) for e in twin.cluster.experts.experts)
     for name in ("down-a", "down-b"):
         assert EXPERT_ERRORS.labels(expert=name, kind="connect")._value.get() == before[name] + 1
     assert (
@@ -186,7 +186,7 @@ async def test_recalled_memory_goes_into_the_system_prompt_within_the_budget(tmp
         system = turns(twin).system_message("what is my daughter called? and Rita's cello?")
     finally:
         await twin.stop()
-    assert system.startswith(twin.prompt.text)
+    assert system.startswith(twin.cluster.prompt.text)
     assert "- Ana's daughter is called Rita" in system
     assert "cello" not in system  # did not fit the 64-token budget
     assert "Tomas" not in system  # not relevant to the turn
@@ -199,7 +199,7 @@ async def test_memory_off_or_broken_leaves_the_prompt_alone(tmp_path):
     twin = make_twin(tmp_path, [closed_expert("a")])
     await twin.start()
     try:
-        assert turns(twin).system_message("anything about my daughter") == twin.prompt.text
+        assert turns(twin).system_message("anything about my daughter") == twin.cluster.prompt.text
         _down, _ = await run_test(
             twin.processors()[0],
             frames_to_send=[user_turn(twin, "hello")],

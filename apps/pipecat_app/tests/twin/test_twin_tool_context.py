@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from recorded.record_native_tool_stream import streamed
 
 from pipecat_app.config import AppConfig
 from pipecat_app.session import TextSession
 from pipecat_app.twin.exchange import ANSWER_NOW
 from pipecat_app.twin.toolbox import Tool, ToolBox
 from pipecat_app.twin.tools import current_time
+from recorded.record_native_tool_stream import streamed
 
 from .twin_turns import expert, make_twin
 

@@ -56,8 +56,9 @@ from pipecat.processors.aggregators.llm_context import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
+from pipecat_app.twin.cluster import ClusterView
 from pipecat_app.twin.config import ToolsConfig, TwinConfig
-from pipecat_app.twin.discovery import Expert, ExpertDirectory, VisionDirectory
+from pipecat_app.twin.discovery import Expert, ExpertDirectory
 from pipecat_app.twin.exchange import as_plain_text, call_arguments, call_message, result_message
 from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
 from pipecat_app.twin.memory import MemoryStore, TurnMemory, estimate_tokens
@@ -104,41 +105,45 @@ class TwinService:
 
     Args:
         config: ``[twin]`` (see :mod:`pipecat_app.twin.config`).
+        cluster: The process's view of the experts, the vision service and
+            the prompt, shared by its conversations (the server's); without
+            one, the service makes its own and starts and stops it.
         toolbox: The tools to offer (default: the built-in tools, or none
             when ``twin.tools.enabled`` is false).
         client: Streams to the experts (default: one with
             ``twin.routing.expert_timeout_s``).
 
-    ``__init__`` does no I/O; :meth:`start` opens memory, starts discovery
-    (experts and the vision service) and the prompt watch; :meth:`stop` undoes it.
-    The turns themselves are :class:`TwinLLMProcessor`'s, given these parts.
+    ``__init__`` does no I/O; :meth:`start` opens memory and starts its own
+    cluster view if it has one; :meth:`stop` undoes it. The turns themselves
+    are :class:`TwinLLMProcessor`'s, given these parts.
     """
 
     def __init__(
         self,
         config: TwinConfig,
         *,
+        cluster: ClusterView | None = None,
         toolbox: ToolBox | None = None,
         client: ExpertClient | None = None,
     ) -> None:
         self.config = config
+        self._owns_cluster = cluster is None
+        self.cluster = cluster or ClusterView(config)
         self.memory = MemoryStore(config.memory.path, half_life_days=config.memory.half_life_days)
         self.turn_memory = TurnMemory(self.memory, config.memory, config.user_id)
-        self.directory = ExpertDirectory(config.discovery, config.experts)
-        self.vision = VisionDirectory(config.discovery, config.tools.vision_url)
-        self.prompt = PromptSource(config.prompt, config.discovery)
         self.router = Router(config.routing)
         self.routing_state = RoutingState()
         self.client = client or ExpertClient(timeout_s=config.routing.expert_timeout_s)
         if toolbox is None:
+            experts, vision = self.cluster.experts, self.cluster.vision
             toolbox = ToolBox(
                 builtin_tools(
                     self.memory,
                     lambda: config.user_id,
                     config.tools,
                     config.discovery,
-                    vision_url=lambda: self.vision.url,
-                    consul_up=lambda: self.directory.consul_answering,
+                    vision_url=lambda: vision.url,
+                    consul_up=lambda: experts.consul_answering,
                 )
                 if config.tools.enabled
                 else [],
@@ -166,15 +171,15 @@ class TwinService:
     @property
     def system_prompt(self) -> str:
         """The current system prompt (local default or the Consul KV value)."""
-        return self.prompt.text
+        return self.cluster.prompt.text
 
     def processors(self) -> list[FrameProcessor]:
         """The stages to put between the user aggregator and TTS."""
         return [
             TwinLLMProcessor(
-                prompt=self.prompt,
+                prompt=self.cluster.prompt,
                 turn_memory=self.turn_memory,
-                experts=self.directory,
+                experts=self.cluster.experts,
                 router=self.router,
                 routing_state=self.routing_state,
                 client=self.client,
@@ -184,18 +189,15 @@ class TwinService:
         ]
 
     async def start(self) -> None:
-        """Open memory, start discovery (experts, vision) and the prompt watch."""
+        """Open memory; start the cluster view when it is this service's own."""
         self.turn_memory.open()
-        await self.directory.start()
-        if self.config.tools.enabled:
-            await self.vision.start()
-        await self.prompt.start()
+        if self._owns_cluster:
+            await self.cluster.start()
 
     async def stop(self) -> None:
-        """Stop background tasks and close memory and HTTP clients."""
-        await self.prompt.stop()
-        await self.vision.stop()
-        await self.directory.stop()
+        """Close memory and HTTP clients; stop the cluster view when it is this service's own."""
+        if self._owns_cluster:
+            await self.cluster.stop()
         await self.client.close()
         self.turn_memory.close()
 
