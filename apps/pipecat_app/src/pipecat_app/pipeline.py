@@ -52,7 +52,7 @@ class Twin(Protocol):
         ...
 
     async def start(self) -> None:
-        """Open memory, start discovery and the prompt watch."""
+        """Open memory (and follow the cluster, when the twin has its own view)."""
         ...
 
     async def stop(self) -> None:
