@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jsonschema
@@ -42,7 +38,7 @@ from pipecat_app.twin.toolbox import Tool, ToolBox
 from pipecat_app.twin.tools import current_time
 from recorded.record_native_tool_stream import streamed
 
-from .twin_turns import ask, expert, make_twin
+from .twin_turns import Replay, ask, expert, make_twin, replay_server
 
 pytestmark = [pytest.mark.anyio]
 
@@ -58,48 +54,13 @@ def outcomes(tool: str, outcome: str) -> float:
     return TOOL_CALLS.labels(tool=tool, outcome=outcome)._value.get()
 
 
-# -- a server that replays recorded streams ------------------------------------------
-
-
-@dataclass
-class Replay:
-    """Answers each ``POST /v1/chat/completions`` with the next recorded stream."""
-
-    streams: list[bytes]
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
+# -- an expert that replays the recorded streams ----------------------------------------
 
 
 @pytest.fixture
 def replay() -> Iterator[Replay]:
-    state = Replay([path.read_bytes() for path in ROUNDS])
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state.requests.append(body)
-            if self.path != "/v1/chat/completions" or not state.streams:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            sse = state.streams.pop(0)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(sse)))
-            self.end_headers()
-            self.wfile.write(sse)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with replay_server([path.read_bytes() for path in ROUNDS]) as state:
+        yield state
 
 
 async def replayed_turn(replay: Replay, tmp_path: Path) -> str:

@@ -13,10 +13,8 @@ in the JSON shape the fallback's schema makes the model write.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from pipecat_app.twin.toolbox import Tool, ToolBox
 from pipecat_app.twin.tools import current_time
 from recorded.record_native_tool_stream import streamed
 
-from .twin_turns import expert, make_twin
+from .twin_turns import Replay, expert, make_twin, replay_server
 
 pytestmark = [pytest.mark.anyio]
 
@@ -46,47 +44,10 @@ def sse(content: str) -> bytes:
     return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
 
 
-@dataclass
-class Replay:
-    """Answers each ``POST /v1/chat/completions`` with the next stream, and keeps the request."""
-
-    streams: list[bytes]
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(streams: list[bytes]) -> Replay:
-        state = Replay(list(streams))
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                state.requests.append(
-                    json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                )
-                body = state.streams.pop(0) if state.streams else b""
-                self.send_response(200 if body else 404)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        return state
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def serve() -> Iterator[Callable[[list[bytes]], Replay]]:
+    with ExitStack() as stack:
+        yield lambda streams: stack.enter_context(replay_server(streams))
 
 
 async def converse(
@@ -104,7 +65,7 @@ async def converse(
 
 
 async def test_native_tool_calls_and_results_enter_the_context_and_reach_the_next_turn(
-    serve: Any, tmp_path: Path
+    serve: Callable[[list[bytes]], Replay], tmp_path: Path
 ):
     (said, calls), (answer, _) = [streamed(p.read_bytes()) for p in NATIVE_ROUNDS]
     # Turn one: the recorded calls, then the recorded answer; turn two: that answer again.
@@ -137,7 +98,7 @@ async def test_native_tool_calls_and_results_enter_the_context_and_reach_the_nex
 
 
 async def test_fallback_expert_sees_the_tool_exchange_of_the_last_turn_as_plain_text(
-    serve: Any, tmp_path: Path
+    serve: Callable[[list[bytes]], Replay], tmp_path: Path
 ):
     fact = "The user's dog is called Rex."
     replay = serve(

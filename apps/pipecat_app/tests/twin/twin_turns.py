@@ -1,7 +1,13 @@
-"""Running TwinService turns in tests: a configured service and one user turn."""
+"""Running TwinService turns in tests: a configured service, one user turn, a replaying expert."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +73,43 @@ async def ask(twin: TwinService, text: str, *, extra: list[FrameProcessor] = ())
     answer = "".join(f.text for f in down if isinstance(f, LLMTextFrame))
     twin.context.add_message({"role": "assistant", "content": answer})
     return answer
+
+
+@dataclass
+class Replay:
+    """Answers each ``POST /v1/chat/completions`` with the next stream, and keeps the request."""
+
+    streams: list[bytes]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@contextmanager
+def replay_server(streams: list[bytes]) -> Iterator[Replay]:
+    """An expert on 127.0.0.1 replaying ``streams`` in order (404 once they run out)."""
+    state = Replay(list(streams))
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.requests.append(body)
+            sse = state.streams.pop(0) if state.streams else b""
+            ok = self.path == "/v1/chat/completions" and bool(sse)
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(sse) if ok else 0))
+            self.end_headers()
+            if ok:
+                self.wfile.write(sse)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
