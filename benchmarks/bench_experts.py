@@ -163,10 +163,10 @@ def expert_job(world: int, server: Path, worker: Path | None, model: Path) -> An
     if world == 2:
         for rank, ip in zip(expert["ranks"], RING_IPS, strict=True):
             rank.update(node=f"ring{rank['rank']}", address=ip)
-    variables = job_vars(expert, prima_cpp_server_bin=str(server))
+    bins = {"prima_cpp_server_bin": str(server)}
     if worker:
-        variables["prima_cpp_worker_bin"] = str(worker)
-    return parse_job(render_job("expert.nomad.hcl.j2", variables))
+        bins["prima_cpp_worker_bin"] = str(worker)
+    return parse_job(render_job("expert.nomad.hcl.j2", job_vars(expert, **bins)))
 
 
 @contextmanager

@@ -1,7 +1,8 @@
-"""The prima_cpp filters turn user expert definitions into the job contract."""
+"""The prima_cpp filters turn user expert definitions into the values the expert jobs lay out."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ sys.path.insert(0, str(ROOT / ".cache" / "collections"))
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
 from ansible_collections.twin.cluster.plugins.filter.prima_cpp import (  # noqa: E402
-    EXPERT_FIELDS,
+    EXPERT_OPTIONS,
     FilterModule,
     prima_cpp_experts,
     prima_cpp_node_needs,
@@ -32,7 +33,16 @@ DEFAULTS = {
     "service_name": "llm-expert",
     "data_port_base": 9000,
     "signal_port_base": 10000,
+}
+SERVER_BIN = "/opt/prima.cpp/current/bin/llama-server"
+WORKER_BIN = "/opt/prima.cpp/current/bin/llama-cli"
+JOB_SETTINGS = {
     "models_dir": "/srv/nomad/models",
+    "models_volume": "models",
+    "models_mount": "/models",
+    "task_driver": "exec",
+    "server_bin": SERVER_BIN,
+    "worker_bin": WORKER_BIN,
 }
 HOSTVARS = {
     "node1": {"ansible_host": "192.168.10.11"},
@@ -56,7 +66,7 @@ def ring(**extra):
 
 
 def test_three_node_ring_gets_ranks_in_node_order_with_ports_base_plus_rank():
-    [expert] = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS)
+    [expert] = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     assert expert["world"] == 3
     assert [(r["rank"], r["node"], r["address"]) for r in expert["ranks"]] == [
         (0, "node1", "192.168.10.11"),
@@ -72,7 +82,7 @@ def test_three_node_ring_gets_ranks_in_node_order_with_ports_base_plus_rank():
 
 
 def test_defaults_fill_every_contract_field():
-    [expert] = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS)
+    [expert] = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     assert expert["namespace"] == "llm"
     assert expert["datacenters"] == ["dc1"]
     assert expert["region"] == "global"
@@ -114,7 +124,7 @@ def test_single_gpu_expert_keeps_its_own_settings():
         "tags": ["coding", "fast"],
         "extra_args": ["--jinja"],
     }
-    [expert] = prima_cpp_experts([coder], HOSTVARS, DEFAULTS)
+    [expert] = prima_cpp_experts([coder], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     assert expert["world"] == 1
     assert expert["ranks"] == [
         {
@@ -125,6 +135,18 @@ def test_single_gpu_expert_keeps_its_own_settings():
             "signal_port": 10000,
             "layer_window": None,
             "gpu_mem": None,
+            "task": "server",
+            "command": SERVER_BIN,
+            "args": [
+                ["-m", "/models/qwen-coder-7b.gguf"],
+                ["-c", "16384"],
+                ["-ngl", "99"],
+                ["-t", "8"],
+                ["--host", "0.0.0.0", "--port", "${NOMAD_PORT_http}"],
+                ["--metrics"],
+                ["--alias", "qwen2.5-coder-7b"],
+                ["--jinja"],
+            ],
         }
     ]
     assert expert["model_path"] == "/srv/nomad/models/qwen-coder-7b.gguf"
@@ -136,16 +158,16 @@ def test_single_gpu_expert_keeps_its_own_settings():
     assert expert["extra_args"] == ["--jinja"]
 
 
-def test_update_deadlines_pass_through_only_when_set():
+def test_update_deadlines_default_unless_set():
     [plain, slow] = prima_cpp_experts(
         [ring(), ring(name="big", healthy_deadline="30m", health_grace="900s")],
         HOSTVARS,
         DEFAULTS,
+        JOB_SETTINGS,
     )
-    assert "healthy_deadline" not in plain
-    assert "health_grace" not in plain
-    assert (slow["healthy_deadline"], slow["health_grace"]) == ("30m", "900s")
-    assert "progress_deadline" not in slow
+    deadlines = ("healthy_deadline", "progress_deadline", "health_grace")
+    assert [plain[k] for k in deadlines] == ["10m", "15m", "300s"]
+    assert [slow[k] for k in deadlines] == ["30m", "15m", "900s"]
 
 
 def test_custom_port_bases_and_per_rank_windows():
@@ -160,6 +182,7 @@ def test_custom_port_bases_and_per_rank_windows():
         ],
         HOSTVARS,
         DEFAULTS,
+        JOB_SETTINGS,
     )
     assert [(r["data_port"], r["signal_port"]) for r in expert["ranks"]] == [
         (7000, 7100),
@@ -171,7 +194,7 @@ def test_custom_port_bases_and_per_rank_windows():
 
 
 def test_a_node_may_host_two_ranks_on_different_ports():
-    [expert] = prima_cpp_experts([ring(nodes=["node1", "node1"])], HOSTVARS, DEFAULTS)
+    [expert] = prima_cpp_experts([ring(nodes=["node1", "node1"])], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     assert [(r["node"], r["data_port"]) for r in expert["ranks"]] == [
         ("node1", 9000),
         ("node1", 9001),
@@ -179,22 +202,22 @@ def test_a_node_may_host_two_ranks_on_different_ports():
 
 
 def test_address_falls_back_to_the_inventory_name():
-    [expert] = prima_cpp_experts([ring(nodes=["bare"])], HOSTVARS, DEFAULTS)
+    [expert] = prima_cpp_experts([ring(nodes=["bare"])], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     assert expert["ranks"][0]["address"] == "bare"
 
 
 def test_world_other_than_node_count_is_refused():
     with pytest.raises(AnsibleFilterError, match="world 4 but 3 nodes"):
-        prima_cpp_experts([ring(world=4)], HOSTVARS, DEFAULTS)
+        prima_cpp_experts([ring(world=4)], HOSTVARS, DEFAULTS, JOB_SETTINGS)
 
 
 def test_unknown_field_is_refused():
     with pytest.raises(AnsibleFilterError, match="unknown fields"):
-        prima_cpp_experts([ring(domian="general")], HOSTVARS, DEFAULTS)
+        prima_cpp_experts([ring(domian="general")], HOSTVARS, DEFAULTS, JOB_SETTINGS)
 
 
 def test_rank_zero_of_an_auto_assigned_ring_needs_highs_and_others_do_not():
-    experts = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS)
+    experts = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     needs = {n: prima_cpp_node_needs(experts, n) for n in ("node1", "node2", "gpu1")}
     assert needs["node1"]["build"]
     assert needs["node1"]["highs"]
@@ -204,12 +227,12 @@ def test_rank_zero_of_an_auto_assigned_ring_needs_highs_and_others_do_not():
 
 
 def test_ring_with_every_layer_window_needs_no_highs():
-    experts = prima_cpp_experts([ring(layer_window=[10, 10, 12])], HOSTVARS, DEFAULTS)
+    experts = prima_cpp_experts([ring(layer_window=[10, 10, 12])], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     assert not prima_cpp_node_needs(experts, "node1")["highs"]
 
 
 def test_single_node_expert_needs_no_highs():
-    experts = prima_cpp_experts([ring(nodes=["node1"])], HOSTVARS, DEFAULTS)
+    experts = prima_cpp_experts([ring(nodes=["node1"])], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     assert not prima_cpp_node_needs(experts, "node1")["highs"]
 
 
@@ -222,6 +245,7 @@ def test_models_go_only_to_the_nodes_of_their_expert_and_once_each():
         ],
         HOSTVARS,
         DEFAULTS,
+        JOB_SETTINGS,
     )
     node1 = prima_cpp_node_needs(experts, "node1")["models"]
     node3 = prima_cpp_node_needs(experts, "node3")["models"]
@@ -238,6 +262,7 @@ def test_two_experts_claiming_one_file_with_different_checksums_is_refused():
         [ring(), ring(name="other", model_sha256="b" * 64, nodes=["node1"])],
         HOSTVARS,
         DEFAULTS,
+        JOB_SETTINGS,
     )
     with pytest.raises(AnsibleFilterError, match="different checksums"):
         prima_cpp_node_needs(experts, "node1")
@@ -255,8 +280,132 @@ def test_filters_are_registered_under_their_names():
     }
 
 
+def test_ring_ranks_run_the_server_or_the_worker_in_a_closed_ring():
+    [expert] = prima_cpp_experts(
+        [ring(layer_window=[10, 12, 6], gpu_mem=[None, 8, 11.5], prefetch=True, threads=2)],
+        HOSTVARS,
+        DEFAULTS,
+        JOB_SETTINGS,
+    )
+    ranks = expert["ranks"]
+    assert [(r["task"], r["command"]) for r in ranks] == [
+        ("server", SERVER_BIN),
+        ("worker", WORKER_BIN),
+        ("worker", WORKER_BIN),
+    ]
+    common = [
+        ["-m", "/models/qwen2.5-7b-instruct-q4_k_m.gguf"],
+        ["-c", "4096"],
+        ["-ngl", "0"],
+        ["-t", "2"],
+    ]
+    assert ranks[0]["args"] == [
+        *common,
+        ["--world", "3", "--rank", "0"],
+        ["--master", "192.168.10.11", "--next", "192.168.10.12"],
+        ["--data-port", "9000", "--signal-port", "10000"],
+        ["--prefetch"],
+        ["--host", "0.0.0.0", "--port", "${NOMAD_PORT_http}"],
+        ["--metrics"],
+        ["--alias", "qwen2.5-7b-instruct-q4_k_m"],
+        ["-lw", "10,12,6"],
+    ]
+    # The last rank closes the ring on rank 0; every rank gets rank 0's ports as
+    # the base; prima.cpp takes whole GiB.
+    assert ranks[2]["args"] == [
+        *common,
+        ["--world", "3", "--rank", "2"],
+        ["--master", "192.168.10.11", "--next", "192.168.10.11"],
+        ["--data-port", "9000", "--signal-port", "10000"],
+        ["--prefetch"],
+        ["--gpu-mem", "11"],
+    ]
+
+
+def test_layer_windows_go_to_rank0_only_when_every_rank_has_one():
+    [expert] = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS, JOB_SETTINGS)
+    assert not any(line[0] == "-lw" for r in expert["ranks"] for line in r["args"])
+
+
+def test_service_meta_is_strings_the_app_reads():
+    [expert] = prima_cpp_experts([ring(context=8192)], HOSTVARS, DEFAULTS, JOB_SETTINGS)
+    assert expert["service_meta"] == {
+        "expert": "general",
+        "domain": "general",
+        "description": "general expert",
+        "model": "qwen2.5-7b-instruct-q4_k_m",
+        "context_length": "8192",
+        "tool_calls": "false",
+        "world": "3",
+    }
+
+
+def test_exec_tasks_read_the_model_through_the_mount_raw_exec_on_the_host():
+    [mounted] = prima_cpp_experts([ring(nodes=["node1"])], HOSTVARS, DEFAULTS, JOB_SETTINGS)
+    assert (mounted["task_driver"], mounted["models_volume"]) == ("exec", "models")
+    assert mounted["models_mount"] == "/models"
+    assert mounted["ranks"][0]["args"][0] == ["-m", "/models/qwen2.5-7b-instruct-q4_k_m.gguf"]
+    raw_settings = {**JOB_SETTINGS, "task_driver": "raw_exec"}
+    [raw] = prima_cpp_experts([ring(nodes=["node1"])], HOSTVARS, DEFAULTS, raw_settings)
+    assert raw["models_mount"] is None
+    assert raw["ranks"][0]["args"][0] == ["-m", raw["model_path"]]
+
+
+def test_fields_take_their_declared_types():
+    [expert] = prima_cpp_experts(
+        [ring(context="8192", gpu="false", prefetch="yes", http_port="8080")],
+        HOSTVARS,
+        DEFAULTS,
+        JOB_SETTINGS,
+    )
+    assert (expert["context"], expert["gpu"], expert["prefetch"]) == (8192, False, True)
+    assert expert["http_port"] == 8080
+    with pytest.raises(AnsibleFilterError, match="expert general: context must be int"):
+        prima_cpp_experts([ring(context="big")], HOSTVARS, DEFAULTS, JOB_SETTINGS)
+
+
+def test_empty_values_take_the_default_zero_and_false_do_not():
+    [expert] = prima_cpp_experts(
+        [ring(namespace="", description=None, tags=[], gpu_layers=0, prefetch=False)],
+        HOSTVARS,
+        {**DEFAULTS, "gpu_layers": 33, "prefetch": True},
+        JOB_SETTINGS,
+    )
+    assert (expert["namespace"], expert["description"], expert["tags"]) == (
+        "llm",
+        "general expert",
+        ["expert", "general"],
+    )
+    assert (expert["gpu_layers"], expert["prefetch"]) == (0, False)
+
+
+def test_missing_required_field_is_refused():
+    entry = {k: v for k, v in ring().items() if k != "model_sha256"}
+    with pytest.raises(AnsibleFilterError, match=r"missing required fields \['model_sha256'\]"):
+        prima_cpp_experts([entry], HOSTVARS, DEFAULTS, JOB_SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("defaults", "settings", "expected"),
+    [
+        pytest.param(
+            {**DEFAULTS, "models_dir": "/srv"}, JOB_SETTINGS, "unknown ['models_dir']", id="extra"
+        ),
+        pytest.param(
+            DEFAULTS,
+            {k: v for k, v in JOB_SETTINGS.items() if k != "worker_bin"},
+            "missing ['worker_bin']",
+            id="missing",
+        ),
+    ],
+)
+def test_defaults_and_settings_hold_exactly_the_filters_keys(defaults, settings, expected):
+    with pytest.raises(AnsibleFilterError, match=re.escape(expected)):
+        prima_cpp_experts([ring()], HOSTVARS, defaults, settings)
+
+
 def test_argument_spec_lists_the_fields_the_filter_knows():
     role = ROOT / "roles" / "prima_cpp"
     spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
     spec_fields = spec["argument_specs"]["main"]["options"]["prima_cpp_experts"]["options"]
-    assert set(spec_fields) == EXPERT_FIELDS
+    assert set(spec_fields) == EXPERT_OPTIONS.keys()

@@ -1,65 +1,103 @@
 # Copyright: twin.cluster developers
 # Apache License 2.0 (see galaxy.yml)
-"""Filters of the prima_cpp role: turn user expert definitions into the job contract.
+"""Filters of the prima_cpp role: turn user expert definitions into the expert jobs.
 
-``prima_cpp_experts`` turns the entries of ``prima_cpp_experts`` (what a user writes
-in group_vars) plus the inventory into the normalized ``expert`` dicts that
-``jobs/expert.nomad.hcl.j2`` renders. ``prima_cpp_node_needs`` answers, for one
-host, what the role must do there: build prima.cpp (with HiGHS? with CUDA?) and
-which models to download. The role validates the input first (tasks/validate.yml);
-these filters only raise on input that validation lets through by mistake.
+``prima_cpp_experts`` is the one place that knows what an expert is: the fields
+a user may set in one entry of ``prima_cpp_experts`` (:data:`EXPERT_OPTIONS`:
+types, what is required, each default), and everything its Nomad job needs,
+computed from those fields, the inventory and the role's settings: the ranks
+with their nodes, addresses and ports, each rank's program and argument list,
+the Consul service meta. ``jobs/expert.nomad.hcl.j2`` only lays these values
+out. ``meta/argument_specs.yml`` shows the same fields to ansible-doc and to
+the role's argument check; tests/test_prima_cpp_filter.py holds it to
+:data:`EXPERT_OPTIONS`.
+
+``prima_cpp_node_needs`` answers, for one host, what the role must do there:
+build prima.cpp (with HiGHS? with CUDA?) and which models to download. The role
+validates the input first (tasks/validate.yml); these filters only raise on
+input that validation lets through by mistake.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
-# Every key a user may set in one entry of prima_cpp_experts.
-EXPERT_FIELDS = frozenset(
-    {
-        "name",
-        "domain",
-        "description",
-        "tool_calls",
-        "namespace",
-        "datacenters",
-        "region",
-        "model_url",
-        "model_sha256",
-        "model_file",
-        "model_name",
-        "context",
-        "gpu_layers",
-        "gpu",
-        "gpu_count",
-        "nodes",
-        "world",
-        "layer_window",
-        "gpu_mem",
-        "data_port_base",
-        "signal_port_base",
-        "http_port",
-        "threads",
-        "prefetch",
-        "extra_args",
-        "resources",
-        "api_key_variable",
-        "service_name",
-        "tags",
-        "healthy_deadline",
-        "progress_deadline",
-        "health_grace",
-    }
+
+@dataclass(frozen=True)
+class Option:
+    """One field of an entry of prima_cpp_experts.
+
+    ``type``, ``elements``, ``choices`` and ``options`` mean what they mean in
+    an argument spec. A field left out, null or empty (``""``, ``[]``, ``{}``)
+    takes ``default``, or, with ``role_default``, the value of that role
+    variable (handed to the filter in ``defaults`` under the field's name).
+    Fields with neither are derived from other fields (see
+    :func:`normalize_expert`) or stay null.
+    """
+
+    type: str
+    elements: str | None = None
+    required: bool = False
+    default: Any = None
+    role_default: str | None = None
+    choices: tuple[Any, ...] = ()
+    options: Mapping[str, Option] | None = None
+
+
+# Every field a user may set in one entry of prima_cpp_experts.
+EXPERT_OPTIONS: dict[str, Option] = {
+    "name": Option("str", required=True),
+    "domain": Option("str", required=True),
+    "description": Option("str"),  # "<domain> expert"
+    "tool_calls": Option("bool", default=False),
+    "namespace": Option("str", role_default="prima_cpp_namespace"),
+    "datacenters": Option("list", elements="str", role_default="prima_cpp_datacenters"),
+    "region": Option("str", role_default="prima_cpp_region"),
+    "model_url": Option("str", required=True),
+    "model_sha256": Option("str", required=True),
+    "model_file": Option("str"),  # the last part of model_url's path
+    "model_name": Option("str"),  # model_file without .gguf
+    "context": Option("int", role_default="prima_cpp_context"),
+    "gpu_layers": Option("int", role_default="prima_cpp_gpu_layers"),
+    "gpu": Option("bool", default=False),
+    "gpu_count": Option("int", default=1),
+    "nodes": Option("list", elements="str", required=True),
+    "world": Option("int"),  # the number of nodes
+    "layer_window": Option("list", elements="int"),
+    "gpu_mem": Option("list", elements="float"),
+    "data_port_base": Option("int", role_default="prima_cpp_data_port_base"),
+    "signal_port_base": Option("int", role_default="prima_cpp_signal_port_base"),
+    "http_port": Option("int"),  # null: a dynamic port
+    "threads": Option("int"),  # null: the program's choice
+    "prefetch": Option("bool", role_default="prima_cpp_prefetch"),
+    "extra_args": Option("list", elements="str", default=[]),
+    "resources": Option(
+        "dict",
+        role_default="prima_cpp_resources",
+        options={"cpu": Option("int"), "memory": Option("int")},
+    ),
+    "api_key_variable": Option("str"),  # null: no API key
+    "service_name": Option("str", role_default="prima_cpp_service_name"),
+    "tags": Option("list", elements="str", default=[]),
+    "healthy_deadline": Option("str", default="10m"),
+    "progress_deadline": Option("str", default="15m"),
+    "health_grace": Option("str", default="300s"),
+}
+EXPERT_FIELDS = frozenset(EXPERT_OPTIONS)
+# The keys of the filter's ``defaults``: the fields whose default a role variable holds.
+DEFAULTED_FIELDS = frozenset(k for k, o in EXPERT_OPTIONS.items() if o.role_default)
+# The keys of the filter's ``settings``: how every expert job runs (the role
+# variables prima_cpp_<key>; worker_bin runs the ranks above 0).
+SETTINGS = frozenset(
+    {"models_dir", "models_volume", "models_mount", "task_driver", "server_bin", "worker_bin"}
 )
-
-# Optional contract fields passed through only when a user sets them (the
-# job template has its own defaults for them).
-PASS_THROUGH_FIELDS = ("healthy_deadline", "progress_deadline", "health_grace")
 
 
 def model_file_name(expert: Mapping[str, Any]) -> str:
@@ -109,81 +147,225 @@ def prima_cpp_without_gpu(nodes: list[str], hostvars: Mapping[str, Any]) -> list
     return [n for n in dict.fromkeys(str(n) for n in nodes) if not has_nvidia_gpu(hostvars, n)]
 
 
-def _per_rank(expert: Mapping[str, Any], key: str, world: int) -> list[Any]:
-    values = expert.get(key)
+def _unset(value: Any) -> bool:
+    """Left out in effect: null, or an empty string, list or mapping."""
+    return value is None or (isinstance(value, (str, Sequence, Mapping)) and len(value) == 0)
+
+
+_SCALARS: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": lambda value: boolean(value, strict=True),
+}
+
+
+def _convert(option: Option, value: Any, what: str) -> Any:
+    """``value`` as ``option`` types it; null list elements stay null (a rank without one)."""
+    try:
+        if option.type == "list":
+            if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
+                raise TypeError(f"got {type(value).__name__}")
+            element = Option(option.elements or "str")
+            return [None if v is None else _convert(element, v, what) for v in value]
+        return _SCALARS[option.type](value)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"{what} must be {option.type}: {exc}") from exc
+
+
+def _resolve(entry: Mapping[str, Any], name: str, defaults: Mapping[str, Any], label: str) -> Any:
+    """One field of an entry, its default filled in and converted to its type."""
+    option = EXPERT_OPTIONS[name]
+    value = entry.get(name)
+    default = defaults[name] if option.role_default else option.default
+    if option.options is not None:
+        # A dict is merged over its default, key by key.
+        given = {} if _unset(value) else value
+        if not isinstance(given, Mapping):
+            raise AnsibleFilterError(f"{label}: {name} must be a dict.")
+        unknown = sorted(set(given) - set(option.options))
+        if unknown:
+            raise AnsibleFilterError(f"{label}: {name} has unknown keys {unknown}.")
+        merged = {**(default or {}), **{k: v for k, v in given.items() if not _unset(v)}}
+        return {
+            key: _convert(sub, merged.get(key), f"{label}: {name}.{key}")
+            for key, sub in option.options.items()
+        }
+    if _unset(value):
+        value = default
+    return None if value is None else _convert(option, value, f"{label}: {name}")
+
+
+def _check_keys(given: Mapping[str, Any], wanted: frozenset[str], what: str) -> None:
+    missing, unknown = sorted(wanted - set(given)), sorted(set(given) - wanted)
+    if missing or unknown:
+        raise AnsibleFilterError(
+            f"prima_cpp_experts: {what} must have exactly the keys {sorted(wanted)} "
+            f"(missing {missing}, unknown {unknown})."
+        )
+
+
+def _per_rank(name: str, key: str, values: list[Any] | None, world: int) -> list[Any]:
     if values is None:
         return [None] * world
-    if not isinstance(values, list) or len(values) != world:
-        raise AnsibleFilterError(
-            f"expert {expert['name']}: {key} must list one value per rank ({world})."
-        )
-    return list(values)
+    if len(values) != world:
+        raise AnsibleFilterError(f"expert {name}: {key} must list one value per rank ({world}).")
+    return values
 
 
 def normalize_expert(
-    expert: Mapping[str, Any], hostvars: Mapping[str, Any], defaults: Mapping[str, Any]
+    entry: Mapping[str, Any],
+    hostvars: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    settings: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """One user expert definition -> the ``expert`` dict of the job contract."""
-    unknown = sorted(set(expert) - EXPERT_FIELDS)
+    """One entry of prima_cpp_experts -> the expert: every field set, one dict per rank."""
+    label = f"expert {entry.get('name')}"
+    unknown = sorted(set(entry) - EXPERT_FIELDS)
     if unknown:
-        raise AnsibleFilterError(f"expert {expert.get('name')}: unknown fields {unknown}.")
-    name = str(expert["name"])
-    domain = str(expert["domain"])
-    nodes = [str(n) for n in expert["nodes"]]
-    world = int(expert.get("world") or len(nodes))
+        raise AnsibleFilterError(f"{label}: unknown fields {unknown}.")
+    missing = [k for k, o in EXPERT_OPTIONS.items() if o.required and _unset(entry.get(k))]
+    if missing:
+        raise AnsibleFilterError(f"{label}: missing required fields {missing}.")
+    field = {name: _resolve(entry, name, defaults, label) for name in EXPERT_OPTIONS}
+    name, domain, nodes = field["name"], field["domain"], field["nodes"]
+    world = len(nodes) if field["world"] is None else field["world"]
     if world != len(nodes):
         raise AnsibleFilterError(f"expert {name}: world {world} but {len(nodes)} nodes listed.")
-    data_base = int(expert.get("data_port_base") or defaults["data_port_base"])
-    signal_base = int(expert.get("signal_port_base") or defaults["signal_port_base"])
-    layer_window = _per_rank(expert, "layer_window", world)
-    gpu_mem = _per_rank(expert, "gpu_mem", world)
+    layer_window = _per_rank(name, "layer_window", field["layer_window"], world)
+    gpu_mem = _per_rank(name, "gpu_mem", field["gpu_mem"], world)
     ranks = [
         {
             "rank": rank,
             "node": node,
             "address": node_address(hostvars, node),
-            "data_port": data_base + rank,
-            "signal_port": signal_base + rank,
-            "layer_window": None if layer_window[rank] is None else int(layer_window[rank]),
+            "data_port": field["data_port_base"] + rank,
+            "signal_port": field["signal_port_base"] + rank,
+            "layer_window": layer_window[rank],
             "gpu_mem": gpu_mem[rank],
         }
         for rank, node in enumerate(nodes)
     ]
-    file_name = model_file_name(expert)
-    model_name = expert.get("model_name") or file_name.removesuffix(".gguf")
+    file_name = model_file_name(field)
     tags = ["expert", domain]
-    tags += [str(t) for t in expert.get("tags") or [] if str(t) not in tags]
-    resources = {**defaults["resources"], **(expert.get("resources") or {})}
-    prefetch = expert.get("prefetch")
-    optional = {k: str(expert[k]) for k in PASS_THROUGH_FIELDS if expert.get(k)}
+    tags += [t for t in field["tags"] if t not in tags]
     return {
-        **optional,
         "name": name,
         "domain": domain,
-        "description": str(expert.get("description") or f"{domain} expert"),
-        "tool_calls": bool(expert.get("tool_calls", False)),
-        "namespace": str(expert.get("namespace") or defaults["namespace"]),
-        "datacenters": [str(d) for d in expert.get("datacenters") or defaults["datacenters"]],
-        "region": str(expert.get("region") or defaults["region"]),
-        "model_url": str(expert["model_url"]),
-        "model_sha256": str(expert["model_sha256"]).lower(),
+        "description": field["description"] or f"{domain} expert",
+        "tool_calls": field["tool_calls"],
+        "namespace": field["namespace"],
+        "datacenters": field["datacenters"],
+        "region": field["region"],
+        "model_url": field["model_url"],
+        "model_sha256": field["model_sha256"].lower(),
         "model_file": file_name,
-        "model_path": posixpath.join(str(defaults["models_dir"]), file_name),
-        "model_name": str(model_name),
-        "context": int(expert.get("context") or defaults["context"]),
-        "gpu_layers": int(expert.get("gpu_layers", defaults["gpu_layers"])),
-        "gpu": bool(expert.get("gpu", False)),
-        "gpu_count": int(expert.get("gpu_count") or 1),
+        "model_path": posixpath.join(str(settings["models_dir"]), file_name),
+        "model_name": field["model_name"] or file_name.removesuffix(".gguf"),
+        "context": field["context"],
+        "gpu_layers": field["gpu_layers"],
+        "gpu": field["gpu"],
+        "gpu_count": field["gpu_count"],
         "world": world,
         "ranks": ranks,
-        "http_port": None if expert.get("http_port") is None else int(expert["http_port"]),
-        "threads": None if expert.get("threads") is None else int(expert["threads"]),
-        "prefetch": bool(defaults["prefetch"] if prefetch is None else prefetch),
-        "extra_args": [str(a) for a in expert.get("extra_args") or []],
-        "resources": {"cpu": int(resources["cpu"]), "memory": int(resources["memory"])},
-        "api_key_variable": expert.get("api_key_variable") or None,
-        "service_name": str(expert.get("service_name") or defaults["service_name"]),
+        "http_port": field["http_port"],
+        "threads": field["threads"],
+        "prefetch": field["prefetch"],
+        "extra_args": field["extra_args"],
+        "resources": field["resources"],
+        "api_key_variable": field["api_key_variable"],
+        "service_name": field["service_name"],
         "tags": tags,
+        "healthy_deadline": field["healthy_deadline"],
+        "progress_deadline": field["progress_deadline"],
+        "health_grace": field["health_grace"],
+    }
+
+
+def _rank_args(expert: Mapping[str, Any], position: int, model: str) -> list[list[str]]:
+    """The argument list of one rank: one flag with its values per entry (a line in the job).
+
+    Every rank: the model, context, GPU layers, threads; in a ring also its
+    place (world, rank, rank 0 as master, the next rank, closing on rank 0),
+    the base ports (prima.cpp listens on base + rank), prefetch and its VRAM
+    cap. Rank 0 also serves the API: address and port, metrics, the model's
+    alias, the layer windows when every rank has one, and extra_args.
+    """
+    ranks = expert["ranks"]
+    rank = ranks[position]
+    world = int(expert["world"])
+    ring = world > 1
+    args = [["-m", model], ["-c", str(expert["context"])], ["-ngl", str(expert["gpu_layers"])]]
+    if expert["threads"] is not None:
+        args.append(["-t", str(expert["threads"])])
+    if ring:
+        following = ranks[(position + 1) % world]
+        args += [
+            ["--world", str(world), "--rank", str(rank["rank"])],
+            ["--master", str(ranks[0]["address"]), "--next", str(following["address"])],
+            [
+                "--data-port",
+                str(ranks[0]["data_port"]),
+                "--signal-port",
+                str(ranks[0]["signal_port"]),
+            ],
+        ]
+        if expert["prefetch"]:
+            args.append(["--prefetch"])
+        if rank["gpu_mem"] is not None:
+            # prima.cpp takes whole GiB.
+            args.append(["--gpu-mem", str(int(float(rank["gpu_mem"])))])
+    if rank["rank"] == 0:
+        args += [
+            ["--host", "0.0.0.0", "--port", "${NOMAD_PORT_http}"],
+            ["--metrics"],
+            ["--alias", str(expert["model_name"])],
+        ]
+        windows = [r["layer_window"] for r in ranks]
+        if ring and None not in windows:
+            args.append(["-lw", ",".join(str(w) for w in windows)])
+        if expert["extra_args"]:
+            args.append([str(a) for a in expert["extra_args"]])
+    return args
+
+
+def with_job_values(expert: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A normalized expert plus what its Nomad job lays out.
+
+    The task driver, the models volume and where the task mounts it (null
+    with raw_exec, which reads model_path on the host), the Consul service
+    meta (strings), and per rank its task (server on rank 0, worker on the
+    others), the program and its argument list.
+    """
+    exec_driver = settings["task_driver"] == "exec"
+    mount = str(settings["models_mount"]) if exec_driver else None
+    model = f"{mount}/{expert['model_file']}" if mount is not None else str(expert["model_path"])
+    ranks = []
+    for position, rank in enumerate(expert["ranks"]):
+        server = rank["rank"] == 0
+        ranks.append(
+            {
+                **rank,
+                "task": "server" if server else "worker",
+                "command": str(settings["server_bin"] if server else settings["worker_bin"]),
+                "args": _rank_args(expert, position, model),
+            }
+        )
+    return {
+        **expert,
+        "task_driver": str(settings["task_driver"]),
+        "models_volume": str(settings["models_volume"]),
+        "models_mount": mount,
+        "service_meta": {
+            "expert": str(expert["name"]),
+            "domain": str(expert["domain"]),
+            "description": str(expert["description"]),
+            "model": str(expert["model_name"]),
+            "context_length": str(expert["context"]),
+            "tool_calls": "true" if expert["tool_calls"] else "false",
+            "world": str(expert["world"]),
+        },
+        "ranks": ranks,
     }
 
 
@@ -191,9 +373,15 @@ def prima_cpp_experts(
     experts: list[Mapping[str, Any]] | None,
     hostvars: Mapping[str, Any],
     defaults: Mapping[str, Any],
+    settings: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    """All user expert definitions -> normalized expert dicts, in the same order."""
-    return [normalize_expert(e, hostvars, defaults) for e in experts or []]
+    """All entries of prima_cpp_experts -> the experts their jobs render, in the same order."""
+    _check_keys(defaults, DEFAULTED_FIELDS, "defaults")
+    _check_keys(settings, SETTINGS, "settings")
+    return [
+        with_job_values(normalize_expert(e, hostvars, defaults, settings), settings)
+        for e in experts or []
+    ]
 
 
 def needs_highs(expert: Mapping[str, Any]) -> bool:

@@ -1,12 +1,24 @@
-"""Expert definitions in the job contract's shape (jobs/README.md), and a few readers of args.
+"""Experts as the prima_cpp filter normalizes them, the variables their job renders with, args.
 
-The prima_cpp role normalizes user input into exactly this ``expert`` dict;
-the tests build it directly so the template is checked on its own.
+:func:`make_expert` builds a normalized expert directly (ranks on made-up
+nodes and addresses that a test may change); :func:`job_vars` hands it to the
+filter's :func:`with_job_values` with the prima_cpp role's own job settings,
+so the template is rendered with what the role would compute for that expert.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any
+
+from helpers.jobs import REPO, evaluate, role_vars
+
+sys.path.insert(0, str(REPO / ".cache" / "collections"))
+from ansible_collections.twin.cluster.plugins.filter.prima_cpp import (
+    EXPERT_OPTIONS,
+    with_job_values,
+)
 
 SERVER_BIN = "/opt/prima.cpp/current/bin/llama-server"
 WORKER_BIN = "/opt/prima.cpp/current/bin/llama-cli"
@@ -66,20 +78,35 @@ def make_expert(
         "api_key_variable": api_key_variable,
         "service_name": "llm-expert",
         "tags": ["expert", "general"],
+        # The filter's defaults (10m, 15m, 300s).
+        **{
+            field: EXPERT_OPTIONS[field].default
+            for field in ("healthy_deadline", "progress_deadline", "health_grace")
+        },
     }
     expert.update(overrides)
     return expert
 
 
-def job_vars(expert: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The variables the role hands the template for one expert."""
-    return {
-        "expert": expert,
-        "prima_cpp_server_bin": SERVER_BIN,
-        "prima_cpp_worker_bin": WORKER_BIN,
-        "prima_cpp_models_volume": "models",
-        **extra,
-    }
+@functools.cache
+def _role_settings() -> dict[str, Any]:
+    """The prima_cpp role's job settings, from its defaults (``_prima_cpp_job_settings``)."""
+    return dict(evaluate("{{ _prima_cpp_job_settings }}", role_vars("prima_cpp")))
+
+
+def job_vars(expert: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """The variables the role hands the template for one expert.
+
+    ``settings`` override the role's, by role variable name
+    (``prima_cpp_server_bin=...``, ``prima_cpp_task_driver="raw_exec"``).
+    """
+    chosen = {**_role_settings()}
+    for name, value in settings.items():
+        key = name.removeprefix("prima_cpp_")
+        if key not in chosen:
+            raise KeyError(f"{name} is not a job setting of the prima_cpp role")
+        chosen[key] = value
+    return {"expert": with_job_values(expert, chosen)}
 
 
 def flag(args: list[str], *names: str) -> str | None:

@@ -8,7 +8,8 @@ cannot drift from them:
 
 - the expert jobs are what the prima_cpp role renders for :data:`EXPERTS`:
   its ``_prima_cpp_jobs`` (the collection's ``prima_cpp_experts`` filter with
-  the role's ``_prima_cpp_expert_defaults``) through ``jobs/expert.nomad.hcl.j2``;
+  the role's ``_prima_cpp_expert_defaults`` and ``_prima_cpp_job_settings``)
+  through ``jobs/expert.nomad.hcl.j2``;
 - each health entry's service (name, tags, meta, port label), its check (name,
   type, path, interval, timeout) and its node (the rank-0 constraint) are read
   from the rendered job, and its service and check IDs are made the way Nomad
@@ -160,10 +161,11 @@ def expert_jobs() -> dict[str, Job]:
         inventory_dir="/srv/inventory",
     )
     # vars/main.yml: _prima_cpp_jobs = prima_cpp_experts | twin.cluster.prima_cpp_experts(
-    #   hostvars, _prima_cpp_expert_defaults)
+    #   hostvars, _prima_cpp_expert_defaults, _prima_cpp_job_settings)
     defaults = evaluate("{{ _prima_cpp_expert_defaults }}", variables)
+    settings = evaluate("{{ _prima_cpp_job_settings }}", variables)
     jobs: dict[str, Job] = {}
-    for expert in prima_cpp_experts(EXPERTS, variables["hostvars"], defaults):
+    for expert in prima_cpp_experts(EXPERTS, variables["hostvars"], defaults, settings):
         job = parse_job(render_job("expert.nomad.hcl.j2", {**variables, "expert": expert}))
         jobs[job.id] = job
     return jobs
