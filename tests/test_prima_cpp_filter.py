@@ -1,10 +1,15 @@
-"""The prima_cpp filters turn user expert definitions into the values the expert jobs lay out."""
+"""The prima_cpp filters turn user expert definitions into the values the expert jobs lay out.
+
+The filter's EXPERT_OPTIONS is the one definition of an expert's fields; the
+role's argument spec and the defaults it hands the filter are held to it here.
+"""
 
 from __future__ import annotations
 
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,7 +20,9 @@ sys.path.insert(0, str(ROOT / ".cache" / "collections"))
 from ansible.errors import AnsibleFilterError  # noqa: E402
 from ansible_collections.twin.cluster.plugins.filter.prima_cpp import (  # noqa: E402
     EXPERT_OPTIONS,
+    SETTINGS,
     FilterModule,
+    Option,
     prima_cpp_experts,
     prima_cpp_node_needs,
     prima_cpp_without_gpu,
@@ -404,8 +411,76 @@ def test_defaults_and_settings_hold_exactly_the_filters_keys(defaults, settings,
         prima_cpp_experts([ring()], HOSTVARS, defaults, settings)
 
 
-def test_argument_spec_lists_the_fields_the_filter_knows():
-    role = ROOT / "roles" / "prima_cpp"
-    spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
-    spec_fields = spec["argument_specs"]["main"]["options"]["prima_cpp_experts"]["options"]
-    assert set(spec_fields) == EXPERT_OPTIONS.keys()
+# The role's argument spec shows the fields the filter defines: same names,
+# types, elements, choices, literal defaults and required fields. The spec
+# says "Required." in the description rather than `required: true`, which
+# would stop the play at the argument check with a message that names no
+# expert, before tasks/validate.yml's.
+ROLE = ROOT / "roles" / "prima_cpp"
+
+
+def role_options() -> dict[str, Any]:
+    spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+    return spec["argument_specs"]["main"]["options"]
+
+
+def _description(spec: dict[str, Any]) -> str:
+    description = spec.get("description", "")
+    return " ".join(description) if isinstance(description, list) else description
+
+
+def _as_the_filter_defines(option: Option) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": option.type, "required": option.required}
+    if option.elements:
+        out["elements"] = option.elements
+    if option.choices:
+        out["choices"] = list(option.choices)
+    if option.default is not None:
+        out["default"] = option.default
+    if option.options is not None:
+        out["options"] = {k: _as_the_filter_defines(o) for k, o in option.options.items()}
+    return out
+
+
+def _as_the_spec_declares(spec: dict[str, Any]) -> dict[str, Any]:
+    required = bool(spec.get("required")) or _description(spec).startswith("Required.")
+    out: dict[str, Any] = {"type": spec.get("type", "str"), "required": required}
+    for key in ("elements", "choices", "default"):
+        if key in spec:
+            out[key] = spec[key]
+    if "options" in spec:
+        out["options"] = {k: _as_the_spec_declares(o) for k, o in spec["options"].items()}
+    return out
+
+
+def test_argument_spec_declares_the_expert_fields_the_filter_defines():
+    spec = role_options()["prima_cpp_experts"]["options"]
+    declared = {name: _as_the_spec_declares(option) for name, option in spec.items()}
+    defined = {name: _as_the_filter_defines(option) for name, option in EXPERT_OPTIONS.items()}
+    assert declared == defined
+
+
+def test_argument_spec_names_the_role_variable_behind_each_role_default():
+    options = role_options()
+    spec = options["prima_cpp_experts"]["options"]
+    for name, option in EXPERT_OPTIONS.items():
+        description = _description(spec[name])
+        if option.role_default is None:
+            assert "O(prima_cpp_" not in description, name
+            continue
+        assert f"Default O({option.role_default})." in description, name
+        role_variable = options[option.role_default]
+        assert role_variable["type"] == option.type, name
+        assert role_variable.get("elements") == option.elements, name
+
+
+def test_role_hands_the_filter_its_variables_under_the_filters_keys():
+    role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    assert role_vars["_prima_cpp_expert_defaults"] == {
+        name: f"{{{{ {option.role_default} }}}}"
+        for name, option in EXPERT_OPTIONS.items()
+        if option.role_default
+    }
+    assert role_vars["_prima_cpp_job_settings"] == {
+        key: f"{{{{ prima_cpp_{key} }}}}" for key in sorted(SETTINGS)
+    }
