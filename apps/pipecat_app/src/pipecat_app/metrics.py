@@ -33,7 +33,8 @@ ROUTING_DECISIONS = Counter(
 )
 EXPERT_ERRORS = Counter(
     "twin_expert_errors_total",
-    "Expert requests that failed, by expert and kind (timeout, connect, http, invalid).",
+    "Expert requests that failed, by expert and kind (timeout, connect, http,"
+    " invalid: not a chat-completion stream, empty: no text and no tool call).",
     ["expert", "kind"],
     registry=REGISTRY,
 )

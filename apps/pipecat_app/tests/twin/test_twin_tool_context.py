@@ -27,21 +27,12 @@ from pipecat_app.twin.toolbox import Tool, ToolBox
 from pipecat_app.twin.tools import current_time
 from recorded.record_native_tool_stream import streamed
 
-from .twin_turns import Replay, expert, make_twin, replay_server
+from .twin_turns import Replay, expert, make_twin, replay_server, sse
 
 pytestmark = [pytest.mark.anyio]
 
 RECORDED = Path(__file__).resolve().parent.parent / "recorded"
 NATIVE_ROUNDS = [RECORDED / f"llama-server_native_tool_round{n}.sse" for n in (1, 2)]
-
-
-def sse(content: str) -> bytes:
-    """A chat-completion stream whose one delta is ``content``."""
-    chunks = [
-        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": content}}]},
-        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    ]
-    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,35 +76,69 @@ async def ask(twin: TwinService, text: str, *, extra: list[FrameProcessor] = ())
     return answer
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One canned reply of :func:`replay_server`: its body and how it is sent.
+
+    Args:
+        body: The bytes sent (an SSE stream, or anything else).
+        content_type: Its ``Content-Type``.
+        drop: Send the body as the first part of a chunked response, then
+            drop the connection (an expert that dies mid-answer).
+    """
+
+    body: bytes
+    content_type: str = "text/event-stream"
+    drop: bool = False
+
+
 @dataclass
 class Replay:
-    """Answers each ``POST /v1/chat/completions`` with the next stream, and keeps the request."""
+    """Answers each ``POST /v1/chat/completions`` with the next reply, and keeps the request."""
 
-    streams: list[bytes]
+    streams: list[bytes | Reply]
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
 
 
 @contextmanager
-def replay_server(streams: list[bytes]) -> Iterator[Replay]:
-    """An expert on 127.0.0.1 replaying ``streams`` in order (404 once they run out)."""
+def replay_server(streams: list[bytes | Reply]) -> Iterator[Replay]:
+    """An expert on 127.0.0.1 replaying ``streams`` in order (404 once they run out).
+
+    A ``bytes`` item is an SSE stream sent whole; a :class:`Reply` says how.
+    """
     state = Replay(list(streams))
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive as llama-server, and chunked replies
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.requests.append(body)
-            sse = state.streams.pop(0) if state.streams else b""
-            ok = self.path == "/v1/chat/completions" and bool(sse)
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(sse) if ok else 0))
+            item = state.streams.pop(0) if state.streams else None
+            reply = Reply(item) if isinstance(item, bytes) else item
+            if reply is None or self.path != "/v1/chat/completions":
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", reply.content_type)
+            if reply.drop:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(reply.body), reply.body))
+                self.wfile.flush()
+                # No last chunk: the connection drops mid-reply.
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
-            if ok:
-                self.wfile.write(sse)
+            self.wfile.write(reply.body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -113,3 +148,18 @@ def replay_server(streams: list[bytes]) -> Iterator[Replay]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def sse(*texts: str, finish: bool = True) -> bytes:
+    """An OpenAI chat-completion event stream saying ``texts``, one chunk each.
+
+    ``finish``: end it as llama-server does (a ``finish_reason`` chunk and
+    ``[DONE]``); False leaves it open, for a reply that drops after it.
+    """
+    chunks = [{"choices": [{"index": 0, "delta": {"content": t}}]} for t in texts]
+    if chunks:
+        chunks[0]["choices"][0]["delta"]["role"] = "assistant"
+    if finish:
+        chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)
+    return events + (b"data: [DONE]\n\n" if finish else b"")

@@ -76,7 +76,15 @@ Event = TextDelta | ToolCalls
 
 
 class ExpertError(Exception):
-    """An expert failed; ``kind`` is the ``EXPERT_ERRORS`` label."""
+    """An expert failed; ``kind`` is the ``EXPERT_ERRORS`` label.
+
+    Kinds: ``connect`` (refused, or the stream broke), ``timeout`` (no first
+    chunk, or a stall between chunks), ``http`` (an error status),
+    ``invalid`` (a reply that is not what was asked for: another content
+    type than an event stream, an event that is not a chunk's JSON, a
+    fallback reply outside its schema) and ``empty`` (a stream that ended
+    without any text or tool call).
+    """
 
     def __init__(self, expert: Expert, kind: str, message: str) -> None:
         super().__init__(f"{expert.name}: {kind}: {message}")
@@ -216,6 +224,65 @@ def openai_tools(tools: Sequence[Tool]) -> list[dict[str, Any]]:
     ]
 
 
+# -- reading a stream --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallPiece:
+    """A piece of a streamed tool call (its id, name and arguments come over several chunks)."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ChunkDelta:
+    """What one streamed chunk adds: answer text and tool-call pieces."""
+
+    text: str
+    calls: list[CallPiece]
+
+
+def _shown(value: Any) -> str:
+    return repr(value)[:120]
+
+
+def read_chunk(chunk: Any) -> ChunkDelta | None:
+    """What a streamed chunk adds (None: a chunk without a delta, like a usage chunk).
+
+    The ``openai`` client builds chunks from the event's JSON without
+    checking them, so anything may arrive here; only what is read is checked.
+
+    Raises:
+        ValueError: the event is not a chat completion chunk (another JSON
+            value, a non-text ``content``, a malformed tool-call piece).
+    """
+    choices = getattr(chunk, "choices", None)
+    if not isinstance(choices, list):
+        raise ValueError(f"an event that is not a chat completion chunk: {_shown(chunk)}")
+    delta = getattr(choices[0], "delta", None) if choices else None
+    if delta is None:
+        return None
+    text = getattr(delta, "content", None) or ""
+    if not isinstance(text, str):
+        raise ValueError(f"a chunk whose content is not text: {_shown(text)}")
+    calls: list[CallPiece] = []
+    for piece in getattr(delta, "tool_calls", None) or []:
+        function = getattr(piece, "function", None)
+        index = getattr(piece, "index", None)
+        fields = (
+            getattr(piece, "id", None) or "",
+            getattr(function, "name", None) or "",
+            getattr(function, "arguments", None) or "",
+        )
+        if not isinstance(index, int) or not all(isinstance(f, str) for f in fields):
+            raise ValueError(f"a malformed tool-call piece: {_shown(piece)}")
+        calls.append(CallPiece(index, *fields))
+    return ChunkDelta(text, calls)
+
+
 # -- the client ------------------------------------------------------------------
 
 
@@ -270,15 +337,22 @@ class ExpertClient:
     ) -> AsyncIterator[Event]:
         """One completion round: text deltas, then possibly one :class:`ToolCalls`.
 
+        A round that says nothing (no text but whitespace, no tool call) is
+        a failure, not an answer: the user would hear silence.
+
         Raises:
-            ExpertError: connect/http/timeout/invalid failures of the expert.
+            ExpertError: the expert failed (see :class:`ExpertError` for the kinds).
         """
         if expert.tool_calls:
             gen = self._native(expert, messages, tools, choice)
         else:
             gen = self._fallback(expert, messages, tools, choice)
+        said = False
         async for event in gen:
+            said = said or isinstance(event, ToolCalls) or bool(event.text.strip())
             yield event
+        if not said:
+            raise ExpertError(expert, "empty", "the stream ended without any text or tool call")
 
     async def _create(self, expert: Expert, params: dict[str, Any]) -> Any:
         """Open the stream; a connection error is retried once at once.
@@ -306,8 +380,14 @@ class ExpertClient:
                     raise
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    async def _chunks(self, expert: Expert, params: dict[str, Any]) -> AsyncIterator[Any]:
-        """Raw stream chunks, with first-chunk and between-chunk timeouts."""
+    async def _deltas(self, expert: Expert, params: dict[str, Any]) -> AsyncIterator[ChunkDelta]:
+        """What each chunk of the stream adds, with first-chunk and between-chunk timeouts.
+
+        A reply that is not a chat-completion event stream fails as
+        ``invalid`` instead of passing for an empty or cut-off answer: another
+        content type (plain JSON, an HTML error page) or an event that is not
+        a chunk (malformed JSON, another shape).
+        """
         try:
             stream = await self._create(expert, params)
         except TimeoutError as exc:
@@ -318,20 +398,29 @@ class ExpertClient:
             raise ExpertError(expert, "connect", str(exc)) from exc
         except openai.APIStatusError as exc:
             raise ExpertError(expert, "http", f"HTTP {exc.status_code}: {exc.message}") from exc
-        iterator = stream.__aiter__()
         try:
+            content_type = stream.response.headers.get("content-type", "")
+            if content_type and not content_type.lower().startswith("text/event-stream"):
+                raise ExpertError(
+                    expert, "invalid", f"the reply is not an event stream ({content_type})"
+                )
+            iterator = stream.__aiter__()
             while True:
                 try:
                     chunk = await asyncio.wait_for(iterator.__anext__(), timeout=self._timeout_s)
                 except StopAsyncIteration:
                     return
-                yield chunk
+                delta = read_chunk(chunk)
+                if delta is not None:
+                    yield delta
         except TimeoutError as exc:
             raise ExpertError(expert, "timeout", "stream stalled") from exc
         except openai.APITimeoutError as exc:
             raise ExpertError(expert, "timeout", str(exc)) from exc
         except (openai.APIError, httpx.HTTPError) as exc:
             raise ExpertError(expert, "connect", f"stream broke: {exc}") from exc
+        except ValueError as exc:  # an event's JSON, its encoding, or a chunk's shape
+            raise ExpertError(expert, "invalid", f"undecodable stream: {exc}") from exc
         finally:
             await stream.close()
 
@@ -347,22 +436,15 @@ class ExpertClient:
             params["tools"] = openai_tools(tools)
             params["tool_choice"] = choice
         calls: dict[int, dict[str, str]] = {}
-        async for chunk in self._chunks(expert, params):
-            if not chunk.choices:
-                continue
-            delta = chunk.choices[0].delta
-            if delta is None:
-                continue
-            for tc in delta.tool_calls or []:
-                slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                if tc.id:
-                    slot["id"] = tc.id
-                if tc.function and tc.function.name:
-                    slot["name"] += tc.function.name
-                if tc.function and tc.function.arguments:
-                    slot["arguments"] += tc.function.arguments
-            if delta.content:
-                yield TextDelta(delta.content)
+        async for delta in self._deltas(expert, params):
+            for piece in delta.calls:
+                slot = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                if piece.id:
+                    slot["id"] = piece.id
+                slot["name"] += piece.name
+                slot["arguments"] += piece.arguments
+            if delta.text:
+                yield TextDelta(delta.text)
         if calls:
             yield ToolCalls(
                 [
@@ -399,12 +481,9 @@ class ExpertClient:
             },
         }
         streamer = AnswerStreamer()
-        async for chunk in self._chunks(expert, params):
-            if not chunk.choices or chunk.choices[0].delta is None:
-                continue
-            content = chunk.choices[0].delta.content
-            if content:
-                text = streamer.feed(content)
+        async for delta in self._deltas(expert, params):
+            if delta.text:
+                text = streamer.feed(delta.text)
                 if text:
                     yield TextDelta(text)
         if streamer.mode == "answer":

@@ -16,7 +16,9 @@ streams the chosen expert's answer (:mod:`~pipecat_app.twin.llm`) as
 ``LLMFullResponseStartFrame``, ``LLMTextFrame``..., ``LLMFullResponseEndFrame``
 so TTS and the assistant aggregator work unchanged, runs tool calls (native
 or JSON-schema fallback) and fails over to the next healthy expert when one
-fails or times out, before or during streaming. Every other frame passes on.
+fails, times out or replies with something other than an answer (garbled or
+empty: :class:`~pipecat_app.twin.llm.ExpertError`), before or during
+streaming. Every other frame passes on.
 An interruption cancels the running turn (pipecat cancels the processor's
 frame task) and the stream is closed.
 
@@ -393,7 +395,8 @@ class TwinLLMProcessor(FrameProcessor):
             async for event in self._client.stream(expert, messages, tools, choice=choice):
                 if isinstance(event, TextDelta):
                     said.append(event.text)
-                    await self._say(turn, event.text)
+                    if turn.text.strip() or event.text.strip():  # no answer starts blank
+                        await self._say(turn, event.text)
                 else:
                     calls = event
             if calls is None:
