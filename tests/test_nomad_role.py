@@ -9,21 +9,15 @@ in check mode against the local machine and stop before anything is installed.
 
 from __future__ import annotations
 
-import os
-import re
 import stat
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import hcl2
 import pytest
-import yaml
+from helpers.ansible import PlayResult, inventory, run_playbook
 from helpers.fixture_api import FixtureAPI
 
 ROOT = Path(__file__).resolve().parents[1]
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 SECRET_ID = "3f4a0fcd-7c42-773c-25db-2d31ba0c05fe"  # tests/api_fixtures/nomad/acl_bootstrap.yaml
 
 API_PLAY = [
@@ -62,51 +56,18 @@ NAMESPACES = [
 ]
 
 
-@dataclass
-class PlayResult:
-    rc: int
-    output: str
-
-    @property
-    def changed(self) -> int:
-        counts = re.findall(r"changed=(\d+)", self.output)
-        assert counts, f"no PLAY RECAP in output:\n{self.output}"
-        return sum(int(c) for c in counts)
-
-
 def run_play(
-    tmp_path: Path, play: list, hosts: dict[str, list[str]], variables: dict, check: bool = False
+    workdir: Path, play: list, hosts: dict[str, list[str]], variables: dict, check: bool = False
 ) -> PlayResult:
     """Run ``play`` on local-connection hosts grouped as ``hosts`` with ``variables``."""
-    inventory: dict = {"all": {"children": {}}}
-    for group, names in hosts.items():
-        inventory["all"]["children"][group] = {
-            "hosts": {
-                name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-                for name in names
-            }
-        }
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
-    (tmp_path / "vars.yml").write_text(yaml.safe_dump(variables))
-    cmd = [
-        ANSIBLE_PLAYBOOK,
-        "-i",
-        str(tmp_path / "hosts.yml"),
-        "-e",
-        f"@{tmp_path / 'vars.yml'}",
-        str(tmp_path / "play.yml"),
-    ]
-    if check:
-        cmd.append("--check")
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_RETRY_FILES_ENABLED": "0",
-    }
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    return PlayResult(proc.returncode, proc.stdout + proc.stderr)
+    names = [name for members in hosts.values() for name in members]
+    return run_playbook(
+        play,
+        inventory(hosts, local=names),
+        extra_vars=variables,
+        check=check,
+        workdir=workdir,
+    )
 
 
 def api_vars(api: FixtureAPI, creds: Path, **extra: object) -> dict:
@@ -139,7 +100,7 @@ def test_first_run_bootstraps_acls_and_creates_namespaces_second_run_changes_not
     creds = tmp_path / "credentials"
     with FixtureAPI("nomad", ALL_NAMESPACE_FIXTURES) as api:
         first = run_api(tmp_path, api_vars(api, creds))
-        assert first.rc == 0, first.output
+        assert first.returncode == 0, first.output
         token_file = creds / "nomad-bootstrap.token"
         assert token_file.read_text().strip() == SECRET_ID
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -159,7 +120,7 @@ def test_first_run_bootstraps_acls_and_creates_namespaces_second_run_changes_not
         assert len(api.requests_to("GET", "/v1/status/leader")) == 2
 
         second = run_api(tmp_path, api_vars(api, creds))
-        assert second.rc == 0, second.output
+        assert second.returncode == 0, second.output
         assert second.changed == 0, second.output
         assert len(api.requests_to("POST", "/v1/acl/bootstrap")) == 1
         assert len(api.requests_to("POST", "/v1/namespace/llm")) == 1
@@ -176,7 +137,7 @@ def test_namespace_with_a_different_description_is_updated(tmp_path: Path):
     fixtures = ["status_leader", "namespace_llm_read_outdated", "namespace_llm_write"]
     with FixtureAPI("nomad", fixtures) as api:
         result = run_api(tmp_path, api_vars(api, creds, nomad_namespaces=NAMESPACES[:1]))
-    assert result.rc == 0, result.output
+    assert result.returncode == 0, result.output
     assert result.changed == 1, result.output
     [write] = api.requests_to("POST", "/v1/namespace/llm")
     assert write.json()["Description"] == "LLM experts"
@@ -188,7 +149,7 @@ def test_bootstrapped_cluster_without_the_saved_token_stops_and_says_how_to_fix(
     creds = tmp_path / "credentials"
     with FixtureAPI("nomad", ["status_leader", "acl_bootstrap_done"]) as api:
         result = run_api(tmp_path, api_vars(api, creds))
-    assert result.rc != 0
+    assert result.returncode != 0
     assert "ACL bootstrap already done" in result.output
     assert "nomad_acl_bootstrap_token_file" in result.output
     assert not (creds / "nomad-bootstrap.token").exists()
@@ -200,7 +161,7 @@ def test_token_the_cluster_does_not_know_stops_on_the_namespace_read(tmp_path: P
     (creds / "nomad-bootstrap.token").write_text("not-this-clusters-token\n")
     with FixtureAPI("nomad", ["status_leader", "namespace_llm_read_forbidden"]) as api:
         result = run_api(tmp_path, api_vars(api, creds, nomad_namespaces=NAMESPACES[:1]))
-    assert result.rc != 0
+    assert result.returncode != 0
     assert "status 403 ACL token not found" in result.output
     assert str(creds / "nomad-bootstrap.token") in result.output
     assert not api.requests_to("POST", "/v1/namespace/llm")
@@ -211,7 +172,7 @@ def test_cluster_without_a_leader_stops_before_touching_acls(tmp_path: Path):
     with FixtureAPI("nomad", ["status_leader_electing"]) as api:
         url = api.url
         result = run_api(tmp_path, api_vars(api, creds, nomad_leader_wait_retries=1))
-    assert result.rc != 0
+    assert result.returncode != 0
     assert f"No Nomad leader at {url}" in result.output
     assert [r.path for r in api.requests] == ["/v1/status/leader"] * 2
 
@@ -272,7 +233,7 @@ def test_validation_stops_with_a_message_naming_the_variable(
     result = run_play(
         tmp_path, MAIN_PLAY, {"nomad_servers": servers}, check_vars(**extra), check=True
     )
-    assert result.rc != 0
+    assert result.returncode != 0
     assert message in result.output, result.output
 
 
@@ -303,7 +264,7 @@ def test_argument_specs_refuse_wrong_types_and_choices(tmp_path: Path, extra: di
     result = run_play(
         tmp_path, MAIN_PLAY, {"nomad_servers": ["s1"]}, check_vars(**extra), check=True
     )
-    assert result.rc != 0
+    assert result.returncode != 0
     assert "Validating arguments against arg spec" in result.output
     assert message in result.output, result.output
 
@@ -363,7 +324,7 @@ def test_server_only_and_client_only_hosts_get_only_their_blocks_and_run_users(t
         {"nomad_servers": ["s1", "s2", "s3"], "workers": ["c1"]},
         variables,
     )
-    assert result.rc == 0, result.output
+    assert result.returncode == 0, result.output
     options = hcl2.SerializationOptions(
         strip_string_quotes=True, explicit_blocks=False, with_comments=False
     )
@@ -409,7 +370,7 @@ def test_chroot_env_is_rendered_on_clients_only_and_left_out_when_empty(tmp_path
             {"nomad_servers": ["s1"], "workers": ["c1"]},
             variables,
         )
-        assert result.rc == 0, result.output
+        assert result.returncode == 0, result.output
         rendered[label] = {host: (out / f"{host}-nomad.hcl").read_text() for host in ("s1", "c1")}
     client = hcl2.loads(rendered["set"]["c1"], serialization_options=options)
     assert client["client"][0]["chroot_env"] == chroot_env
@@ -454,7 +415,7 @@ def test_consul_token_defaults_to_the_one_the_consul_role_saved_for_servers_and_
         result = run_play(
             play_dir, RENDER_PLAY, {"nomad_servers": ["s1"], "workers": ["c1"]}, variables
         )
-        assert result.rc == 0, result.output
+        assert result.returncode == 0, result.output
         for token in saved.values():
             assert token not in result.output
         return {
