@@ -19,28 +19,33 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers.ansible import run_playbook
+from helpers.ansible import PlayResult, run_playbook
 
 VERSION = "1.22.6"
 ZIP = f"consul_{VERSION}_linux_amd64.zip"
 
-PLAYBOOK = """
-- name: Install Consul with hashicorp_release.
-  hosts: localhost
-  connection: local
-  gather_facts: true
-  gather_subset: [min]
-  tasks:
-    - name: Install.
-      ansible.builtin.include_role:
-        name: hashicorp_release
-      vars:
-        hashicorp_release_product: consul
-        hashicorp_release_version: "{{ version }}"
-        hashicorp_release_download_base_url: "{{ base_url }}"
-        hashicorp_release_bin_dir: "{{ workdir }}/bin"
-        hashicorp_release_cache_dir: "{{ workdir }}/cache"
-"""
+PLAY = [
+    {
+        "name": "Install Consul with hashicorp_release.",
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": True,
+        "gather_subset": ["min"],
+        "tasks": [
+            {
+                "name": "Install.",
+                "ansible.builtin.include_role": {"name": "hashicorp_release"},
+                "vars": {
+                    "hashicorp_release_product": "consul",
+                    "hashicorp_release_version": "{{ version }}",
+                    "hashicorp_release_download_base_url": "{{ base_url }}",
+                    "hashicorp_release_bin_dir": "{{ workdir }}/bin",
+                    "hashicorp_release_cache_dir": "{{ workdir }}/cache",
+                },
+            }
+        ],
+    }
+]
 
 
 def write_release(root: Path, reported_version: str) -> None:
@@ -91,11 +96,9 @@ def mirror(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mirror]:
     served.close()
 
 
-def install(workdir: Path, mirror: Mirror) -> subprocess.CompletedProcess[str]:
-    playbook = workdir / "install.yml"
-    playbook.write_text(PLAYBOOK)
-    extra = f"version={VERSION} base_url={mirror.url} workdir={workdir}"
-    return run_playbook(playbook, "localhost,", "-e", extra)
+def install(workdir: Path, mirror: Mirror) -> PlayResult:
+    extra_vars = {"version": VERSION, "base_url": mirror.url, "workdir": str(workdir)}
+    return run_playbook(PLAY, "localhost,", extra_vars=extra_vars, workdir=workdir)
 
 
 @pytest.mark.slow
@@ -128,26 +131,32 @@ def test_archive_holding_another_version_is_refused(tmp_path: Path, mirror: Mirr
 PLUGIN = "nomad-device-nvidia"
 PLUGIN_VERSION = "1.1.0"
 PLUGIN_ZIP = f"{PLUGIN}_{PLUGIN_VERSION}_linux_amd64.zip"
-PLUGIN_PLAYBOOK = """
-- name: Install Nomad's NVIDIA device plugin with hashicorp_release.
-  hosts: localhost
-  connection: local
-  gather_facts: true
-  gather_subset: [min]
-  tasks:
-    - name: Install.
-      ansible.builtin.include_role:
-        name: hashicorp_release
-      vars:
-        hashicorp_release_product: nomad-device-nvidia
-        hashicorp_release_version: "1.1.0"
-        hashicorp_release_download_base_url: "{{ base_url }}"
-        hashicorp_release_bin_dir: "{{ workdir }}/plugins"
-        hashicorp_release_cache_dir: "{{ workdir }}/cache"
-    - name: Show whether the binary changed.
-      ansible.builtin.debug:
-        msg: "plugin changed: {{ hashicorp_release_changed }}"
-"""
+PLUGIN_PLAY = [
+    {
+        "name": "Install Nomad's NVIDIA device plugin with hashicorp_release.",
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": True,
+        "gather_subset": ["min"],
+        "tasks": [
+            {
+                "name": "Install.",
+                "ansible.builtin.include_role": {"name": "hashicorp_release"},
+                "vars": {
+                    "hashicorp_release_product": "nomad-device-nvidia",
+                    "hashicorp_release_version": "1.1.0",
+                    "hashicorp_release_download_base_url": "{{ base_url }}",
+                    "hashicorp_release_bin_dir": "{{ workdir }}/plugins",
+                    "hashicorp_release_cache_dir": "{{ workdir }}/cache",
+                },
+            },
+            {
+                "name": "Show whether the binary changed.",
+                "ansible.builtin.debug": {"msg": "plugin changed: {{ hashicorp_release_changed }}"},
+            },
+        ],
+    }
+]
 
 
 @pytest.fixture
@@ -166,10 +175,9 @@ def plugin_mirror(tmp_path: Path) -> Iterator[Mirror]:
     served.close()
 
 
-def install_plugin(workdir: Path, mirror: Mirror) -> subprocess.CompletedProcess[str]:
-    playbook = workdir / "install-plugin.yml"
-    playbook.write_text(PLUGIN_PLAYBOOK)
-    return run_playbook(playbook, "localhost,", "-e", f"base_url={mirror.url} workdir={workdir}")
+def install_plugin(workdir: Path, mirror: Mirror) -> PlayResult:
+    extra_vars = {"base_url": mirror.url, "workdir": str(workdir)}
+    return run_playbook(PLUGIN_PLAY, "localhost,", extra_vars=extra_vars, workdir=workdir)
 
 
 @pytest.mark.slow

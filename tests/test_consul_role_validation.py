@@ -6,41 +6,34 @@ every case must stop in the argument spec or validate.yml, before any change.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import pytest
-from helpers.ansible import run_playbook
+from helpers.ansible import inventory, run_playbook
 
-PLAYBOOK = """
-- name: Apply the consul role.
-  hosts: all
-  gather_facts: true
-  gather_subset: [network]
-  roles:
-    - role: consul
-"""
+PLAY = [
+    {
+        "name": "Apply the consul role.",
+        "hosts": "all",
+        "gather_facts": True,
+        "gather_subset": ["network"],
+        "roles": [{"role": "consul"}],
+    }
+]
 
 
 def run_role(workdir: Path, servers: int, extra_vars: dict[str, object]) -> str:
-    hosts = "\n".join(
-        f"server{i} ansible_connection=local ansible_python_interpreter={sys.executable}"
-        for i in range(1, servers + 1)
-    )
-    (workdir / "hosts.ini").write_text(f"[consul_servers]\n{hosts}\n")
-    (workdir / "site.yml").write_text(PLAYBOOK)
-    vars_with_safe_mirror = {"consul_download_base_url": "http://127.0.0.1:9", **extra_vars}
+    names = [f"server{i}" for i in range(1, servers + 1)]
     result = run_playbook(
-        workdir / "site.yml",
-        workdir / "hosts.ini",
-        "--check",
-        "-e",
-        json.dumps(vars_with_safe_mirror),
+        PLAY,
+        inventory({"consul_servers": names}, local=names),
+        extra_vars={"consul_download_base_url": "http://127.0.0.1:9", **extra_vars},
+        check=True,
+        workdir=workdir,
     )
     assert result.returncode != 0, "the role accepted bad settings:\n" + result.stdout
     assert "Install the pinned Consul binary" not in result.stdout
-    return result.stdout + result.stderr
+    return result.output
 
 
 @pytest.mark.slow
