@@ -1,11 +1,21 @@
 """Render the Nomad job templates under ``jobs/`` as Ansible does, and read them back.
 
-:func:`render_job` follows what ``ansible.builtin.template`` does with a
-template (ansible-core's ``plugins/action/template.py``): the same Templar,
-the same template variables (``ansible_managed``, ``template_path``, ...),
-the module's defaults (``trim_blocks=True``, ``lstrip_blocks=False``, ``\\n``
-newlines) and its search path. What a test renders is byte for byte what a
-role writes to disk for the same variables.
+:func:`render_job` does what ``ansible.builtin.template`` does with a template
+(ansible-core's ``plugins/action/template.py``), through ansible-core's public
+Templar: the module's defaults (``trim_blocks=True``, ``lstrip_blocks=False``,
+``\\n`` newlines), ``\\`` kept as written, and ``ansible_managed`` as the
+module sets it. What a test renders is byte for byte what a role writes to
+disk for the same variables; ``tests/jobs/test_jobs_helper.py`` renders the
+jobs with the roles' own tasks and compares.
+
+Of the variables the module adds, only ``ansible_managed`` is set: it is the
+one the job templates use, and ansible-core asks code outside it to set these
+itself (its ``generate_ansible_template_vars`` is private, the public alias is
+deprecated). A template that starts using another one (``template_host``,
+``template_path``, ...) fails here as undefined instead of rendering something
+the role would not. Includes are looked up next to the template only (the
+module also searches the role's and the play's folders); the job templates
+include nothing.
 
 :func:`role_vars` loads a role's defaults and vars as Ansible does (strings
 are templates, resolved lazily), so a job can be rendered with exactly the
@@ -20,7 +30,6 @@ label, so tests say ``job.group("rank-0").task("server").config["args"]``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +37,7 @@ from typing import Any
 
 import hcl2
 import yaml
+from ansible import constants as C
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
@@ -43,33 +53,35 @@ _HCL_OPTIONS = hcl2.SerializationOptions(
 )
 
 
-def _template_vars(source: Path, dest: str) -> dict[str, object]:
-    # The very function the template action calls; its home moved across
-    # ansible-core releases, so it is looked up where 2.19 keeps it.
-    from ansible._internal._templating import _template_vars
+def _ansible_managed() -> str:
+    """``ansible_managed`` as the template module sets it: the configured string.
 
-    return _template_vars.generate_ansible_template_vars(
-        path=str(source), fullpath=str(source), dest_path=dest
-    )
+    The setting's ``{host}``/``{uid}``/``{file}`` fields and strftime codes
+    (deprecated in ansible-core 2.19) would need the module's other variables,
+    so they are refused rather than rendered differently.
+    """
+    managed = str(C.config.get_config_value("DEFAULT_MANAGED_STR"))
+    if "{" in managed or "%" in managed:
+        raise ValueError(
+            f"ansible_managed = {managed!r} in ansible.cfg uses fields render_job does not fill;"
+            " set the ansible_managed variable instead"
+        )
+    return managed
 
 
-def render_job(template: str | Path, variables: Mapping[str, Any], dest: str = "") -> str:
-    """Render ``jobs/<template>`` (or a path) with ``variables`` as the template module would."""
+def render_job(template: str | Path, variables: Mapping[str, Any]) -> str:
+    """Render ``jobs/<template>`` (or a path) with ``variables`` as the template module would.
+
+    A variable ``ansible_managed`` wins over the configured one, as in the module.
+    """
     source = Path(template)
     if not source.is_absolute():
         source = JOBS_DIR / source
     loader = DataLoader()
     loader.set_basedir(str(source.parent))
-    task_vars: dict[str, Any] = dict(variables)
-    task_vars.update(
-        (k, v)
-        for k, v in _template_vars(source, dest or source.name.removesuffix(".j2")).items()
-        if not (k == "ansible_managed" and "ansible_managed" in variables)
-    )
-    searchpath = []
-    for path in (str(source.parent), str(source.parent)):
-        searchpath += [os.path.join(path, "templates"), path]
-    templar = Templar(loader=loader, variables={}).copy_with_new_env(
+    task_vars: dict[str, Any] = {"ansible_managed": _ansible_managed(), **variables}
+    searchpath = [str(source.parent / "templates"), str(source.parent)]
+    templar = Templar(loader=loader).copy_with_new_env(
         searchpath=searchpath, available_variables=task_vars
     )
     overrides = {"trim_blocks": True, "lstrip_blocks": False, "newline_sequence": "\n"}

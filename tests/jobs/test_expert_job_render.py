@@ -10,14 +10,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers.experts import SERVER_BIN, WORKER_BIN, flag, has_flag, job_vars, make_expert
-from helpers.jobs import JOBS_DIR, Job, parse_job, render_job
+from helpers.jobs import Job, parse_job, render_job
 from helpers.nomad_task import TaskSpec, interpolate
 
 TEMPLATE = "expert.nomad.hcl.j2"
@@ -295,37 +292,3 @@ def test_free_text_cannot_inject_nomad_interpolation():
     meta = job.group("rank-0").block("service").block("meta").body
     # HCL escapes: Nomad reads the literal text back.
     assert interpolate(meta["description"], {}) == 'Knows ${attr.cpu} and %%{ if } "quotes"'
-
-
-def test_helper_renders_byte_for_byte_what_the_template_module_writes(tmp_path: Path):
-    """The test renderer and ansible.builtin.template agree on a ring with a key."""
-    variables = job_vars(
-        make_expert(world=3, api_key_variable="nomad/jobs/expert-general", layer_window=[8, 8, 14])
-    )
-    vars_file = tmp_path / "vars.json"
-    vars_file.write_text(json.dumps(variables))
-    dest = tmp_path / "expert-general.nomad.hcl"
-    ansible = Path(sys.executable).with_name("ansible")
-    result = subprocess.run(
-        [
-            str(ansible),
-            "localhost",
-            "-c",
-            "local",
-            "-i",
-            "localhost,",
-            "-m",
-            "ansible.builtin.template",
-            "-a",
-            f"src={JOBS_DIR / TEMPLATE} dest={dest}",
-            "-e",
-            f"@{vars_file}",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert dest.read_text() == render_job(TEMPLATE, variables)
