@@ -1,10 +1,12 @@
-"""Experts that break mid-turn: garbled replies.
+"""Experts that break mid-turn: garbled replies, and answers cut off mid-sentence.
 
 Each expert here is a real HTTP server on 127.0.0.1 (``replay_server``). A
 garbled reply (malformed events, plain JSON, an HTML page, an empty
 stream...) is counted in ``EXPERT_ERRORS`` under its kind and logged, and a
 second, healthy expert answers the same turn: the user never gets an empty or
-cut-off answer for one.
+cut-off answer for one. An answer that stops inside a sentence (the
+connection drops) is ended with an ellipsis before the next expert goes on or
+the apology comes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 from loguru import logger
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS
-from pipecat_app.twin.service import NO_EXPERT_REPLY
+from pipecat_app.twin.service import NO_EXPERT_REPLY, cut_off_ending
 
 from .twin_turns import Reply, ask, expert, make_twin, replay_server, sse
 
@@ -115,10 +117,80 @@ async def test_a_stream_garbled_mid_answer_is_continued_by_the_next_expert(
             answer = await ask(twin, "What is the capital of Portugal?")
         finally:
             await twin.stop()
-    assert answer == "The capital of Portugal is Lisbon."
+    assert answer == "The capital of Portugal… is Lisbon."
     assert NO_EXPERT_REPLY not in answer
     assert errors("a-garbled", "invalid") == before + 1
     # The next expert was told what had been said, and asked to go on from there.
     said = healthy.requests[0]["messages"][-2:]
-    assert said[0] == {"role": "assistant", "content": "The capital of Portugal"}
+    assert said[0] == {"role": "assistant", "content": "The capital of Portugal…"}
     assert any("twin: expert a-garbled: invalid: undecodable stream" in line for line in error_log)
+
+
+# -- answers cut off mid-sentence ------------------------------------------------------
+
+
+async def test_an_answer_cut_off_mid_sentence_is_ended_before_the_apology(tmp_path: Path):
+    dropped = Reply(sse("The story of", " the dragon", finish=False), drop=True)
+    with replay_server([dropped]) as dying:
+        twin = make_twin(tmp_path, [expert("a-dying", dying.url)], 5)
+        before = errors("a-dying", "connect")
+        await twin.start()
+        try:
+            answer = await ask(twin, "Tell me the story of the dragon.")
+        finally:
+            await twin.stop()
+    assert answer == f"The story of the dragon… {NO_EXPERT_REPLY}"
+    assert errors("a-dying", "connect") == before + 1
+
+
+async def test_an_answer_cut_off_after_a_whole_sentence_is_not_ended_twice(tmp_path: Path):
+    dropped = Reply(sse("Once upon a time.", finish=False), drop=True)
+    with replay_server([dropped]) as dying:
+        twin = make_twin(tmp_path, [expert("a-dying", dying.url)], 5)
+        await twin.start()
+        try:
+            answer = await ask(twin, "Tell me the story of the dragon.")
+        finally:
+            await twin.stop()
+    assert answer == f"Once upon a time. {NO_EXPERT_REPLY}"
+
+
+async def test_an_answer_cut_off_mid_sentence_is_ended_before_the_next_expert_goes_on(
+    tmp_path: Path,
+):
+    dropped = Reply(sse("The story of", " the dragon", finish=False), drop=True)
+    with (
+        replay_server([dropped]) as dying,
+        replay_server([sse(" begins in a cave.")]) as healthy,
+    ):
+        twin = make_twin(tmp_path, [expert("a-dying", dying.url), expert("b-live", healthy.url)], 5)
+        await twin.start()
+        try:
+            answer = await ask(twin, "Tell me the story of the dragon.")
+        finally:
+            await twin.stop()
+    assert answer == "The story of the dragon… begins in a cave."
+    assert healthy.requests[0]["messages"][-2]["content"] == "The story of the dragon…"
+    assert twin.routing_state.expert == "b-live"
+
+
+@pytest.mark.parametrize(
+    ("text", "ending"),
+    [
+        ("The story of", "…"),
+        ("Once upon a time, ", "…"),
+        ("It was late.", ""),
+        ("Really?!", ""),
+        ('She said "stop."', ""),
+        ("She said \u201cstop.\u201d", ""),
+        ("It\u2019s", "…"),
+        ("(as I said.)", ""),
+        ("And then…", ""),
+        ("   ", ""),
+        ("", ""),
+    ],
+)
+def test_a_cut_off_answer_is_ended_with_an_ellipsis_unless_it_ends_a_sentence(
+    text: str, ending: str
+):
+    assert cut_off_ending(text) == ending

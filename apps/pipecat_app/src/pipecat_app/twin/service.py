@@ -18,8 +18,9 @@ so TTS and the assistant aggregator work unchanged, runs tool calls (native
 or JSON-schema fallback) and fails over to the next healthy expert when one
 fails, times out or replies with something other than an answer (garbled or
 empty: :class:`~pipecat_app.twin.llm.ExpertError`), before or during
-streaming. Every other frame passes on.
-An interruption cancels the running turn (pipecat cancels the processor's
+streaming; an answer cut off inside a sentence is ended with an ellipsis
+first (:func:`cut_off_ending`). Every other frame passes on. An
+interruption cancels the running turn (pipecat cancels the processor's
 frame task) and the stream is closed.
 
 Streaming uses the ``openai`` client pipecat depends on rather than an
@@ -74,6 +75,23 @@ from pipecat_app.twin.tools import builtin_tools
 ANSWERED_BY = "twin_answered_by"
 #: Said when every expert failed, so the user still gets an answer to the turn.
 NO_EXPERT_REPLY = "Sorry, I cannot reach any of my language models right now. Please try again."
+#: Ends an answer cut off inside a sentence (pipecat's sentence aggregator takes it
+#: for a sentence end, so TTS speaks the half sentence at once).
+CUT_OFF = "…"
+# A sentence's end, then closing quotes (straight or typographic) or brackets.
+_SENTENCE_END = re.compile("[.!?\u2026][\"'\u201d\u2019)\\]]*$")
+
+
+def cut_off_ending(text: str) -> str:
+    """What to add to an answer an expert stopped giving: :data:`CUT_OFF`, or nothing.
+
+    Nothing when nothing was said or the text already ends a sentence;
+    otherwise the ellipsis, so what follows (another expert's continuation,
+    the apology) never runs on inside a half sentence ("The story of Sorry, I
+    cannot reach...").
+    """
+    text = text.rstrip()
+    return "" if not text or _SENTENCE_END.search(text) else CUT_OFF
 
 
 def _plain(message: Any) -> dict[str, Any]:
@@ -358,6 +376,9 @@ class TwinLLMProcessor(FrameProcessor):
                 EXPERT_ERRORS.labels(expert=exc.expert.name, kind=exc.kind).inc()
                 self._router.mark_failed(exc.expert)
                 logger.error(f"twin: expert {exc}")
+                # Half a sentence said: end it before the next expert or the apology.
+                if ending := cut_off_ending(turn.text):
+                    await self._say(turn, ending)
                 continue
             self._router.mark_ok(expert)
             turn.answered_by = expert
