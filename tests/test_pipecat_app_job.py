@@ -7,7 +7,8 @@ parsed with python-hcl2 and checked block by block. The config the job's
 ``template`` block writes is fed to the app's real config loader and prompt
 reader, so a key the app does not know fails here, not on a cluster node.
 
-The role's checks (tasks/validate.yml) run through the real ansible-playbook.
+The role's checks (tasks/validate.yml) and its submission (tasks/job.yml,
+through the nomad_job role, over HTTPS) run through the real ansible-playbook.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from helpers.ansible import run_playbook
+from helpers.fixture_api import FixtureAPI
 from helpers.jobs import Block, Job, parse_job, render_job
 from helpers.jobs import role_vars as helpers_role_vars
 from helpers.llama_server import tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
 from helpers.nomad_task import LocalTask, TaskSpec
+from helpers.tls import make_ca, tls_front
 from pipecat_app.config import load_config
 from pipecat_app.twin.prompt import load_default
 
@@ -386,6 +390,71 @@ def test_validate_rejects_settings_with_a_message_naming_the_fix(
     result = run_validate(tmp_path, groups, **role_vars_)
     assert result.returncode != 0
     assert message in result.stdout, result.stdout[-3000:]
+
+
+# The submission, through the nomad_job role, to Nomad's API behind HTTPS
+# with a CA of the test's own: it gets through only with the role's CA.
+
+NOMAD_TOKEN = "0b7e4c2d-6a1f-4e8b-9d3c-2f5a6b7c8d9e"
+
+
+def test_job_is_submitted_over_https_trusting_pipecat_app_nomad_ca_path(tmp_path):
+    certs_dir = tmp_path / "tls"
+    certs_dir.mkdir()
+    certs = make_ca(certs_dir)
+    inventory = {
+        "all": {
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                }
+            },
+            "children": {"pipecat_app_hosts": {"hosts": {"node1": {}}}},
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    fixtures = ["jobs_parse", "job_plan_added", "jobs_register"]
+    with FixtureAPI("nomad_jobs", fixtures) as api, tls_front(api.url, certs) as url:
+        play = [
+            {
+                "name": "Render and submit the pipecat-app job.",
+                "hosts": "localhost",
+                "gather_facts": False,
+                "vars": {
+                    "pipecat_app_jobs_dir": str(tmp_path / "rendered"),
+                    "pipecat_app_nomad_host": "localhost",
+                    "pipecat_app_nomad_addr": url,
+                    "pipecat_app_nomad_token": NOMAD_TOKEN,
+                    "pipecat_app_nomad_ca_path": str(certs.ca),
+                    # The namespace of the module's parse fixture (job "hello").
+                    "pipecat_app_namespace": "llm",
+                    # As after the wheelhouse step.
+                    "_pipecat_app_source_hash": SOURCE_HASH,
+                },
+                "tasks": [
+                    {
+                        "name": "Run the role's job tasks.",
+                        "ansible.builtin.include_role": {
+                            "name": "twin.cluster.pipecat_app",
+                            "tasks_from": "job.yml",
+                        },
+                    }
+                ],
+            }
+        ]
+        (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+        proc = run_playbook(tmp_path / "play.yml", tmp_path / "hosts.yml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert NOMAD_TOKEN not in out
+    assert api.unmatched == []
+    assert {r.header("X-Nomad-Token") for r in api.requests} == {NOMAD_TOKEN}
+    [parse] = api.requests_to("POST", "/v1/jobs/parse")
+    rendered = (tmp_path / "rendered" / "pipecat-app.nomad.hcl").read_text()
+    assert parse.json()["JobHCL"].strip() == rendered.strip()
+    assert parse_job(rendered).id == "pipecat-app"
+    assert len(api.requests_to("POST", "/v1/jobs")) == 1
 
 
 # The rendered task, run here the way the expert jobs' tests run theirs.
