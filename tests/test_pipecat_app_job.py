@@ -1,11 +1,13 @@
-"""jobs/pipecat-app.nomad.hcl.j2 rendered with the pipecat_app role's own variables.
+"""jobs/pipecat-app.nomad.hcl.j2 rendered from what the pipecat_app role computes.
 
-The template is rendered through Ansible's template machinery
-(``helpers.jobs.render_job``) with the role's ``defaults/main.yml`` and
-``vars/main.yml`` loaded as Ansible loads them (their Jinja resolved lazily),
-parsed with python-hcl2 and checked block by block. The config the job's
-``template`` block writes is fed to the app's real config loader and prompt
-reader, so a key the app does not know fails here, not on a cluster node.
+The template's one input, ``assistant``, is the role's ``_pipecat_app_job``
+computed from its ``defaults/main.yml`` and ``vars/main.yml`` loaded as
+Ansible loads them (their Jinja resolved lazily); the template is rendered
+with that variable alone through Ansible's template machinery
+(``helpers.jobs.render_job``), parsed with python-hcl2 and checked block by
+block. The config the job's ``template`` block writes is fed to the app's
+real config loader and prompt reader, so a key the app does not know fails
+here, not on a cluster node.
 
 The role's checks (tasks/validate.yml) and its submission (tasks/job.yml,
 through the nomad_job role, over HTTPS) run through the real ansible-playbook.
@@ -26,7 +28,7 @@ import pytest
 import yaml
 from helpers.ansible import run_playbook
 from helpers.fixture_api import FixtureAPI
-from helpers.jobs import Block, Job, parse_job, render_job
+from helpers.jobs import Block, Job, evaluate, parse_job, render_job
 from helpers.jobs import role_vars as helpers_role_vars
 from helpers.llama_server import tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
@@ -64,8 +66,13 @@ def role_vars(hostvars: dict[str, Any] | None = None, **overrides: Any) -> dict[
     return helpers_role_vars("pipecat_app", **{**defaults, **overrides})
 
 
+def job_input(hostvars: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """``assistant``: the role's ``_pipecat_app_job`` for these settings."""
+    return evaluate("{{ _pipecat_app_job }}", role_vars(hostvars, **overrides))
+
+
 def render(**overrides: Any) -> tuple[str, Job]:
-    text = render_job(TEMPLATE, role_vars(**overrides))
+    text = render_job(TEMPLATE, {"assistant": job_input(**overrides)})
     return text, parse_job(text)
 
 
@@ -157,7 +164,7 @@ def test_job_is_placed_only_on_hosts_of_the_group_by_hostname():
         "node1": {"ansible_facts": {"hostname": "mini-pc-1"}},
         "node2": {},  # no facts gathered: the inventory name is used
     }
-    text = render_job(TEMPLATE, role_vars(hostvars=hostvars))
+    text = render_job(TEMPLATE, {"assistant": job_input(hostvars=hostvars)})
     [constraint] = parse_job(text).group("assistant").blocks("constraint")
     assert constraint["attribute"] == "${attr.unique.hostname}"
     assert constraint["operator"] == "set_contains_any"
@@ -390,6 +397,32 @@ def test_validate_rejects_settings_with_a_message_naming_the_fix(
     result = run_validate(tmp_path, groups, **role_vars_)
     assert result.returncode != 0
     assert message in result.stdout, result.stdout[-3000:]
+
+
+def readme_section() -> str:
+    readme = (ROOT / "jobs" / "README.md").read_text()
+    return readme[readme.index("## pipecat-app.nomad.hcl.j2") :]
+
+
+def test_every_field_of_the_template_input_is_documented_in_the_jobs_readme():
+    assistant = job_input()
+    fields = [*assistant, *assistant["config"], *assistant["config"]["twin"]]
+    rows = re.findall(r"^\| `(\w+)` \|", readme_section(), re.MULTILINE)
+    assert [f for f in fields if f not in rows] == []
+
+
+def test_the_readmes_hand_written_input_has_the_roles_fields_and_renders(tmp_path):
+    [example] = re.findall(r"```yaml\n(# assistant\.yml\n.*?)```", readme_section(), re.DOTALL)
+    assistant = yaml.safe_load(example)["assistant"]
+    computed = job_input()
+    assert sorted(assistant) == sorted(computed)
+    assert sorted(assistant["config"]) == sorted(computed["config"])
+    assert sorted(assistant["config"]["twin"]) == sorted(computed["config"]["twin"])
+    job = parse_job(render_job(TEMPLATE, {"assistant": assistant}))
+    assert job.id == "pipecat-app"
+    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV))
+    config = load_config(tmp_path / "twin-app.toml", environ={})
+    assert config.twin.discovery.service == "llm-expert"
 
 
 # The submission, through the nomad_job role, to Nomad's API behind HTTPS

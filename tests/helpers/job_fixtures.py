@@ -172,7 +172,10 @@ def expert_jobs() -> dict[str, Job]:
 
 
 def pipecat_app_job() -> Job:
-    """jobs/pipecat-app.nomad.hcl.j2 rendered with the pipecat_app role's defaults."""
+    """jobs/pipecat-app.nomad.hcl.j2 rendered from the pipecat_app role's defaults.
+
+    Its input ``assistant`` is the role's ``_pipecat_app_job`` (vars/main.yml).
+    """
     app = tomllib.loads((REPO / "apps" / "pipecat_app" / "pyproject.toml").read_text())
     variables = role_vars(
         "pipecat_app",
@@ -183,7 +186,8 @@ def pipecat_app_job() -> Job:
         _pipecat_app_version=app["project"]["version"],
         _pipecat_app_source_hash="0" * 64,
     )
-    return parse_job(render_job("pipecat-app.nomad.hcl.j2", variables))
+    assistant = evaluate("{{ _pipecat_app_job }}", variables)
+    return parse_job(render_job("pipecat-app.nomad.hcl.j2", {"assistant": assistant}))
 
 
 @dataclass(frozen=True)
