@@ -99,6 +99,15 @@ def test_budget_keeps_best_items_that_fit(tmp_path):
     assert render_block([]) == ""
 
 
+def test_a_text_longer_than_max_item_chars_is_stored_cut_to_it(tmp_path):
+    store = MemoryStore(tmp_path / "m.sqlite3", max_item_chars=20)
+    assert store.open()
+    store.remember("ana", "Ana's bike is green and has a basket", kind="fact")
+    store.remember_many([("ana", "episode", "user", "lighthouse " * 1000, time.time())])
+    texts = sorted(i.text for i in store.recall("ana", "bike lighthouse"))
+    assert texts == ["Ana's bike is green", "lighthouse lighthous"]
+
+
 def test_corrupt_database_is_reported_and_memory_is_off(tmp_path):
     path = tmp_path / "m.sqlite3"
     path.write_bytes(b"this is not a database at all" * 100)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import time
 
 import pytest
@@ -156,6 +157,26 @@ async def test_each_turn_is_stored_as_episodic_memory(tmp_path):
     assert [(i.kind, i.role, i.text) for i in items] == [
         ("episode", "user", "My cat is called Mingau")
     ]
+
+
+async def test_a_huge_turn_is_stored_cut_to_the_limit_the_remember_tool_shows(tmp_path):
+    memory = {"path": str(tmp_path / "memory.sqlite3"), "max_item_chars": 300}
+    twin = make_twin(tmp_path, [closed_expert("a")], memory=memory)
+    assert twin.toolbox.get("remember").properties["fact"]["maxLength"] == 300
+    huge = "lighthouse " * (5 * 1024 * 1024 // 11)  # a 5 MiB message
+    await twin.start()
+    try:
+        await run_test(twin.processors()[0], frames_to_send=[user_turn(twin, huge)])
+    finally:
+        await twin.stop()
+    rows = sqlite3.connect(tmp_path / "memory.sqlite3").execute(
+        "SELECT role, length(text) FROM memories ORDER BY id"
+    )
+    assert list(rows) == [("user", 300), ("assistant", len(NO_EXPERT_REPLY))]
+    # The default: a remembered item, a turn or a fact, keeps up to 1000 characters.
+    default = TwinService(TwinConfig.model_validate({"experts": [closed_expert("a")]}))
+    assert default.memory.max_item_chars == 1000
+    assert default.toolbox.get("remember").properties["fact"]["maxLength"] == 1000
 
 
 async def test_earlier_conversations_are_recalled_but_not_the_current_one(tmp_path):

@@ -104,6 +104,28 @@ def test_the_schema_is_derived_from_the_typed_function_and_its_docstring():
     }
 
 
+async def test_a_limit_given_when_the_tool_is_built_is_shown_and_enforced():
+    tool = Tool(book_table, ToolContext(user_id=lambda: "ana"), limits={"seats": {"maximum": 4}})
+    assert tool.properties["seats"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 4,
+        "description": "How many people.",
+    }
+    box = ToolBox([tool])
+    assert box.function_schemas()[0].properties["seats"]["maximum"] == 4
+    refused = await box.call("book_table", {"name": "Ana", "seats": 5})
+    assert refused["error"]["type"] == "invalid_arguments"
+    assert (await box.call("book_table", {"name": "Ana", "seats": 4}))["ok"]
+    # The function's own schema is left alone: another Tool of it has its own limits.
+    assert Tool(book_table).properties["seats"]["maximum"] == 12
+
+
+def test_a_limit_for_an_argument_the_function_lacks_is_refused():
+    with pytest.raises(TypeError, match=r"book_table: limits for arguments it does not have"):
+        Tool(book_table, limits={"chairs": {"maximum": 4}})
+
+
 async def test_arguments_of_the_wrong_type_or_outside_the_annotations_are_invalid_arguments():
     box = ToolBox([Tool(book_table, ToolContext(user_id=lambda: "ana"))])
     for arguments, where, expected in (

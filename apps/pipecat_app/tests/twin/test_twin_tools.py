@@ -111,6 +111,32 @@ def test_a_tool_is_available_only_while_what_it_needs_is_there(memory):
     assert [f.name for f in offered.standard_tools] == ["current_time"]
 
 
+async def test_remember_refuses_a_fact_longer_than_the_memory_keeps(tmp_path):
+    store = MemoryStore(tmp_path / "m.sqlite3", max_item_chars=40)
+    assert store.open()
+    box = ToolBox(
+        builtin_tools(
+            store,
+            lambda: "ana",
+            ToolsConfig(),
+            DiscoveryConfig(),
+            vision_url=lambda: None,
+            consul_up=lambda: False,
+        )
+    )
+    try:
+        # What the model is shown is the memory's own limit.
+        (remember_schema,) = [f for f in box.function_schemas() if f.name == "remember"]
+        assert remember_schema.properties["fact"]["maxLength"] == 40
+        stored = await box.call("remember", {"fact": "Ana's bike is green and has a basket!"})
+        assert stored["ok"] is True  # 37 characters fit
+        too_long = await box.call("remember", {"fact": "x" * 41})
+        assert too_long["error"]["type"] == "invalid_arguments"
+        assert store.count("ana") == 1
+    finally:
+        store.close()
+
+
 async def test_remember_then_recall_through_the_tools(box):
     stored = await box.call("remember", {"fact": "Ana's bike is green"})
     assert stored["ok"] is True

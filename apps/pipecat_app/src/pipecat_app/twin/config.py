@@ -18,6 +18,7 @@ TOML shape::
     [twin.memory]
     path = "/var/lib/twin/memory.sqlite3"
     token_budget = 512
+    max_item_chars = 1000
 
     [twin.prompt]
     file = "prompts/system.md"
@@ -85,6 +86,11 @@ class MemoryConfig(ConfigSection):
         recall_limit: Most items recalled per turn before the budget is applied.
         half_life_days: Recency weighting: a memory this many days old counts half
             as much as a fresh one with the same text relevance.
+        max_item_chars: Longest text one memory keeps, in characters. A turn
+            longer than this is stored cut to its first ``max_item_chars``;
+            the ``remember`` tool advertises it as its fact's ``maxLength``
+            and refuses a longer fact. The default holds a minute of speech
+            or an answer of ``max_tokens``.
         enabled: False runs without memory (no file is opened).
     """
 
@@ -92,6 +98,7 @@ class MemoryConfig(ConfigSection):
     token_budget: int = Field(default=512, ge=0)
     recall_limit: int = Field(default=8, ge=1, le=100)
     half_life_days: float = Field(default=30.0, gt=0)
+    max_item_chars: int = Field(default=1000, ge=1)
     enabled: bool = True
 
 

@@ -73,6 +73,7 @@ _STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 _CHARS_PER_TOKEN = 4
+_MAX_ITEM_CHARS = MemoryConfig.model_fields["max_item_chars"].default
 
 
 @dataclass(frozen=True)
@@ -147,14 +148,22 @@ class MemoryStore:
         path: Database file; its directory is created.
         half_life_days: Age at which a memory's score is halved.
         busy_timeout_ms: How long a call waits for a lock before giving up.
+        max_item_chars: Longest text one memory keeps (``twin.memory.max_item_chars``);
+            longer text is stored cut to it.
     """
 
     def __init__(
-        self, path: Path | str, *, half_life_days: float = 30.0, busy_timeout_ms: int = 250
+        self,
+        path: Path | str,
+        *,
+        half_life_days: float = 30.0,
+        busy_timeout_ms: int = 250,
+        max_item_chars: int = _MAX_ITEM_CHARS,
     ) -> None:
         self._path = Path(path).expanduser()
         self._half_life_s = half_life_days * 86400.0
         self._busy_timeout_ms = busy_timeout_ms
+        self.max_item_chars = max_item_chars
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self.error: str | None = None
@@ -213,6 +222,16 @@ class MemoryStore:
 
     # -- writing ---------------------------------------------------------
 
+    def _fitted(self, text: str, what: str) -> str:
+        """``text`` cut to :attr:`max_item_chars` (logged when it had to be)."""
+        if len(text) <= self.max_item_chars:
+            return text
+        logger.warning(
+            f"memory: {len(text)} characters of {what} text are stored cut to their first "
+            f"{self.max_item_chars} (twin.memory.max_item_chars)"
+        )
+        return text[: self.max_item_chars].rstrip()
+
     def remember(
         self,
         user_id: str,
@@ -222,10 +241,14 @@ class MemoryStore:
         role: str = "",
         at: float | None = None,
     ) -> int | None:
-        """Store one memory; returns its id, or None when the store failed (logged)."""
+        """Store one memory; returns its id, or None when the store failed (logged).
+
+        Text over :attr:`max_item_chars` is stored cut to it.
+        """
         text = text.strip()
         if not text:
             return None
+        text = self._fitted(text, kind)
         try:
             with self._lock:
                 cur = self._conn().execute(
@@ -240,13 +263,16 @@ class MemoryStore:
             return None
 
     def remember_many(self, rows: Iterable[tuple[str, Kind, str, str, float]]) -> None:
-        """Bulk insert ``(user_id, kind, role, text, created)`` rows in one transaction."""
+        """Bulk insert ``(user_id, kind, role, text, created)`` rows in one transaction.
+
+        Texts over :attr:`max_item_chars` are stored cut to it.
+        """
         with self._lock:
             db = self._conn()
             db.execute("BEGIN")
             db.executemany(
                 "INSERT INTO memories (user_id, kind, role, text, created) VALUES (?,?,?,?,?)",
-                rows,
+                ((u, k, r, self._fitted(t, k), c) for u, k, r, t, c in rows),
             )
             db.execute("COMMIT")
 
@@ -381,6 +407,6 @@ class TurnMemory:
         return render_block(fit_to_budget(items, self._config.token_budget))
 
     def remember_turn(self, role: str, text: str) -> None:
-        """Store one side of a turn as an episodic memory."""
+        """Store one side of a turn as an episodic memory (cut to ``max_item_chars``)."""
         if self._config.enabled and text.strip():
             self.store.remember(self._user_id, text, kind="episode", role=role)

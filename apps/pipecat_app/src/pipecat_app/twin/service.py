@@ -149,7 +149,11 @@ class TwinService:
         self.config = config
         self._owns_cluster = cluster is None
         self.cluster = cluster or ClusterView(config)
-        self.memory = MemoryStore(config.memory.path, half_life_days=config.memory.half_life_days)
+        self.memory = MemoryStore(
+            config.memory.path,
+            half_life_days=config.memory.half_life_days,
+            max_item_chars=config.memory.max_item_chars,
+        )
         self.turn_memory = TurnMemory(self.memory, config.memory, config.user_id)
         self.router = Router(config.routing)
         self.routing_state = RoutingState()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,15 @@ class Tool:
             (see :mod:`pipecat_app.twin.tool_function`).
         context: What it runs with.
         needs: What must exist for the tool to be offered (None: nothing).
+        limits: JSON-schema keywords added to an argument's schema where the
+            value is a setting, unknown where the function is written
+            (``{"fact": {"maxLength": memory.max_item_chars}}``). The model
+            is shown them and arguments are validated against them, as for
+            limits in the annotation.
+
+    Raises:
+        TypeError: ``limits`` names an argument the function does not have
+            (and what :class:`ToolFunction` refuses).
     """
 
     def __init__(
@@ -123,10 +132,19 @@ class Tool:
         context: ToolContext | None = None,
         *,
         needs: Need | None = None,
+        limits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.function = ToolFunction(function)
         self.context = context or ToolContext()
         self._needs = needs
+        limits = limits or {}
+        unknown = sorted(set(limits) - set(self.function.properties))
+        if unknown:
+            raise TypeError(f"tool {self.name}: limits for arguments it does not have: {unknown}")
+        self._properties = {
+            name: {**schema, **limits.get(name, {})}
+            for name, schema in self.function.properties.items()
+        }
 
     @property
     def available(self) -> bool:
@@ -145,8 +163,8 @@ class Tool:
 
     @property
     def properties(self) -> dict[str, Any]:
-        """JSON schema per argument (type, constraints, default, description)."""
-        return self.function.properties
+        """JSON schema per argument (type, constraints and limits, default, description)."""
+        return self._properties
 
     @property
     def required(self) -> list[str]:

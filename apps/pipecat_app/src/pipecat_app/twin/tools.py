@@ -60,9 +60,7 @@ def _memory(ctx: ToolContext) -> MemoryStore:
     return memory
 
 
-async def remember(
-    ctx: ToolContext, fact: Annotated[str, Field(min_length=1, max_length=1000)]
-) -> dict[str, Any]:
+async def remember(ctx: ToolContext, fact: Annotated[str, Field(min_length=1)]) -> dict[str, Any]:
     """Store a fact about the user for later conversations.
 
     Args:
@@ -240,8 +238,13 @@ def builtin_tools(
         vision_url=vision_url,
         consul_up=consul_up,
     )
+    # The longest fact is the memory's own limit (twin.memory.max_item_chars).
+    fact_limit = {"fact": {"maxLength": memory.max_item_chars}}
     return [
-        *(Tool(f, context, needs=has_memory) for f in MEMORY_TOOLS),
+        *(
+            Tool(f, context, needs=has_memory, limits=fact_limit if f is remember else None)
+            for f in MEMORY_TOOLS
+        ),
         Tool(current_time, context),
         Tool(describe_scene, context, needs=has_vision),
         Tool(cluster_status, context, needs=has_consul),
