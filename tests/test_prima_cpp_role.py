@@ -14,26 +14,22 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
-from helpers.ansible import run_playbook
+from helpers.ansible import PlayResult, inventory, run_playbook
 from helpers.fixture_api import FixtureAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "0123456789abcdef" * 4
 
-INVENTORY = {
-    "all": {
-        "hosts": {
-            "node1": {"ansible_host": "192.168.10.11"},
-            "node2": {"ansible_host": "192.168.10.12"},
-            "node3": {"ansible_host": "192.168.10.13"},
-            "gpu1": {"ansible_host": "192.168.10.21", "nomad_nvidia_enable": True},
-            "localhost": {
-                "ansible_connection": "local",
-                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-            },
-        }
-    }
-}
+# node1-3 and gpu1 are only names the experts point at; localhost runs the play.
+INVENTORY = inventory(
+    hosts={
+        "node1": {"ansible_host": "192.168.10.11"},
+        "node2": {"ansible_host": "192.168.10.12"},
+        "node3": {"ansible_host": "192.168.10.13"},
+        "gpu1": {"ansible_host": "192.168.10.21", "nomad_nvidia_enable": True},
+    },
+    local=["localhost"],
+)
 
 
 def general(**extra: Any) -> dict[str, Any]:
@@ -61,8 +57,13 @@ def coder(**extra: Any) -> dict[str, Any]:
     }
 
 
-def run_role(tmp_path: Path, experts: list[dict[str, Any]], **role_vars: Any):
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))
+def run_role(tmp_path: Path, experts: list[dict[str, Any]], **role_vars: Any) -> PlayResult:
+    """Run the role on localhost with ``experts`` and ``role_vars`` as play vars.
+
+    Play vars, not extra vars, so the role's own vars keep their precedence.
+    The play and inventory are written to ``tmp_path``: it is ``inventory_dir``,
+    where the role looks for the saved token (``.credentials``).
+    """
     play = [
         {
             "name": "Run the prima_cpp role on the controller only.",
@@ -77,8 +78,7 @@ def run_role(tmp_path: Path, experts: list[dict[str, Any]], **role_vars: Any):
             "roles": [{"role": "twin.cluster.prima_cpp"}],
         }
     ]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    return run_playbook(tmp_path / "play.yml", tmp_path / "hosts.yml")
+    return run_playbook(play, INVENTORY, workdir=tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def run_role(tmp_path: Path, experts: list[dict[str, Any]], **role_vars: Any):
 )
 def test_bad_expert_definitions_fail_before_anything_runs(tmp_path, experts, role_vars, expected):
     proc = run_role(tmp_path, experts, **role_vars)
-    out = " ".join((proc.stdout + proc.stderr).split())
+    out = " ".join(proc.output.split())
     assert proc.returncode != 0, out
     assert expected in out, out
     assert not (tmp_path / "rendered").exists()
@@ -170,7 +170,7 @@ def test_bad_expert_definitions_fail_before_anything_runs(tmp_path, experts, rol
 
 def test_missing_job_template_is_named(tmp_path):
     proc = run_role(tmp_path, [general()], prima_cpp_jobs_template=str(tmp_path / "nope.j2"))
-    out = " ".join((proc.stdout + proc.stderr).split())
+    out = " ".join(proc.output.split())
     assert proc.returncode != 0
     assert f"prima_cpp_jobs_template {tmp_path / 'nope.j2'} does not exist" in out
 
@@ -188,7 +188,7 @@ def test_ring_and_gpu_expert_render_to_one_parseable_job_each(tmp_path):
         tmp_path,
         [general(namespace="brains", prefetch=True, healthy_deadline="30m"), coder(http_port=8081)],
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.output
     rendered = sorted(p.name for p in (tmp_path / "rendered").iterdir())
     assert rendered == ["expert-coder.nomad.hcl", "expert-general.nomad.hcl"]
 
@@ -213,17 +213,17 @@ def test_ring_and_gpu_expert_render_to_one_parseable_job_each(tmp_path):
 
 def test_second_run_renders_nothing_new(tmp_path):
     first = run_role(tmp_path, [general()])
-    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.returncode == 0, first.output
     second = run_role(tmp_path, [general()])
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "changed=0" in second.stdout, second.stdout
+    assert second.returncode == 0, second.output
+    assert second.changed == 0, second.output
 
 
 def test_purge_removed_deletes_rendered_files_of_dropped_experts(tmp_path):
     first = run_role(tmp_path, [general(), coder()])
-    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.returncode == 0, first.output
     second = run_role(tmp_path, [general()], prima_cpp_purge_removed=True)
-    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.returncode == 0, second.output
     assert sorted(p.name for p in (tmp_path / "rendered").iterdir()) == ["expert-general.nomad.hcl"]
 
 
@@ -250,9 +250,8 @@ def test_role_submits_with_the_saved_token_and_purges_dropped_experts(tmp_path):
             prima_cpp_purge_removed=True,
             prima_cpp_nomad_addr=api.url,
         )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert token not in out
+    assert proc.returncode == 0, proc.output
+    assert token not in proc.output
     assert api.unmatched == []
     assert {r.header("X-Nomad-Token") for r in api.requests} == {token}
     [parse] = api.requests_to("POST", "/v1/jobs/parse")
