@@ -40,7 +40,8 @@ EXPERT_ERRORS = Counter(
 )
 EXPERTS_AVAILABLE = Gauge(
     "twin_experts_available",
-    "Healthy experts currently known to the router.",
+    "Experts a turn can use now: Consul's healthy set, or the configured ones"
+    " (static mode, or the fallback while Consul has reported none).",
     registry=REGISTRY,
 )
 DISCOVERY_ERRORS = Counter(

@@ -124,3 +124,84 @@ async def test_a_twin_without_a_shared_view_follows_the_cluster_itself(
         await twin.stop()
     assert twin.cluster.experts.watch is None
     assert twin.cluster.prompt.watch is None
+
+
+# -- health -------------------------------------------------------------------------
+
+
+def unreachable_consul(tmp_path: Path, **twin: Any) -> TwinConfig:
+    """Consul mode (experts and prompt) with nothing listening at Consul's address."""
+    api = BlockingFixtureAPI(url=f"http://127.0.0.1:{free_port()}")
+    return TwinConfig.model_validate({**twin_config(api, tmp_path), **twin})
+
+
+@pytest.mark.anyio
+async def test_health_is_ok_with_configured_experts_and_no_consul(tmp_path: Path):
+    config = TwinConfig.model_validate({"memory": {"path": str(tmp_path / "memory.sqlite3")}})
+    cluster = ClusterView(config)
+    await cluster.start()
+    try:
+        assert cluster.health() == ("ok", [])
+    finally:
+        await cluster.stop()
+
+
+@pytest.mark.anyio
+async def test_health_is_degraded_with_each_reason_while_consul_is_unreachable(tmp_path: Path):
+    cluster = ClusterView(unreachable_consul(tmp_path))
+    await cluster.start()
+    try:
+        await until(lambda: cluster.experts.failing and cluster.prompt.failing)
+        state, reasons = cluster.health()
+    finally:
+        await cluster.stop()
+    assert state == "degraded"
+    assert [reason.split(":")[0] for reason in reasons] == [
+        "no expert known",
+        "expert discovery failing",
+        "prompt watch failing",
+    ]
+    assert "ConnectError" in reasons[1]
+
+
+@pytest.mark.anyio
+async def test_health_while_the_configured_fallback_serves_names_only_the_failing_discovery(
+    tmp_path: Path,
+):
+    fallback = [{"name": "local", "base_url": "http://127.0.0.1:8080/v1"}]
+    cluster = ClusterView(unreachable_consul(tmp_path, experts=fallback, prompt={}))
+    await cluster.start()
+    try:
+        await until(lambda: cluster.experts.failing)
+        state, reasons = cluster.health()
+    finally:
+        await cluster.stop()
+    assert state == "degraded"
+    assert [reason.split(":")[0] for reason in reasons] == ["expert discovery failing"]
+
+
+@pytest.mark.anyio
+async def test_health_turns_degraded_when_consul_goes_away_and_the_experts_stay(
+    fixture_api: BlockingFixtureAPI, tmp_path: Path
+):
+    serve_cluster(fixture_api)
+    config = twin_config(fixture_api, tmp_path)
+    config["discovery"]["wait"] = "1s"  # parked queries end soon after Consul goes
+    cluster = ClusterView(TwinConfig.model_validate(config))
+    await cluster.start()
+    try:
+        await until(lambda: parked(fixture_api), timeout=5)
+        assert cluster.health() == ("ok", [])
+        fixture_api.stop()
+        with fixture_api.changed:
+            fixture_api.changed.notify_all()
+        await until(lambda: cluster.experts.failing and cluster.prompt.failing)
+        state, reasons = cluster.health()
+        assert len(cluster.experts.experts) == 2
+    finally:
+        await cluster.stop()
+    assert state == "degraded"
+    assert [reason.split(":")[0] for reason in reasons] == [
+        "expert discovery failing",
+        "prompt watch failing",
+    ]

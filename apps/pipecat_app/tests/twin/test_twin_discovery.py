@@ -140,6 +140,72 @@ async def test_consul_down_at_start_gives_no_experts_and_an_error():
         await directory.stop()
 
 
+FALLBACK = [ExpertConfig(name="local", base_url="http://127.0.0.1:8080/v1")]
+
+
+def no_experts(index: int) -> dict:
+    """The health fixture at ``index`` with no healthy instance left."""
+    response = load_fixture("consul_health_llm-expert_131.json")
+    response["headers"]["X-Consul-Index"] = str(index)
+    response["body"] = []
+    return response
+
+
+async def test_consul_unreachable_at_start_the_configured_experts_serve():
+    directory = ExpertDirectory(consul_config("http://127.0.0.1:9"), FALLBACK)
+    before = DISCOVERY_ERRORS._value.get()
+    await directory.start()
+    try:
+        assert [e.name for e in directory.experts] == ["local"]
+        assert EXPERTS_AVAILABLE._value.get() == 1
+        await until(lambda: DISCOVERY_ERRORS._value.get() >= before + 2)
+        assert [e.name for e in directory.experts] == ["local"]
+        assert directory.failing
+        assert directory.last_error is not None
+    finally:
+        await directory.stop()
+
+
+async def test_consul_experts_replace_the_fallback_and_stay_while_consul_is_down(fixture_api):
+    fixture_api.serve(HEALTH, "consul_health_llm-expert_100.json")
+    directory = ExpertDirectory(consul_config(fixture_api.url), FALLBACK)
+    await directory.start()
+    try:
+        await until(lambda: len(directory.experts) == 2)
+        # Consul's set alone: the fallback is not merged into it.
+        assert "local" not in [e.name for e in directory.experts]
+        assert EXPERTS_AVAILABLE._value.get() == 2
+        fixture_api.stop()
+        with fixture_api.changed:
+            fixture_api.changed.notify_all()
+        await until(lambda: directory.failing)
+        assert {e.domain for e in directory.experts} == {"general", "code"}
+        assert EXPERTS_AVAILABLE._value.get() == 2
+    finally:
+        await directory.stop()
+
+
+async def test_consul_reporting_no_healthy_expert_brings_the_fallback_back(fixture_api):
+    fixture_api.serve(HEALTH, "consul_health_llm-expert_100.json")
+    seen: list[list[str]] = []
+    directory = ExpertDirectory(
+        consul_config(fixture_api.url),
+        FALLBACK,
+        on_change=lambda experts: seen.append([e.name for e in experts]),
+    )
+    await directory.start()
+    try:
+        await until(lambda: len(directory.experts) == 2)
+        fixture_api.serve(HEALTH, no_experts(150))
+        await until(lambda: [e.name for e in directory.experts] == ["local"])
+        assert EXPERTS_AVAILABLE._value.get() == 1
+        assert not directory.failing  # Consul answers; it has no expert
+        assert [len(names) for names in seen] == [1, 2, 1]
+        assert seen[0] == seen[2] == ["local"]
+    finally:
+        await directory.stop()
+
+
 def vision_health(index: int, port: int | None) -> dict:
     """The vision fixture at ``index``: its one instance on 127.0.0.1:``port``, or none."""
     response = load_fixture("consul_health_vision_140.json")

@@ -30,7 +30,8 @@ from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.service import NO_EXPERT_REPLY, TwinLLMProcessor, TwinService, fit_history
 from pipecat_app.twin.toolbox import Tool, ToolBox, ToolContext
 
-from .conftest import free_port, load_fixture
+from .conftest import free_port, load_fixture, until
+from .twin_turns import replay_server, sse
 
 pytestmark = pytest.mark.anyio
 
@@ -124,7 +125,7 @@ async def test_every_expert_down_still_answers_the_turn_and_reports_errors(tmp_p
 async def test_no_known_experts_still_answers_the_turn(tmp_path):
     twin = make_twin(
         tmp_path,
-        [closed_expert("unused")],
+        [],  # Consul down, no fallback configured
         discovery={
             "mode": "consul",
             "consul_addr": f"http://127.0.0.1:{free_port()}",
@@ -141,6 +142,30 @@ async def test_no_known_experts_still_answers_the_turn(tmp_path):
     finally:
         await twin.stop()
     assert down[1].text == NO_EXPERT_REPLY
+
+
+async def test_consul_unreachable_at_start_the_configured_expert_answers(tmp_path):
+    with replay_server([sse("Lisbon.")]) as local:
+        twin = make_twin(
+            tmp_path,
+            [{"name": "local", "base_url": local.url}],
+            discovery={
+                "mode": "consul",
+                "consul_addr": f"http://127.0.0.1:{free_port()}",
+                "retry_s": 0.1,
+            },
+        )
+        await twin.start()
+        try:
+            await until(lambda: twin.cluster.experts.failing)
+            down, _ = await run_test(
+                twin.processors()[0],
+                frames_to_send=[user_turn(twin, "What is the capital of Portugal?")],
+            )
+        finally:
+            await twin.stop()
+    assert [f.text for f in down if isinstance(f, LLMTextFrame)] == ["Lisbon."]
+    assert twin.routing_state.expert == "local"
 
 
 async def test_each_turn_is_stored_as_episodic_memory(tmp_path):
@@ -366,3 +391,13 @@ def test_an_empty_tool_trigger_offers_tools_on_every_turn(tmp_path):
 def test_a_tool_trigger_that_is_not_a_regex_is_refused():
     with pytest.raises(ValueError, match=r"twin\.tools\.trigger"):
         TwinConfig.model_validate({"tools": {"trigger": "(unclosed"}})
+
+
+def test_consul_mode_has_no_fallback_expert_unless_the_config_names_one():
+    # No phantom local llama-server in the cluster: only configured experts fall back.
+    assert TwinConfig.model_validate({"discovery": {"mode": "consul"}}).experts == []
+    assert [e.base_url for e in TwinConfig().experts] == ["http://127.0.0.1:8080/v1"]
+    named = TwinConfig.model_validate(
+        {"discovery": {"mode": "consul"}, "experts": [closed_expert("local")]}
+    )
+    assert [e.name for e in named.experts] == ["local"]

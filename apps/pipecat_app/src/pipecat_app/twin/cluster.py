@@ -10,9 +10,18 @@ same Consul watches as one. Reads are snapshots in memory (no I/O in a turn).
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.discovery import ExpertDirectory, VisionDirectory
 from pipecat_app.twin.prompt import PromptSource
+
+
+class ClusterHealth(NamedTuple):
+    """Whether turns are answered as configured: ``("ok", [])``, or ``("degraded", reasons)``."""
+
+    state: Literal["ok", "degraded"]
+    reasons: list[str]
 
 
 class ClusterView:
@@ -44,3 +53,21 @@ class ClusterView:
         await self.prompt.stop()
         await self.vision.stop()
         await self.experts.stop()
+
+    def health(self) -> ClusterHealth:
+        """The view's state, for the server's ``/health`` (snapshots, no I/O).
+
+        Degraded, with one reason each, when no expert is known (every turn
+        gets the apology), when expert discovery is failing (Consul
+        unreachable or refusing: the set it reported last, or the configured
+        fallback, serves) and when the prompt watch is failing (the current
+        prompt stays).
+        """
+        reasons: list[str] = []
+        if not self.experts.experts:
+            reasons.append("no expert known")
+        if self.experts.failing:
+            reasons.append(f"expert discovery failing: {self.experts.last_error}")
+        if self.prompt.failing:
+            reasons.append(f"prompt watch failing: {self.prompt.last_error}")
+        return ClusterHealth("degraded" if reasons else "ok", reasons)

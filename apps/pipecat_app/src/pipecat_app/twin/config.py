@@ -25,7 +25,7 @@ TOML shape::
     consul_key = "twin/prompts/system"
 
     [twin.discovery]
-    mode = "static"                 # or "consul"
+    mode = "static"                 # or "consul" (then [[twin.experts]] are its fallback)
     consul_addr = "http://127.0.0.1:8500"
     service = "llm-expert"
 
@@ -50,7 +50,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -127,7 +127,10 @@ class DiscoveryConfig(ConfigSection):
 
     Attributes:
         mode: ``static`` uses ``[[twin.experts]]`` (no Consul needed); ``consul``
-            follows the healthy instances of ``service`` with blocking queries.
+            follows the healthy instances of ``service`` with blocking queries,
+            and while Consul has reported none (unreachable since start, or no
+            healthy instance) the configured ``[[twin.experts]]`` serve as a
+            fallback, never merged with Consul's set.
         consul_addr: Consul HTTP address (also used for the prompt watch and
             ``cluster_status``). Env ``CONSUL_HTTP_ADDR`` overrides when this is
             left at its default.
@@ -261,15 +264,24 @@ class ToolsConfig(ConfigSection):
     _trigger_compiles = field_validator("trigger")(_regex("twin.tools.trigger"))
 
 
-def _default_expert() -> ExpertConfig:
-    """The embedded default: one general expert on a local llama-server."""
-    return ExpertConfig(
-        name="general",
-        domain="general",
-        description="Everyday conversation and general knowledge",
-        base_url="http://127.0.0.1:8080/v1",
-        model="smollm2-135m",
-    )
+def _default_experts(data: dict[str, Any]) -> list[ExpertConfig]:
+    """The embedded default: one general expert on a local llama-server; none in consul mode.
+
+    In ``consul`` mode the configured experts are the fallback while Consul
+    has none, and only experts the config names are one.
+    """
+    discovery = data.get("discovery")
+    if isinstance(discovery, DiscoveryConfig) and discovery.mode == "consul":
+        return []
+    return [
+        ExpertConfig(
+            name="general",
+            domain="general",
+            description="Everyday conversation and general knowledge",
+            base_url="http://127.0.0.1:8080/v1",
+            model="smollm2-135m",
+        )
+    ]
 
 
 class TwinConfig(ConfigSection):
@@ -280,8 +292,12 @@ class TwinConfig(ConfigSection):
         memory: See :class:`MemoryConfig`.
         prompt: See :class:`PromptConfig`.
         discovery: See :class:`DiscoveryConfig`.
-        experts: Static experts (used in ``static`` mode); default: one general
-            expert on a local llama-server at ``http://127.0.0.1:8080/v1``.
+        experts: The configured experts: all there is in ``static`` mode; in
+            ``consul`` mode the fallback that serves while Consul has reported
+            no healthy expert, never merged with Consul's set. Default: one
+            general expert on a local llama-server at
+            ``http://127.0.0.1:8080/v1`` in ``static`` mode, none in ``consul``
+            mode.
         routing: See :class:`RoutingConfig`.
         tools: See :class:`ToolsConfig`.
     """
@@ -290,7 +306,7 @@ class TwinConfig(ConfigSection):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
-    experts: list[ExpertConfig] = Field(default_factory=lambda: [_default_expert()])
+    experts: list[ExpertConfig] = Field(default_factory=_default_experts)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
 

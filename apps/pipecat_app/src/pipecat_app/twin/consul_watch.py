@@ -83,6 +83,8 @@ class BlockingWatch:
         self.index = 0
         #: Requests that failed in a row; back to 0 as soon as Consul answers one.
         self.consecutive_failures = 0
+        #: Why the last request failed, while it is the latest (None once one succeeds).
+        self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self.first_result = asyncio.Event()
 
@@ -90,6 +92,11 @@ class BlockingWatch:
     def answering(self) -> bool:
         """Whether Consul answered the last request (False until it first does)."""
         return self.first_result.is_set() and self.consecutive_failures == 0
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last request failed (False before the first one ends)."""
+        return self.consecutive_failures > 0
 
     async def poll_once(self) -> bool:
         """One blocking request; returns True when the index moved (``on_change`` ran)."""
@@ -101,6 +108,7 @@ class BlockingWatch:
         if response.status_code not in (200, 404):
             response.raise_for_status()
         self.consecutive_failures = 0
+        self.last_error = None
         new_index = next_index(self.index, response.headers.get("X-Consul-Index"))
         changed = new_index != self.index or new_index == 0 or not self.first_result.is_set()
         if new_index < self.index:
@@ -126,6 +134,7 @@ class BlockingWatch:
                 raise
             except Exception as exc:
                 self.consecutive_failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 self._on_error(exc)
                 await asyncio.sleep(self._retry_s)
 
@@ -159,6 +168,16 @@ class Followed:
     def watch(self) -> BlockingWatch | None:
         """The Consul watch, while one runs (None: not started, or nothing to follow)."""
         return self._watch
+
+    @property
+    def failing(self) -> bool:
+        """Whether the watch's last request to Consul failed (False without a watch)."""
+        return self._watch is not None and self._watch.failing
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the watch's last request failed, while it is failing."""
+        return self._watch.last_error if self._watch is not None else None
 
     def _follow(self, watch: BlockingWatch) -> None:
         self._watch = watch

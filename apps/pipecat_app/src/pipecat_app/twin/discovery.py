@@ -4,8 +4,11 @@ In ``consul`` mode a :class:`~pipecat_app.twin.consul_watch.BlockingWatch`
 follows ``/v1/health/service/<service>?passing=true``; each change replaces
 the known set. A turn only ever reads :attr:`ExpertDirectory.experts` (a
 snapshot in memory), so no Consul request sits on a turn's path. When
-Consul is unreachable the last known set stays in use, and the error is
-logged and counted (``DISCOVERY_ERRORS``).
+Consul is unreachable the last set it reported stays in use, and the error
+is logged and counted (``DISCOVERY_ERRORS``). While Consul has reported no
+healthy expert (unreachable since start, or none registered), the configured
+``[[twin.experts]]`` serve instead: a fallback, never merged with Consul's
+set.
 
 The vision service ``describe_scene`` calls is found the same way
 (:class:`VisionDirectory`): ``twin.tools.vision_url``, else the healthy
@@ -121,30 +124,37 @@ def health_watch(
 
 
 class ExpertDirectory(Followed):
-    """The current set of healthy experts (static, or followed in Consul).
+    """The experts a turn can use now: configured, or followed in Consul.
+
+    ``static`` mode: the configured experts. ``consul`` mode: the healthy
+    experts Consul reported last; while it has reported none (unreachable
+    since start, or no healthy instance), the configured experts, as a
+    fallback that is never merged with Consul's set. Consul becoming
+    unreachable keeps the set it reported last. ``EXPERTS_AVAILABLE`` is
+    the number of experts a turn can use.
 
     Args:
         config: ``[twin.discovery]``.
-        static: Experts used in ``static`` mode.
+        configured: ``[[twin.experts]]``.
         on_change: Called with the new list whenever it changes.
     """
 
     def __init__(
         self,
         config: DiscoveryConfig,
-        static: Sequence[ExpertConfig] = (),
+        configured: Sequence[ExpertConfig] = (),
         *,
         on_change: Callable[[list[Expert]], None] | None = None,
     ) -> None:
         self._config = config
-        self._static = [Expert.from_config(e) for e in static]
+        self._configured = [Expert.from_config(e) for e in configured]
+        self._discovered: list[Expert] = []
         self._experts: list[Expert] = []
         self._on_change = on_change
-        self.last_error: str | None = None
 
     @property
     def experts(self) -> list[Expert]:
-        """Snapshot of the known healthy experts (no I/O)."""
+        """Snapshot of the experts a turn can use now (no I/O)."""
         return list(self._experts)
 
     @property
@@ -152,35 +162,45 @@ class ExpertDirectory(Followed):
         """Whether discovery follows Consul and Consul answered its last request."""
         return self._watch is not None and self._watch.answering
 
-    def _set(self, experts: list[Expert]) -> None:
+    def _publish(self) -> None:
+        experts = self._discovered or self._configured
         changed = experts != self._experts
         self._experts = experts
         EXPERTS_AVAILABLE.set(len(experts))
-        if changed:
-            logger.info(f"discovery: experts now {[e.name for e in experts]}")
-            if self._on_change is not None:
-                self._on_change(list(experts))
+        if not changed:
+            return
+        names = [e.name for e in experts]
+        if self._config.mode == "static":
+            logger.info(f"discovery: experts now {names}")
+        elif self._discovered:
+            logger.info(f"discovery: experts now {names}, from Consul")
+        else:
+            logger.warning(
+                f"discovery: Consul has reported no healthy {self._config.service!r} "
+                f"expert; the configured fallback serves: {names}"
+            )
+        if self._on_change is not None:
+            self._on_change(list(experts))
 
     def _health_changed(self, body: Any) -> None:
-        self.last_error = None
-        self._set(experts_from_health(body or []))
+        self._discovered = experts_from_health(body or [])
+        self._publish()
 
     def _failed(self, exc: Exception) -> None:
         DISCOVERY_ERRORS.inc()
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        kept = "the set it reported last" if self._discovered else "the configured fallback"
         logger.error(
             f"discovery: Consul at {self._config.resolved_consul_addr()} failed "
-            f"({self.last_error}); keeping the last known {len(self._experts)} expert(s)"
+            f"({type(exc).__name__}: {exc}); {len(self._experts)} expert(s) serve, {kept}"
         )
 
     async def start(self) -> None:
-        """Static: publish the list. Consul: start the background blocking-query watch."""
-        if self._config.mode == "static":
-            self._set(list(self._static))
-            return
-        self._follow(
-            health_watch(self._config, self._config.service, self._health_changed, self._failed)
-        )
+        """Publish the configured experts; in ``consul`` mode, start following Consul too."""
+        self._publish()
+        if self._config.mode == "consul":
+            self._follow(
+                health_watch(self._config, self._config.service, self._health_changed, self._failed)
+            )
 
 
 class VisionDirectory(Followed):
