@@ -48,11 +48,16 @@ PLAYBOOK = """
 
 
 def run_acl_tasks(
-    workdir: Path, api: FixtureAPI, inventory_as_dir: bool = False, playbook_text: str = ""
+    workdir: Path,
+    api: FixtureAPI,
+    inventory_as_dir: bool = False,
+    playbook_text: str = "",
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run the role's credentials.yml + acl.yml with the inventory in workdir/inventory/.
 
-    ``playbook_text`` replaces that playbook (other task files of the role).
+    ``playbook_text`` replaces that playbook (other task files of the role);
+    ``extra_args`` go to ansible-playbook (``--check``).
     """
     inventory = workdir / "inventory"
     inventory.mkdir(exist_ok=True)
@@ -70,6 +75,7 @@ def run_acl_tasks(
         f"consul_api_url={api.url}",
         "-e",
         "consul_leader_wait_delay=0",
+        *extra_args,
     )
 
 
@@ -211,3 +217,35 @@ def test_secrets_next_to_an_inventory_directory_are_not_read_as_hosts(tmp_path: 
     assert set(hosts) == {"server1"}
     for secret in secrets:
         assert secret not in listed.stdout + listed.stderr
+
+
+@pytest.mark.slow
+def test_check_mode_reports_the_outdated_policy_and_missing_token_and_writes_nothing(
+    tmp_path: Path,
+):
+    credentials = credentials_of(tmp_path)
+    credentials.mkdir(mode=0o700, parents=True)
+    secrets = {
+        "consul-gossip.key": "c2VjcmV0LWdvc3NpcC1rZXktb2YtMzItYnl0ZXMtLS0=",
+        "consul-bootstrap.token": BOOTSTRAP_SECRET,
+        "consul-agent.token": "0b7c1f1e-5d0e-4c49-9e44-3f0c2d6b8a17",
+        "consul-nomad-server.token": "88d70804-db02-4fe9-8d8f-b14be41386fb",
+        "consul-nomad-client.token": "a7bf0c6f-2995-4ad2-b7df-4784d48c1e25",
+    }
+    for name, secret in secrets.items():
+        (credentials / name).write_text(secret + "\n")
+        (credentials / name).chmod(0o600)
+    fixtures = ["status_leader", "acl_policy_read_agents_outdated", "acl_token_self_agent"]
+    with FixtureAPI("consul", fixtures) as api:
+        result = run_acl_tasks(tmp_path, api, extra_args=("--check",))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # It read what it needed to decide, and wrote nothing.
+    assert {r.method for r in api.requests} == {"GET"}
+    assert len(api.requests_to("GET", "/v1/acl/policy/name/twin-consul-agents")) == 1
+    assert len(api.requests_to("GET", "/v1/acl/token/self")) == 1
+    # The policy update and the token creation it would make.
+    assert changed_count(result) == 2
+    assert not api.unmatched
+    for secret in secrets.values():
+        assert secret not in result.stdout + result.stderr
