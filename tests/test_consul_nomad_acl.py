@@ -162,10 +162,11 @@ def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothin
             "Policies": [{"Name": "twin-nomad-clients"}],
         },
     ]
-    # Looked up by AccessorID with the bootstrap token, once per run and kind.
+    # Looked up by AccessorID with the bootstrap token, twice per run and kind:
+    # the role's secret check, then consul_token's own read.
     for accessor in (SERVER_ACCESSOR, CLIENT_ACCESSOR):
         reads = api.requests_to("GET", f"/v1/acl/token/{accessor}")
-        assert len(reads) == 2
+        assert len(reads) == 4
         assert {r.header("X-Consul-Token") for r in reads} == {BOOTSTRAP_SECRET}
 
     # The second run found everything as it should be: no writes, nothing changed.
@@ -194,6 +195,41 @@ def test_token_file_replaced_after_the_token_was_created_stops_with_the_fix(tmp_
     assert f"AccessorID {SERVER_ACCESSOR}" in second.stdout
     assert "consul acl token delete -id" in second.stdout
     assert len(api.requests_to("PUT", "/v1/acl/token")) == 3
+    # Stopped before consul_token, which would try to change the SecretID.
+    assert not api.requests_to("PUT", f"/v1/acl/token/{SERVER_ACCESSOR}")
+    assert not api.unmatched
     output = second.stdout + second.stderr
     for secret in (replaced, SERVER_SECRET, CLIENT_SECRET):
+        assert secret not in output
+
+
+@pytest.mark.slow
+def test_token_with_another_policy_gets_its_own_back_once_with_its_secret_unchanged(
+    tmp_path: Path,
+):
+    seed_nomad_tokens(tmp_path, SERVER_SECRET, CLIENT_SECRET)
+    fixtures = [
+        "acl_token_read_nomad_server_other_policy" if f == "acl_token_read_nomad_server" else f
+        for f in FIXTURES
+    ] + ["acl_token_update_nomad_server"]
+    with FixtureAPI("consul", fixtures) as api:
+        first = run(tmp_path, api)
+        assert first.returncode == 0, first.stdout + first.stderr
+        second = run(tmp_path, api)
+        assert second.returncode == 0, second.stdout + second.stderr
+
+    [update] = api.requests_to("PUT", f"/v1/acl/token/{SERVER_ACCESSOR}")
+    assert update.header("X-Consul-Token") == BOOTSTRAP_SECRET
+    assert update.json()["AccessorID"] == SERVER_ACCESSOR
+    assert update.json()["SecretID"] == SERVER_SECRET
+    assert update.json()["Description"] == "twin.cluster Nomad server agent token"
+    assert update.json()["Policies"] == [{"Name": "twin-nomad-servers"}]
+    # The server token was not created anew; the (fresh) client token was created once.
+    created = [t.json().get("AccessorID") for t in api.requests_to("PUT", "/v1/acl/token")]
+    assert created == [None, CLIENT_ACCESSOR]
+    assert not api.requests_to("PUT", f"/v1/acl/token/{CLIENT_ACCESSOR}")
+    assert changed(second) == 0
+    assert not api.unmatched
+    output = first.stdout + first.stderr + second.stdout + second.stderr
+    for secret in (BOOTSTRAP_SECRET, SERVER_SECRET, CLIENT_SECRET):
         assert secret not in output
