@@ -19,6 +19,8 @@ description:
     C(nomad job run -check-index) does.
   - The module talks to Nomad over HTTP from wherever it runs. O(src) is read on
     that host; from elsewhere pass the file's content as O(job_hcl).
+  - The collection keeps this module rather than M(community.general.nomad_job);
+    the notes say what that module lacks for the roles.
 version_added: "0.1.0"
 author:
   - twin.cluster developers
@@ -95,6 +97,36 @@ attributes:
     support: none
 notes:
   - Uses only the Nomad HTTP API; no Nomad binary or Python client library is needed.
+  - Why not M(community.general.nomad_job) (community.general 11.4.2, the release
+    ansible 12.3.0 installs). Like this module it parses HCL through Nomad, plans
+    with a diff, registers only when the plan shows a change and supports check
+    mode, but the roles need what follows, which it lacks.
+  - It needs the C(python-nomad) library (and C(requests)) on the host it runs on.
+    The roles run this module on the first Nomad server by default
+    (C(prima_cpp_nomad_host), C(pipecat_app_nomad_host)), so they would have to
+    install a Python library there. This module uses only Ansible's own C(open_url).
+  - It registers without check-and-set (no C(EnforceIndex) and C(JobModifyIndex)),
+    so a change made in Nomad between its plan and its registration is overwritten
+    without notice. This module registers on the plan's job modify index, as
+    C(nomad job run -check-index) does.
+  - It does not send the job's HCL source (C(Submission)), so C(nomad job inspect)
+    and the web UI show no job definition as written. This module sends it (C(hcl2)).
+  - It has no CA bundle option (its C(validate_certs) goes to C(requests) as a plain
+    true/false), so a private CA such as the cluster's own can only be trusted
+    system-wide or through E(REQUESTS_CA_BUNDLE); this module has O(ca_path). It takes
+    C(host), C(port) and C(use_ssl) (on by default) instead of an address, without the
+    E(NOMAD_ADDR) and E(NOMAD_TOKEN) fallbacks, and has no region option.
+  - With C(state=absent) it fails on a job Nomad does not know (the job read's 404
+    is an error), decides by the job's C(Status) instead of its C(Stop) flag (a stopped
+    job whose allocations are still stopping is deregistered again on the next run,
+    a finished batch job stays registered) and cannot purge, which C(prima_cpp) does
+    for the jobs of removed experts. This module reports no change for a missing or
+    stopped job and has O(purge).
+  - It does not check the job's own namespace against its C(namespace) option, puts
+    the job ID into the plan URL unescaped, and fails with the Python client's exception
+    text, without a hint of what to fix.
+  - It has two things the roles do not use, JSON job specifications
+    (C(content_format=json)) and C(force_start) of a stopped job by name.
 """
 
 EXAMPLES = r"""
