@@ -165,7 +165,7 @@ async def run(memories: int, turns: int, workdir: Path) -> dict[str, Any]:
             question = QUESTIONS[i % len(QUESTIONS)]
             twin.context.add_message({"role": "user", "content": question})
             t0 = time.perf_counter()
-            decision = twin.router.route(question, twin.directory.experts, twin.routing_state)
+            decision = twin.router.route(question, twin.cluster.experts.experts, twin.routing_state)
             t1 = time.perf_counter()
             system = turn_stage.system_message(question)
             t2 = time.perf_counter()
