@@ -15,9 +15,7 @@ through the nomad_job role, over HTTPS) run through the real ansible-playbook.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from helpers.ansible import run_playbook
+from helpers.ansible import PlayResult, inventory, run_playbook
 from helpers.fixture_api import FixtureAPI
 from helpers.jobs import Block, Job, evaluate, parse_job, render_job
 from helpers.jobs import role_vars as helpers_role_vars
@@ -303,25 +301,12 @@ def test_extra_env_reaches_the_task_environment():
 # The role's own checks, through the real ansible-playbook.
 
 
-def run_validate(tmp_path: Path, groups: dict[str, list[str]], **role_vars_: Any):
-    hosts = {h for members in groups.values() for h in members} | {"localhost"}
-    inventory = {
-        "all": {
-            "hosts": {
-                h: (
-                    {
-                        "ansible_connection": "local",
-                        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                    }
-                    if h == "localhost"
-                    else {}
-                )
-                for h in sorted(hosts)
-            },
-            "children": {g: {"hosts": {h: {} for h in members}} for g, members in groups.items()},
-        }
-    }
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+def run_validate(tmp_path: Path, groups: dict[str, list[str]], **role_vars_: Any) -> PlayResult:
+    """Include the role's validate.yml on localhost with ``role_vars_`` as play vars.
+
+    ``groups`` are the inventory's groups (their hosts have no vars);
+    localhost runs the play.
+    """
     play = [
         {
             "name": "Run the pipecat_app role's checks.",
@@ -339,21 +324,12 @@ def run_validate(tmp_path: Path, groups: dict[str, list[str]], **role_vars_: Any
             ],
         }
     ]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_playbook(play, inventory(groups, local=["localhost"]), workdir=tmp_path)
 
 
 def test_validate_passes_the_defaults(tmp_path):
     result = run_validate(tmp_path, {"pipecat_app_hosts": ["node1"]})
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.output
 
 
 @pytest.mark.parametrize(
@@ -435,18 +411,6 @@ def test_job_is_submitted_over_https_trusting_pipecat_app_nomad_ca_path(tmp_path
     certs_dir = tmp_path / "tls"
     certs_dir.mkdir()
     certs = make_ca(certs_dir)
-    inventory = {
-        "all": {
-            "hosts": {
-                "localhost": {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                }
-            },
-            "children": {"pipecat_app_hosts": {"hosts": {"node1": {}}}},
-        }
-    }
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
     fixtures = ["jobs_parse", "job_plan_added", "jobs_register"]
     with FixtureAPI("nomad_jobs", fixtures) as api, tls_front(api.url, certs) as url:
         play = [
@@ -476,11 +440,10 @@ def test_job_is_submitted_over_https_trusting_pipecat_app_nomad_ca_path(tmp_path
                 ],
             }
         ]
-        (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
-        proc = run_playbook(tmp_path / "play.yml", tmp_path / "hosts.yml")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert NOMAD_TOKEN not in out
+        hosts = inventory({"pipecat_app_hosts": ["node1"]}, local=["localhost"])
+        proc = run_playbook(play, hosts, workdir=tmp_path)
+    assert proc.returncode == 0, proc.output
+    assert NOMAD_TOKEN not in proc.output
     assert api.unmatched == []
     assert {r.header("X-Nomad-Token") for r in api.requests} == {NOMAD_TOKEN}
     [parse] = api.requests_to("POST", "/v1/jobs/parse")
