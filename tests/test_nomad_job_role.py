@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from helpers.ansible import run_playbook
+from helpers.ansible import PlayResult, inventory, run_playbook
 from helpers.fixture_api import FixtureAPI
 from helpers.tls import CertFiles, make_ca, tls_front
 
@@ -40,16 +39,7 @@ job "{{ hello.id }}" {
 }
 """
 
-INVENTORY = {
-    "all": {
-        "hosts": {
-            "localhost": {
-                "ansible_connection": "local",
-                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-            }
-        }
-    }
-}
+INVENTORY = inventory(local=["localhost"])
 
 
 @pytest.fixture
@@ -59,9 +49,12 @@ def certs(tmp_path: Path) -> CertFiles:
     return make_ca(directory)
 
 
-def run_role(tmp_path: Path, tasks_from: str, role_vars: dict[str, Any]):
-    """Include twin.cluster.nomad_job (entry point ``tasks_from``) with ``role_vars``."""
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))
+def run_role(tmp_path: Path, tasks_from: str, role_vars: dict[str, Any]) -> PlayResult:
+    """Include twin.cluster.nomad_job (entry point ``tasks_from``) with ``role_vars``.
+
+    ``role_vars`` are the include's vars, as a calling role passes them; the
+    play and inventory are written to ``tmp_path``.
+    """
     play = [
         {
             "name": "Use the nomad_job role.",
@@ -79,8 +72,7 @@ def run_role(tmp_path: Path, tasks_from: str, role_vars: dict[str, Any]):
             ],
         }
     ]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
-    return run_playbook(tmp_path / "play.yml", tmp_path / "hosts.yml")
+    return run_playbook(play, INVENTORY, workdir=tmp_path)
 
 
 def hello_vars(tmp_path: Path, url: str, **extra: Any) -> dict[str, Any]:
@@ -103,9 +95,8 @@ def test_job_is_rendered_with_the_callers_input_and_submitted_trusting_the_ca(tm
         proc = run_role(
             tmp_path, "main", hello_vars(tmp_path, url, nomad_job_ca_path=str(certs.ca))
         )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert TOKEN not in out
+    assert proc.returncode == 0, proc.output
+    assert TOKEN not in proc.output
     rendered = (tmp_path / "rendered" / "hello.nomad.hcl").read_text()
     assert rendered.startswith("#\n# Ansible managed\n#\n")
     assert 'job "hello" {\n  namespace   = "llm"\n  datacenters = ["dc1"]\n' in rendered
@@ -122,17 +113,16 @@ def test_submission_without_the_ca_is_refused_by_certificate_verification(tmp_pa
     fixtures = ["jobs_parse", "job_plan_added", "jobs_register"]
     with FixtureAPI("nomad_jobs", fixtures) as api, tls_front(api.url, certs) as url:
         proc = run_role(tmp_path, "main", hello_vars(tmp_path, url))
-    out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "CERTIFICATE_VERIFY_FAILED" in out, out
-    assert TOKEN not in out
+    assert "CERTIFICATE_VERIFY_FAILED" in proc.output, proc.output
+    assert TOKEN not in proc.output
     assert api.requests == []
 
 
 def test_render_only_asks_nomad_nothing(tmp_path, certs):
     with FixtureAPI("nomad_jobs", []) as api:
         proc = run_role(tmp_path, "main", hello_vars(tmp_path, api.url, nomad_job_submit=False))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.output
     assert (tmp_path / "rendered" / "hello.nomad.hcl").is_file()
     assert api.requests == []
 
@@ -158,9 +148,8 @@ def test_purge_keeps_the_listed_jobs_and_purges_the_rest_of_the_prefix(tmp_path,
     }
     with FixtureAPI("nomad_jobs", fixtures) as api, tls_front(api.url, certs) as url:
         proc = run_role(tmp_path, "purge", {**role_vars, "nomad_job_addr": url})
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert TOKEN not in out
+    assert proc.returncode == 0, proc.output
+    assert TOKEN not in proc.output
     assert sorted(p.name for p in rendered.iterdir()) == [
         "expert-general.nomad.hcl",
         "pipecat-app.nomad.hcl",  # not under the prefix: left alone
@@ -191,7 +180,7 @@ def test_purge_without_submit_removes_only_files(tmp_path):
                 "nomad_job_submit": False,
             },
         )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.output
     assert list(rendered.iterdir()) == []
     assert api.requests == []
 
@@ -213,7 +202,7 @@ def test_missing_required_input_is_named_and_nothing_is_touched(
     with FixtureAPI("nomad_jobs", []) as api:
         role_vars = {**given, "nomad_job_dir": str(rendered), "nomad_job_addr": api.url}
         proc = run_role(tmp_path, entry_point, role_vars)
-    out = " ".join((proc.stdout + proc.stderr).split())
+    out = " ".join(proc.output.split())
     assert proc.returncode != 0
     assert f"missing required arguments: {missing}" in out, out
     assert [p.name for p in rendered.iterdir()] == ["expert-old.nomad.hcl"]
