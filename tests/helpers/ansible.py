@@ -15,9 +15,10 @@ one call::
 
 Plays and inventories given as data are written to ``workdir`` as
 ``playbook.yml`` and ``hosts.yml``, so ``playbook_dir`` and ``inventory_dir``
-(where the roles keep ``.credentials``) are ``workdir``. Extra vars go on the
-command line as JSON, with extra vars' precedence; their strings are
-templates, as in a vars file.
+(where the roles keep ``.credentials``) are ``workdir``. An inventory kept as
+a folder, as users keep one, is written with :func:`write_inventory` and
+passed as that folder. Extra vars go on the command line as JSON, with extra
+vars' precedence; their strings are templates, as in a vars file.
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ def run_playbook(
     check mode; ``args`` are passed as they are.
     """
     if not isinstance(playbook, Path):
-        playbook = _write(workdir, "playbook.yml", list(playbook))
+        playbook = _write(_workdir(workdir, "playbook.yml"), "playbook.yml", list(playbook))
     if isinstance(inventory, Mapping):
-        inventory = _write(workdir, "hosts.yml", dict(inventory))
+        inventory = write_inventory(_workdir(workdir, "hosts.yml"), inventory)
     options = list(args)
     if extra_vars is not None:
         options += ["-e", json.dumps(extra_vars)]
@@ -141,9 +142,23 @@ def run_playbook(
     return PlayResult(proc.args, proc.returncode, proc.stdout, proc.stderr)
 
 
-def _write(workdir: Path | None, name: str, data: object) -> Path:
+def write_inventory(folder: Path, inventory: Mapping[str, Any]) -> Path:
+    """Write an inventory given as data (see :func:`inventory`) to ``folder/hosts.yml``.
+
+    Returns that file. ``folder`` is made if missing; pass it to
+    :func:`run_playbook` as the inventory to run with an inventory folder.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    return _write(folder, "hosts.yml", dict(inventory))
+
+
+def _workdir(workdir: Path | None, name: str) -> Path:
     if workdir is None:
         raise ValueError(f"a playbook or inventory given as data needs a workdir for {name}")
-    path = workdir / name
+    return workdir
+
+
+def _write(folder: Path, name: str, data: object) -> Path:
+    path = folder / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
