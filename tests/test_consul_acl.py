@@ -1,22 +1,22 @@
 """The consul role's ACL steps against hand-written answers of the Consul HTTP API.
 
-No Consul binary exists on this machine; ansible-playbook runs the role's own
-credentials.yml and acl.yml (unchanged) against tests/helpers/fixture_api.py,
-which answers in order with Consul responses written from its API
-documentation (tests/api_fixtures/consul/) and keeps the requests.
+No Consul binary exists on this machine; helpers.ansible.run_playbook runs the
+role's own credentials.yml and acl.yml (unchanged) against
+tests/helpers/fixture_api.py, which answers in order with Consul responses
+written from its API documentation (tests/api_fixtures/consul/) and keeps the
+requests.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import stat
-import subprocess
-import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers.ansible import ansible_env, run_playbook, tool
+from helpers.ansible import PlayResult, inventory, run_playbook, write_inventory
 from helpers.fixture_api import FixtureAPI
 
 BOOTSTRAP_SECRET = "527347d3-9653-07dc-adc0-598b8f2b0f4d"
@@ -31,63 +31,76 @@ FRESH_CLUSTER = [
     "acl_token_create",
 ]
 
-PLAYBOOK = """
-- name: Run the consul role's ACL steps.
-  hosts: consul_servers
-  gather_facts: false
-  tasks:
-    - name: Create or load the secrets.
-      ansible.builtin.include_role:
-        name: consul
-        tasks_from: credentials.yml
-    - name: Bootstrap ACLs.
-      ansible.builtin.include_role:
-        name: consul
-        tasks_from: acl.yml
-"""
+INVENTORY = inventory({"consul_servers": ["server1"]}, local=["server1"])
+
+
+def include(tasks_from: str, name: str) -> dict[str, Any]:
+    """A task that runs one task file of the consul role."""
+    return {
+        "name": name,
+        "ansible.builtin.include_role": {"name": "consul", "tasks_from": tasks_from},
+    }
+
+
+PLAY: list[dict[str, Any]] = [
+    {
+        "name": "Run the consul role's ACL steps.",
+        "hosts": "consul_servers",
+        "gather_facts": False,
+        "tasks": [
+            include("credentials.yml", "Create or load the secrets."),
+            include("acl.yml", "Bootstrap ACLs."),
+        ],
+    }
+]
+
+
+# What Ansible reads from an inventory: its groups with their hosts, each host's vars.
+LIST_INVENTORY: list[dict[str, Any]] = [
+    {
+        "name": "List the inventory's hosts.",
+        "hosts": "all",
+        "gather_facts": False,
+        "tasks": [
+            {
+                "name": "Show the groups and their hosts.",
+                "ansible.builtin.debug": {"var": "groups"},
+            },
+            {
+                "name": "Show the host's vars.",
+                "ansible.builtin.debug": {"var": "hostvars[inventory_hostname]"},
+            },
+        ],
+    }
+]
 
 
 def run_acl_tasks(
     workdir: Path,
     api: FixtureAPI,
     inventory_as_dir: bool = False,
-    playbook_text: str = "",
-    extra_args: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess[str]:
+    plays: Sequence[Mapping[str, Any]] = PLAY,
+    check: bool = False,
+) -> PlayResult:
     """Run the role's credentials.yml + acl.yml with the inventory in workdir/inventory/.
 
-    ``playbook_text`` replaces that playbook (other task files of the role);
-    ``extra_args`` go to ansible-playbook (``--check``).
+    The inventory is passed as its file, or as that folder with
+    ``inventory_as_dir``; ``plays`` replace the play (other task files of the
+    role). The API's address and no wait between leader polls are extra vars.
     """
-    inventory = workdir / "inventory"
-    inventory.mkdir(exist_ok=True)
-    hosts_file = inventory / "hosts.ini"
-    hosts_file.write_text(
-        "[consul_servers]\n"
-        f"server1 ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-    )
-    playbook = workdir / "acl.yml"
-    playbook.write_text(playbook_text or PLAYBOOK)
+    hosts_file = write_inventory(workdir / "inventory", INVENTORY)
     return run_playbook(
-        playbook,
-        inventory if inventory_as_dir else hosts_file,
-        "-e",
-        f"consul_api_url={api.url}",
-        "-e",
-        "consul_leader_wait_delay=0",
-        *extra_args,
+        plays,
+        hosts_file.parent if inventory_as_dir else hosts_file,
+        extra_vars={"consul_api_url": api.url, "consul_leader_wait_delay": 0},
+        check=check,
+        workdir=workdir,
     )
 
 
 def credentials_of(workdir: Path) -> Path:
     """Where the role keeps its secrets: next to the inventory, in a hidden directory."""
     return workdir / "inventory" / ".credentials"
-
-
-def changed_count(result: subprocess.CompletedProcess[str]) -> int:
-    match = re.search(r"server1\s+:\s+ok=\d+\s+changed=(\d+)", result.stdout)
-    assert match, result.stdout
-    return int(match.group(1))
 
 
 def mode(path: Path) -> int:
@@ -99,10 +112,10 @@ def test_fresh_cluster_is_bootstrapped_once_and_the_token_is_kept_0600(tmp_path:
     credentials = credentials_of(tmp_path)
     with FixtureAPI("consul", FRESH_CLUSTER) as api:
         first = run_acl_tasks(tmp_path, api)
-        assert first.returncode == 0, first.stdout + first.stderr
+        assert first.returncode == 0, first.output
         bootstraps_after_first = len(api.requests_to("PUT", "/v1/acl/bootstrap"))
         second = run_acl_tasks(tmp_path, api)
-        assert second.returncode == 0, second.stdout + second.stderr
+        assert second.returncode == 0, second.output
 
     token_file = credentials / "consul-bootstrap.token"
     assert token_file.read_text().strip() == BOOTSTRAP_SECRET
@@ -113,7 +126,7 @@ def test_fresh_cluster_is_bootstrapped_once_and_the_token_is_kept_0600(tmp_path:
     # One bootstrap over two runs: the second run reused the saved token.
     assert bootstraps_after_first == 1
     assert len(api.requests_to("PUT", "/v1/acl/bootstrap")) == 1
-    assert changed_count(second) == 0
+    assert second.changed == 0, second.output
     assert not api.unmatched
 
 
@@ -121,7 +134,7 @@ def test_fresh_cluster_is_bootstrapped_once_and_the_token_is_kept_0600(tmp_path:
 def test_agents_policy_and_token_are_created_with_the_bootstrap_token(tmp_path: Path):
     with FixtureAPI("consul", FRESH_CLUSTER) as api:
         result = run_acl_tasks(tmp_path, api)
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.returncode == 0, result.output
         run_acl_tasks(tmp_path, api)
 
     agent_token = (credentials_of(tmp_path) / "consul-agent.token").read_text().strip()
@@ -149,12 +162,11 @@ def test_agents_policy_and_token_are_created_with_the_bootstrap_token(tmp_path: 
 def test_secrets_never_appear_in_the_output(tmp_path: Path):
     with FixtureAPI("consul", FRESH_CLUSTER) as api:
         result = run_acl_tasks(tmp_path, api)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.output
     agent_token = (credentials_of(tmp_path) / "consul-agent.token").read_text().strip()
     gossip_key = (credentials_of(tmp_path) / "consul-gossip.key").read_text().strip()
-    output = result.stdout + result.stderr
     for secret in (BOOTSTRAP_SECRET, agent_token, gossip_key):
-        assert secret not in output
+        assert secret not in result.output
 
 
 @pytest.mark.slow
@@ -184,39 +196,34 @@ def test_outdated_agents_policy_is_updated_in_place_once(tmp_path: Path):
     ]
     with FixtureAPI("consul", fixtures) as api:
         first = run_acl_tasks(tmp_path, api)
-        assert first.returncode == 0, first.stdout + first.stderr
+        assert first.returncode == 0, first.output
         second = run_acl_tasks(tmp_path, api)
-        assert second.returncode == 0, second.stdout + second.stderr
+        assert second.returncode == 0, second.output
 
     assert not api.requests_to("PUT", "/v1/acl/bootstrap")
     assert not api.requests_to("PUT", "/v1/acl/policy")
     [update] = api.requests_to("PUT", f"/v1/acl/policy/{POLICY_ID}")
     assert update.json()["ID"] == POLICY_ID
     assert 'policy = "write"' in update.json()["Rules"]
-    assert changed_count(second) == 0
+    assert second.changed == 0, second.output
 
 
 @pytest.mark.slow
 def test_secrets_next_to_an_inventory_directory_are_not_read_as_hosts(tmp_path: Path):
     with FixtureAPI("consul", FRESH_CLUSTER) as api:
         result = run_acl_tasks(tmp_path, api, inventory_as_dir=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    inventory = tmp_path / "inventory"
+    assert result.returncode == 0, result.output
+    folder = tmp_path / "inventory"
     credentials = credentials_of(tmp_path)
     secrets = [p.read_text().strip() for p in credentials.iterdir()]
     assert len(secrets) == 5  # gossip key, bootstrap, agent and the two Nomad tokens
 
-    listed = subprocess.run(
-        [tool("ansible-inventory"), "-i", str(inventory), "--list"],
-        capture_output=True,
-        text=True,
-        env=ansible_env(),
-        check=True,
-    )
-    hosts = json.loads(listed.stdout)["_meta"]["hostvars"].keys()
-    assert set(hosts) == {"server1"}
+    # Every host Ansible now reads from that folder runs the listing play.
+    listed = run_playbook(LIST_INVENTORY, folder, workdir=tmp_path)
+    assert set(listed.recap) == {"server1"}, listed.output
+    assert listed.returncode == 0, listed.output
     for secret in secrets:
-        assert secret not in listed.stdout + listed.stderr
+        assert secret not in listed.output
 
 
 @pytest.mark.slow
@@ -237,15 +244,15 @@ def test_check_mode_reports_the_outdated_policy_and_missing_token_and_writes_not
         (credentials / name).chmod(0o600)
     fixtures = ["status_leader", "acl_policy_read_agents_outdated", "acl_token_self_agent"]
     with FixtureAPI("consul", fixtures) as api:
-        result = run_acl_tasks(tmp_path, api, extra_args=("--check",))
-    assert result.returncode == 0, result.stdout + result.stderr
+        result = run_acl_tasks(tmp_path, api, check=True)
+    assert result.returncode == 0, result.output
 
     # It read what it needed to decide, and wrote nothing.
     assert {r.method for r in api.requests} == {"GET"}
     assert len(api.requests_to("GET", "/v1/acl/policy/name/twin-consul-agents")) == 1
     assert len(api.requests_to("GET", "/v1/acl/token/self")) == 1
     # The policy update and the token creation it would make.
-    assert changed_count(result) == 2
+    assert result.changed == 2, result.output
     assert not api.unmatched
     for secret in secrets.values():
-        assert secret not in result.stdout + result.stderr
+        assert secret not in result.output
