@@ -1,24 +1,26 @@
 """The consul role's Consul policies and tokens for the Nomad agents, against
 hand-written answers of the Consul HTTP API.
 
-No Consul binary exists on this machine; ansible-playbook runs the role's own
-credentials.yml, acl.yml and nomad_acl.yml (unchanged) against
-tests/helpers/fixture_api.py, which answers in order with Consul responses
-written from its API documentation (tests/api_fixtures/consul/) and keeps the
-requests. The policies are those of Nomad's
-"Integrate Consul ACL" guide (developer.hashicorp.com/nomad/docs/secure/acl/consul).
+No Consul binary exists on this machine; helpers.ansible.run_playbook (through
+test_consul_acl's runner) runs the role's own credentials.yml, acl.yml and
+nomad_acl.yml (unchanged) against tests/helpers/fixture_api.py, which answers
+in order with Consul responses written from its API documentation
+(tests/api_fixtures/consul/) and keeps the requests. The policies are those of
+Nomad's "Integrate Consul ACL" guide
+(developer.hashicorp.com/nomad/docs/secure/acl/consul).
 """
 
 from __future__ import annotations
 
 import re
 import stat
-import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers.ansible import PlayResult
 from helpers.fixture_api import FixtureAPI
-from test_consul_acl import BOOTSTRAP_SECRET, run_acl_tasks
+from test_consul_acl import BOOTSTRAP_SECRET, credentials_of, include, run_acl_tasks
 
 SERVER_ACCESSOR = "27624077-1eb5-528e-a056-f61ecd6177ab"
 CLIENT_ACCESSOR = "6cb8ab31-98f4-5715-9be9-0b37e1bd1967"
@@ -60,37 +62,27 @@ service_prefix "" {
 }
 """
 
-PLAYBOOK = """
-- name: Run the consul role's ACL steps for the agents and for Nomad.
-  hosts: consul_servers
-  gather_facts: false
-  tasks:
-    - name: Create or load the secrets.
-      ansible.builtin.include_role:
-        name: consul
-        tasks_from: credentials.yml
-    - name: Bootstrap ACLs.
-      ansible.builtin.include_role:
-        name: consul
-        tasks_from: acl.yml
-    - name: Create the Nomad agents' policies and tokens.
-      ansible.builtin.include_role:
-        name: consul
-        tasks_from: nomad_acl.yml
-"""
+PLAY: list[dict[str, Any]] = [
+    {
+        "name": "Run the consul role's ACL steps for the agents and for Nomad.",
+        "hosts": "consul_servers",
+        "gather_facts": False,
+        "tasks": [
+            include("credentials.yml", "Create or load the secrets."),
+            include("acl.yml", "Bootstrap ACLs."),
+            include("nomad_acl.yml", "Create the Nomad agents' policies and tokens."),
+        ],
+    }
+]
 
 
-def run(workdir: Path, api: FixtureAPI) -> subprocess.CompletedProcess[str]:
-    return run_acl_tasks(workdir, api, playbook_text=PLAYBOOK)
-
-
-def credentials(workdir: Path) -> Path:
-    return workdir / "inventory" / ".credentials"
+def run(workdir: Path, api: FixtureAPI) -> PlayResult:
+    return run_acl_tasks(workdir, api, plays=PLAY)
 
 
 def seed_nomad_tokens(workdir: Path, server: str, client: str) -> None:
     """Token files as an earlier run of credentials.yml left them."""
-    folder = credentials(workdir)
+    folder = credentials_of(workdir)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for kind, secret in (("server", server), ("client", client)):
         path = folder / f"consul-nomad-{kind}.token"
@@ -98,26 +90,20 @@ def seed_nomad_tokens(workdir: Path, server: str, client: str) -> None:
         path.chmod(0o600)
 
 
-def changed(result: subprocess.CompletedProcess[str]) -> int:
-    match = re.search(r"server1\s+:\s+ok=\d+\s+changed=(\d+)", result.stdout)
-    assert match, result.stdout
-    return int(match.group(1))
-
-
 @pytest.mark.slow
 def test_missing_token_files_are_generated_once_as_private_uuids(tmp_path: Path):
     with FixtureAPI("consul", FIXTURES) as api:
         result = run(tmp_path, api)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.output
     secrets = {}
     for kind in ("server", "client"):
-        path = credentials(tmp_path) / f"consul-nomad-{kind}.token"
+        path = credentials_of(tmp_path) / f"consul-nomad-{kind}.token"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         secrets[kind] = path.read_text().strip()
         assert re.fullmatch(
             r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", secrets[kind]
         )
-        assert secrets[kind] not in result.stdout + result.stderr
+        assert secrets[kind] not in result.output
     assert secrets["server"] != secrets["client"]
     # Consul got exactly the secrets the files hold.
     created = {
@@ -132,9 +118,9 @@ def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothin
     seed_nomad_tokens(tmp_path, SERVER_SECRET, CLIENT_SECRET)
     with FixtureAPI("consul", FIXTURES) as api:
         first = run(tmp_path, api)
-        assert first.returncode == 0, first.stdout + first.stderr
+        assert first.returncode == 0, first.output
         second = run(tmp_path, api)
-        assert second.returncode == 0, second.stdout + second.stderr
+        assert second.returncode == 0, second.output
 
     # The agents' policy first (acl.yml), then Nomad's two, all with the bootstrap token.
     policies = api.requests_to("PUT", "/v1/acl/policy")
@@ -172,9 +158,9 @@ def test_policies_and_tokens_follow_nomads_guide_and_a_second_run_changes_nothin
     # The second run found everything as it should be: no writes, nothing changed.
     assert len(policies) == 3
     assert len(tokens) == 3
-    assert changed(second) == 0
+    assert second.changed == 0, second.output
     assert not api.unmatched
-    output = first.stdout + first.stderr + second.stdout + second.stderr
+    output = first.output + second.output
     for secret in (BOOTSTRAP_SECRET, SERVER_SECRET, CLIENT_SECRET):
         assert secret not in output
 
@@ -185,7 +171,7 @@ def test_token_file_replaced_after_the_token_was_created_stops_with_the_fix(tmp_
     seed_nomad_tokens(tmp_path, SERVER_SECRET, CLIENT_SECRET)
     with FixtureAPI("consul", FIXTURES) as api:
         first = run(tmp_path, api)
-        assert first.returncode == 0, first.stdout + first.stderr
+        assert first.returncode == 0, first.output
         replaced = "0f0e0d0c-0b0a-4909-8807-060504030201"
         seed_nomad_tokens(tmp_path, replaced, CLIENT_SECRET)
         second = run(tmp_path, api)
@@ -198,7 +184,7 @@ def test_token_file_replaced_after_the_token_was_created_stops_with_the_fix(tmp_
     # Stopped before consul_token, which would try to change the SecretID.
     assert not api.requests_to("PUT", f"/v1/acl/token/{SERVER_ACCESSOR}")
     assert not api.unmatched
-    output = second.stdout + second.stderr
+    output = second.output
     for secret in (replaced, SERVER_SECRET, CLIENT_SECRET):
         assert secret not in output
 
@@ -214,9 +200,9 @@ def test_token_with_another_policy_gets_its_own_back_once_with_its_secret_unchan
     ] + ["acl_token_update_nomad_server"]
     with FixtureAPI("consul", fixtures) as api:
         first = run(tmp_path, api)
-        assert first.returncode == 0, first.stdout + first.stderr
+        assert first.returncode == 0, first.output
         second = run(tmp_path, api)
-        assert second.returncode == 0, second.stdout + second.stderr
+        assert second.returncode == 0, second.output
 
     [update] = api.requests_to("PUT", f"/v1/acl/token/{SERVER_ACCESSOR}")
     assert update.header("X-Consul-Token") == BOOTSTRAP_SECRET
@@ -228,8 +214,8 @@ def test_token_with_another_policy_gets_its_own_back_once_with_its_secret_unchan
     created = [t.json().get("AccessorID") for t in api.requests_to("PUT", "/v1/acl/token")]
     assert created == [None, CLIENT_ACCESSOR]
     assert not api.requests_to("PUT", f"/v1/acl/token/{CLIENT_ACCESSOR}")
-    assert changed(second) == 0
+    assert second.changed == 0, second.output
     assert not api.unmatched
-    output = first.stdout + first.stderr + second.stdout + second.stderr
+    output = first.output + second.output
     for secret in (BOOTSTRAP_SECRET, SERVER_SECRET, CLIENT_SECRET):
         assert secret not in output
