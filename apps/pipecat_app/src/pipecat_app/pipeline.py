@@ -31,6 +31,8 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from pipecat_app.config import VADConfig
 
@@ -61,8 +63,11 @@ class Twin(Protocol):
 
 
 def make_vad(config: VADConfig) -> SileroVADAnalyzer:
-    """Silero VAD with the configured thresholds."""
-    return SileroVADAnalyzer(
+    """Silero VAD with the configured thresholds (over the process's one Silero model)."""
+    # Imported here, as providers.py does: the text pipeline needs no speech models.
+    from pipecat_app.speech_models import SharedSileroVADAnalyzer
+
+    return SharedSileroVADAnalyzer(
         params=VADParams(
             confidence=config.confidence,
             start_secs=config.start_secs,
@@ -80,10 +85,21 @@ def voice_pipeline(
     vad: SileroVADAnalyzer,
     turn_stop_timeout_s: float = 5.0,
 ) -> Pipeline:
-    """The spoken conversation; user speech interrupts the bot (barge-in)."""
+    """The spoken conversation; user speech interrupts the bot (barge-in).
+
+    The user's turn ends when pipecat's default says so (smart-turn v3), with
+    the process's one smart-turn model.
+    """
+    from pipecat_app.speech_models import SharedSmartTurnAnalyzer
+
     user, assistant = LLMContextAggregatorPair(
         twin.context,
-        user_params=LLMUserAggregatorParams(user_turn_stop_timeout=turn_stop_timeout_s),
+        user_params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(
+                stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer())]
+            ),
+            user_turn_stop_timeout=turn_stop_timeout_s,
+        ),
     )
     return Pipeline(
         [

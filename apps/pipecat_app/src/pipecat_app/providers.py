@@ -1,4 +1,8 @@
-"""Speech services built from configuration: local models or OpenAI-compatible endpoints."""
+"""Speech services built from configuration: local models or OpenAI-compatible endpoints.
+
+Each call builds new services for one pipeline; the local models behind them
+are loaded once per process and shared (``speech_models``).
+"""
 
 from __future__ import annotations
 
@@ -56,11 +60,11 @@ def make_stt(config: STTConfig) -> STTService:
 def make_tts(config: TTSConfig) -> TTSService:
     """Text-to-speech: Piper in process, or an OpenAI-compatible endpoint."""
     if isinstance(config, PiperTTSConfig):
-        from pipecat.services.piper.tts import PiperTTSService
+        from pipecat_app.speech_models import SharedPiperTTSService, piper_voice
 
-        return PiperTTSService(
-            download_dir=config.resolved_voice_dir(),
-            settings=PiperTTSService.Settings(voice=config.voice),
+        return SharedPiperTTSService(
+            voice=piper_voice(config.resolved_voice_dir() / f"{config.voice}.onnx"),
+            settings=SharedPiperTTSService.Settings(voice=config.voice),
             # Piper yields a sentence's audio only once it is synthesized; on a
             # busy CPU that takes longer than the 3 s default, after which the
             # audio would be dropped as late.

@@ -19,6 +19,9 @@ short segment the VAD already cut, so:
 ``benchmarks/stt_settings.py`` measures both. The service also transcribes a
 second of silence when the pipeline starts, so the first user turn does not
 pay CTranslate2's first-call cost.
+
+The model is the process's (``speech_models.whisper_model``): every session's
+service transcribes with the one loaded for its settings.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from typing import Any, cast
 
 import ctranslate2
 import numpy as np
-from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio
@@ -41,6 +43,8 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.types import assert_given, require_given
+
+from pipecat_app.speech_models import whisper_model
 
 WARM_UP_SECONDS = 1.0
 SAMPLE_RATE = 16000  # what Whisper listens at (pipecat hands it 16 kHz PCM)
@@ -82,7 +86,7 @@ class DecodeOptions:
 
 
 class TunedWhisperSTTService(WhisperSTTService):
-    """``WhisperSTTService`` with thread count, decoding options and a warm-up.
+    """``WhisperSTTService`` with thread count, decoding options, a warm-up and a shared model.
 
     Args:
         cpu_threads: CTranslate2 threads (0: CTranslate2's own default).
@@ -106,9 +110,9 @@ class TunedWhisperSTTService(WhisperSTTService):
         super().__init__(**kwargs)
 
     def _load(self) -> None:
-        """Load the model with the configured thread count (no download: a local path)."""
+        """Take the process's model for these settings (no download: a local path)."""
         model_name = require_given(self._settings.model, "Whisper model")
-        self._model = WhisperModel(
+        self._model = whisper_model(
             model_name,
             device=self._device,
             compute_type=self._compute_type,
