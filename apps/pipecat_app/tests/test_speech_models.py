@@ -7,6 +7,7 @@ session: only the models behind them are shared.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -149,3 +150,22 @@ def test_smart_turn_over_the_shared_session_judges_as_pipecats_own(question):
 def test_a_missing_piper_voice_is_an_error_not_a_download(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nobody\.onnx"):
         make_tts(PiperTTSConfig(provider="piper", voice_dir=tmp_path, voice="nobody"))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.slow
+def test_a_long_sentence_does_not_keep_its_memory_in_the_shared_voice(config):
+    voice = make_tts(config.tts)._voice  # type: ignore[attr-defined]
+    # An answer without a full stop is one sentence to Piper: 40 s of speech.
+    sentence = ", ".join(["and then the dragon flew over the mountains and the rivers"] * 14)
+    list(voice.synthesize("The capital of France is Paris."))
+    before = rss_mb()
+    spoken = sum(len(chunk.audio_int16_bytes) for chunk in voice.synthesize(sentence))
+    after = rss_mb()
+    assert spoken / 2 / voice.config.sample_rate > 30
+    # ONNX Runtime's arena kept about 800 MB after this sentence, for good.
+    assert after - before < 150, f"{after - before:.0f} MB kept after the sentence"
