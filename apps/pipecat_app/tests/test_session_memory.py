@@ -39,7 +39,7 @@ ROUNDS = 4
 #: How far above the warm level the resident memory may go. A session that
 #: loads its own speech models adds about 170 MB for them (over 250 MB here
 #: once they have run), so one round of two such sessions fails. Sessions
-#: sharing the models added at most 65 MB over these rounds here: what is
+#: sharing the models added at most 70 MB over these rounds here: what is
 #: left of the allocators' growth, and ended pipelines waiting for Python's
 #: cycle collector (pipecat's processors refer to each other; a few MB each).
 BOUND_MB = 150
