@@ -60,3 +60,23 @@ MEMORY_ERRORS = Counter(
     "Memory store failures; the conversation goes on without memory.",
     registry=REGISTRY,
 )
+SESSIONS_ACTIVE = Gauge(
+    "twin_sessions_active",
+    "Sessions holding a slot under their cap (reserved or running), by kind (voice, text).",
+    ["kind"],
+    registry=REGISTRY,
+)
+SESSIONS_REJECTED = Counter(
+    "twin_sessions_rejected_total",
+    "Offers, requests and websocket messages refused, by kind (voice, text) and reason"
+    " (full, invalid, too_large, unknown_session, closed).",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+SESSIONS_CLOSED = Counter(
+    "twin_sessions_closed_total",
+    "Sessions ended, by kind (voice, text) and reason"
+    " (left, idle, never_connected, abandoned, refused, failed, shutdown).",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
