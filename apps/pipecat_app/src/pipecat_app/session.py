@@ -3,12 +3,19 @@
 ``VoiceSession`` runs the spoken pipeline over any audio transport (WebRTC in
 the app, the tests' in-memory audio transport). ``TextSession`` runs the typed
 pipeline and answers ``ask(text)`` with the answer's text as it streams.
+
+A text turn nobody waits for any more (its caller cancelled, or stopped
+reading) is interrupted: an ``InterruptionFrame`` goes through the pipeline,
+which cancels TwinService's running turn and closes the expert's stream. A
+turn cut short because the session was closed raises :class:`SessionClosed`,
+never an answer ended early.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -16,6 +23,8 @@ from loguru import logger
 from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
+    InterruptionFrame,
+    InterruptionWorkerFrame,
     LLMFullResponseEndFrame,
     LLMMessagesAppendFrame,
     LLMTextFrame,
@@ -36,6 +45,17 @@ if TYPE_CHECKING:
     from pipecat_app.twin import ClusterView
 
 TwinFactory = Callable[[TwinConfig], Twin]
+
+#: Longest wait for an interrupted turn's frames to leave the pipeline.
+INTERRUPT_WAIT_S = 5.0
+
+
+class SessionClosed(Exception):
+    """The conversation was closed (idle, client gone, server stopping) before the turn ended."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def twin_service(config: TwinConfig) -> Twin:
@@ -101,6 +121,10 @@ class _Session:
         elif self.worker is not None:
             await self.worker.cancel(reason="session stopped")
 
+    def idle_since(self) -> float | None:
+        """Since when (``time.monotonic``) the conversation has had no turn; None mid-turn."""
+        return None
+
 
 class VoiceSession(_Session):
     """A spoken conversation over ``transport`` until it is stopped."""
@@ -130,17 +154,28 @@ class VoiceSession(_Session):
         """Run until the worker ends (client disconnected or :meth:`stop`)."""
         await self._run_worker()
 
+    async def close(self, reason: str = "session closed") -> None:
+        """End the conversation now (never for being idle: it ends when its peer leaves)."""
+        logger.bind(event="voice_session_close").info(f"closing voice session: {reason}")
+        await self.stop()
+
 
 class _AnswerSink(FrameProcessor):
-    """Hands the answer's text to the waiting ``ask`` and passes every frame on."""
+    """Hands the answer's text to the waiting ``ask`` and passes every frame on.
+
+    ``None`` in the queue means the session was closed; an ``InterruptionFrame``
+    marks the end of an interrupted turn's frames.
+    """
 
     def __init__(self) -> None:
         super().__init__(name="answer-sink")
-        self.queue: asyncio.Queue[Frame] = asyncio.Queue()
+        self.queue: asyncio.Queue[Frame | None] = asyncio.Queue()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, LLMTextFrame | LLMFullResponseEndFrame | ErrorFrame):
+        if isinstance(
+            frame, LLMTextFrame | LLMFullResponseEndFrame | ErrorFrame | InterruptionFrame
+        ):
             self.queue.put_nowait(frame)
         await self.push_frame(frame, direction)
 
@@ -165,43 +200,106 @@ class TextSession(_Session):
         # Failover may try every expert in turn before an answer starts.
         experts = max(1, len(config.twin.experts))
         self._timeout = turn_timeout_s or config.twin.routing.expert_timeout_s * (experts + 1)
+        self._turns = 0  # turns running or waiting for the one running
+        self._idle_since = time.monotonic()
+        self.closed_reason: str | None = None
 
     async def start(self) -> None:
         """Start the twin and the pipeline in the background."""
         self._task = asyncio.create_task(self._run_worker(), name="text-session")
+        self._task.add_done_callback(
+            lambda _task: self._closed("the conversation pipeline stopped")
+        )
+
+    def idle_since(self) -> float | None:
+        """Since when (``time.monotonic``) no turn has run or waited; None mid-turn."""
+        return None if self._turns else self._idle_since
+
+    def _closed(self, reason: str) -> None:
+        """Mark the session closed and wake the turn waiting for its answer."""
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            self._sink.queue.put_nowait(None)
 
     async def ask(self, text: str) -> AsyncIterator[str]:
-        """Send one user turn; yields the answer's text pieces as they stream."""
+        """Send one user turn; yields the answer's text pieces as they stream.
+
+        Raises :class:`SessionClosed` when the session is closed before the
+        answer ends, ``TimeoutError`` when the answer stalls, ``RuntimeError``
+        on a fatal pipeline error. A turn left unfinished (the caller cancelled
+        or closed the iterator, or an error above) is interrupted before the
+        next one starts.
+        """
         if self.worker is None or self._task is None:
             raise RuntimeError("TextSession.start() was not called")
-        async with self._lock:
-            while not self._sink.queue.empty():
-                self._sink.queue.get_nowait()
-            await self.worker.queue_frame(
-                LLMMessagesAppendFrame(messages=[{"role": "user", "content": text}], run_llm=True)
-            )
-            while True:
-                if self._task.done():
-                    raise RuntimeError("the conversation pipeline stopped")
+        self._turns += 1
+        try:
+            async with self._lock:
+                if self.closed_reason is not None:
+                    raise SessionClosed(self.closed_reason)
+                while not self._sink.queue.empty():
+                    self._sink.queue.get_nowait()
+                await self.worker.queue_frame(
+                    LLMMessagesAppendFrame(
+                        messages=[{"role": "user", "content": text}], run_llm=True
+                    )
+                )
+                ended = False
                 try:
-                    frame = await asyncio.wait_for(self._sink.queue.get(), self._timeout)
-                except TimeoutError as exc:
-                    raise TimeoutError(f"no answer within {self._timeout:.0f}s") from exc
-                if isinstance(frame, LLMTextFrame):
-                    yield frame.text
-                elif isinstance(frame, ErrorFrame):
-                    logger.warning(f"turn error: {frame.error}")
-                    if frame.fatal:
-                        raise RuntimeError(frame.error)
-                else:
-                    return
+                    while True:
+                        frame = await self._next_frame()
+                        if isinstance(frame, LLMTextFrame):
+                            yield frame.text
+                        elif isinstance(frame, ErrorFrame):
+                            logger.warning(f"turn error: {frame.error}")
+                            if frame.fatal:
+                                raise RuntimeError(frame.error)
+                        elif isinstance(frame, LLMFullResponseEndFrame):
+                            ended = True
+                            return
+                finally:
+                    if not ended and self.closed_reason is None:
+                        await self._interrupt()
+        finally:
+            self._turns -= 1
+            self._idle_since = time.monotonic()
+
+    async def _next_frame(self) -> Frame:
+        try:
+            frame = await asyncio.wait_for(self._sink.queue.get(), self._timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"no answer within {self._timeout:.0f}s") from exc
+        if frame is None or self.closed_reason is not None:
+            # A closed pipeline may end the turn's answer early: not an answer.
+            raise SessionClosed(self.closed_reason or "session closed")
+        return frame
+
+    async def _interrupt(self) -> None:
+        """Cancel the running turn (TwinService closes the expert's stream) and wait
+        until its last frames have passed, so they cannot end the next turn."""
+        assert self.worker is not None
+        logger.bind(event="turn_interrupted").info("turn abandoned by its client: interrupting")
+        await self.worker.queue_frame(InterruptionWorkerFrame(), FrameDirection.UPSTREAM)
+        deadline = time.monotonic() + INTERRUPT_WAIT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = await asyncio.wait_for(self._sink.queue.get(), left)
+            except TimeoutError:
+                break
+            if frame is None:
+                self._sink.queue.put_nowait(None)
+                break
+            if isinstance(frame, InterruptionFrame):
+                return
+        logger.warning("the interrupted turn did not end within {:.0f}s", INTERRUPT_WAIT_S)
 
     async def answer(self, text: str) -> str:
         """The whole answer to one user turn."""
         return "".join([piece async for piece in self.ask(text)])
 
-    async def close(self) -> None:
-        """Stop the pipeline and the twin."""
+    async def close(self, reason: str = "session closed") -> None:
+        """Stop the pipeline and the twin; a waiting turn gets :class:`SessionClosed`."""
+        self._closed(reason)
         await self.stop()
         if self._task is not None:
             try:
