@@ -205,3 +205,26 @@ def test_bad_vad_stop_secs_names_the_key_and_the_fix(tmp_path, setting, error):
     path = write(tmp_path, f"[vad]\n{setting}\n")
     with pytest.raises(ConfigError, match=error):
         load_config(path, environ={})
+
+
+def test_server_limits_default_to_four_voice_and_sixteen_text_sessions():
+    server = load_config(DEMO_CONFIG, environ={}).server
+    assert (server.max_sessions, server.max_text_sessions) == (4, 16)
+    assert server.text_idle_s == 300
+    assert server.voice_connect_timeout_s == 30
+    assert server.max_body_bytes == 65536
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ("max_text_sessions = 0", r"server\.max_text_sessions: Input should be greater than or"),
+        ("text_idle_s = 0", r"server\.text_idle_s: Input should be greater than 0"),
+        ("voice_connect_timeout_s = -1", r"server\.voice_connect_timeout_s: Input should be"),
+        ("max_body_bytes = 1000", r"server\.max_body_bytes: Input should be greater than or"),
+    ],
+)
+def test_bad_server_limits_name_the_key(tmp_path, setting, error):
+    path = write(tmp_path, f"[server]\n{setting}\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(path, environ={})

@@ -59,12 +59,43 @@ def _package_dir(package: str, *parts: str) -> Path:
 
 
 class ServerConfig(ConfigSection):
-    """Where the HTTP server (browser client, WebRTC offers, text, health, metrics) listens."""
+    """Where the HTTP server (browser client, WebRTC offers, text, health, metrics) listens,
+    and how many sessions of each kind it holds.
+
+    Voice and text have caps of their own, so typed chats never take a voice slot.
+    """
 
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 for every interface.")
     port: int = Field(7860, ge=1, le=65535, description="TCP port.")
     max_sessions: int = Field(
-        4, ge=1, description="Concurrent voice and text sessions; more are refused with 503."
+        4,
+        ge=1,
+        description="Concurrent voice sessions (each runs speech models); more offers are "
+        "refused with 503. Text sessions have their own cap, max_text_sessions.",
+    )
+    max_text_sessions: int = Field(
+        16,
+        ge=1,
+        description="Concurrent text conversations (/api/chat and /ws/chat together); more "
+        "are refused with 503.",
+    )
+    text_idle_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="Seconds without a turn after which a text conversation is closed "
+        "(never during a turn).",
+    )
+    voice_connect_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="Seconds from an answered offer until the peer must be connected "
+        "(speech models loading included); a peer that never connects is dropped.",
+    )
+    max_body_bytes: int = Field(
+        65536,
+        ge=16384,
+        description="Largest HTTP request body and /ws/chat message, in bytes; larger "
+        "ones get 413 (HTTP) or close code 1009 (websocket).",
     )
 
 
