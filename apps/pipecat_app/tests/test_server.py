@@ -8,22 +8,27 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipecat_app.metrics import REGISTRY
 
 
-def test_health_reports_ok_and_session_counts(app):
+def test_health_reports_ok_and_session_counts_with_each_kind_s_cap(app):
     response = httpx.get(f"{app.url}/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert body["sessions"] == {"voice": 0, "text": 0, "max": 4}
+    # "max" is the voice cap (server.max_sessions), "max_text" the text one.
+    assert body["sessions"] == {"voice": 0, "text": 0, "max": 4, "max_text": 16}
 
 
 def test_metrics_serves_every_twin_metric_in_prometheus_format(app):
     response = httpx.get(f"{app.url}/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    served = {family.name for family in text_string_to_metric_families(response.text)}
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
     expected = {family.name for family in REGISTRY.collect()}
-    assert expected <= served
-    assert "twin_turn_stage_seconds" in served
+    assert expected <= set(families)
+    assert "twin_turn_stage_seconds" in families
+    # The session gauges are there by kind before any session has opened.
+    active = {s.labels["kind"]: s.value for s in families["twin_sessions_active"].samples}
+    assert active == {"voice": 0.0, "text": 0.0}
+    assert "twin_sessions_rejected" in families
 
 
 def test_root_redirects_to_the_prebuilt_voice_client(app):

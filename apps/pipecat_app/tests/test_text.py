@@ -6,15 +6,20 @@ and the app's turn log has it with the expert's name.
 """
 
 import json
+import re
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from helpers.llama_server import tokens_predicted
+from helpers.llama_server import LlamaServer, tokens_predicted
+from helpers.llm_skip import smollm2_server_or_skip
 from websockets.sync.client import connect
 
-from app_helpers import app_environ, assert_the_model_answered, expert_environ, start_app
+from app_helpers import App, app_environ, assert_the_model_answered, expert_environ, start_app
 from pipecat_app.config import DEMO_CONFIG
 
 pytestmark = pytest.mark.slow
@@ -58,9 +63,15 @@ def test_http_chat_with_an_unknown_session_is_404(chat_app):
     assert response.status_code == 404
 
 
-def test_http_chat_rejects_empty_text(chat_app):
-    response = httpx.post(f"{chat_app.url}/api/chat", json={"text": ""}, timeout=30)
+@pytest.mark.parametrize("text", ["", "   "], ids=["empty", "blank"])
+def test_http_chat_rejects_empty_and_blank_text_without_a_model_turn(llama, chat_app, text):
+    before = tokens_predicted(llama.url)
+    turns = len(chat_app.turns())
+    response = httpx.post(f"{chat_app.url}/api/chat", json={"text": text}, timeout=30)
     assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == "empty text"
+    assert tokens_predicted(llama.url) == before
+    assert len(chat_app.turns()) == turns
 
 
 def test_websocket_chat_streams_the_answer_then_ends(llama, chat_app):
@@ -111,3 +122,150 @@ def test_terminal_chat_answers_a_typed_line(llama, tmp_path):
     assert_the_model_answered(
         lines[0].removeprefix("twin> ").strip(), tokens_predicted(llama.url) - before, None
     )
+
+
+# Clients that leave: the turn is cancelled and the expert's stream closed.
+
+
+@pytest.fixture(scope="module")
+def endless(tmp_path_factory) -> Iterator[LlamaServer]:
+    """SmolLM2 that never ends an answer early (``--ignore-eos``): each answer runs to
+    the app's token cap (256), many seconds on this machine, unless it is cancelled."""
+    log = tmp_path_factory.mktemp("endless") / "llama-server.log"
+    extra = ["--ignore-eos", "--metrics"]
+    with smollm2_server_or_skip(jinja=False, extra_args=extra, log=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def endless_app(endless, tmp_path_factory) -> Iterator[App]:
+    state = tmp_path_factory.mktemp("endless-chat")
+    app = start_app(app_environ(state, expert_url=endless.base_url), state / "app.log")
+    yield app
+    app.stop()
+
+
+def decoded(server: LlamaServer) -> tuple[float, float]:
+    """llama-server's (requests being processed, decode calls so far)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+
+    def value(name: str) -> float:
+        found = re.search(rf"^llamacpp:{name} (\S+)$", text, re.M)
+        assert found, f"no {name} in llama-server's metrics"
+        return float(found.group(1))
+
+    return value("requests_processing"), value("n_decode_total")
+
+
+def generating(server: LlamaServer) -> bool:
+    """Whether llama-server is working on a request or decoded within the last second."""
+    processing, before = decoded(server)
+    time.sleep(1.0)
+    return processing > 0 or decoded(server)[1] > before
+
+
+def wait_idle(server: LlamaServer, timeout: float) -> float:
+    """Seconds until llama-server stops generating; fails after ``timeout``."""
+    start = time.monotonic()
+    while generating(server):
+        assert time.monotonic() - start < timeout, (
+            f"llama-server still generating {timeout} s after the client left"
+        )
+    return time.monotonic() - start
+
+
+def test_an_http_client_that_gives_up_mid_answer_stops_the_experts_generation(endless, endless_app):
+    wait_idle(endless, 60)
+    _, before = decoded(endless)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{endless_app.url}/api/chat", json={"text": "Tell me a long story."}, timeout=4)
+    wait_idle(endless, 10)
+    # An answer run to the end decodes 256 tokens; this one stopped early.
+    assert decoded(endless)[1] - before < 200
+    assert any(t.get("interrupted") for t in endless_app.turns())
+
+
+def test_a_websocket_closed_mid_answer_stops_the_experts_generation(endless, endless_app):
+    wait_idle(endless, 60)
+    _, before = decoded(endless)
+    ws_url = endless_app.url.replace("http://", "ws://") + "/ws/chat"
+    with connect(ws_url, open_timeout=30) as ws:
+        ws.send(json.dumps({"text": "Tell me a long story."}))
+        first = json.loads(ws.recv(timeout=120))
+        assert first["type"] == "text", first
+    wait_idle(endless, 10)
+    assert decoded(endless)[1] - before < 200
+    assert endless_app.proc.poll() is None
+
+
+def test_waiting_clients_that_give_up_leave_no_turns_behind_and_the_conversation_goes_on(
+    endless, endless_app
+):
+    wait_idle(endless, 60)
+    start = httpx.post(f"{endless_app.url}/api/chat", json={"text": "Hi."}, timeout=180)
+    assert start.status_code == 200
+    session_id = start.json()["session_id"]
+    _, before = decoded(endless)
+
+    gave_up: list[bool] = []
+
+    def impatient() -> None:
+        try:
+            httpx.post(
+                f"{endless_app.url}/api/chat",
+                json={"text": "Tell me a long story.", "session_id": session_id},
+                timeout=3,
+            )
+        except httpx.ReadTimeout:
+            gave_up.append(True)
+
+    clients = [threading.Thread(target=impatient) for _ in range(5)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(timeout=30)
+    assert len(gave_up) == 5
+    wait_idle(endless, 10)
+    # Five answers run to the end would decode 5 x 256 tokens.
+    assert decoded(endless)[1] - before < 200
+    # The interrupted turns leave nothing behind: the next answer is whole.
+    tokens = tokens_predicted(endless.url)
+    again = httpx.post(
+        f"{endless_app.url}/api/chat",
+        json={"text": "Say hello.", "session_id": session_id},
+        timeout=180,
+    )
+    assert again.status_code == 200
+    assert_the_model_answered(
+        again.json()["text"], tokens_predicted(endless.url) - tokens, endless_app.turns
+    )
+
+
+def test_an_answer_longer_than_the_idle_time_is_never_cut_by_expiry(endless, tmp_path):
+    env = {
+        **app_environ(tmp_path, expert_url=endless.base_url),
+        "TWIN_APP__SERVER__TEXT_IDLE_S": "1",
+    }
+    app = start_app(env, tmp_path / "app.log")
+    try:
+        wait_idle(endless, 60)
+        before = tokens_predicted(endless.url)
+        start = time.monotonic()
+        reply = httpx.post(f"{app.url}/api/chat", json={"text": "Tell me a story."}, timeout=300)
+        assert time.monotonic() - start > 3, "the answer was too short to outlast the idle time"
+        assert reply.status_code == 200
+        record = assert_the_model_answered(
+            reply.json()["text"], tokens_predicted(endless.url) - before, app.turns
+        )
+        assert not record["interrupted"]
+        # Idle afterwards, it expires and a late turn is told so.
+        time.sleep(2.5)
+        late = httpx.post(
+            f"{app.url}/api/chat",
+            json={"text": "More.", "session_id": reply.json()["session_id"]},
+            timeout=30,
+        )
+        assert late.status_code == 503
+        assert "idle" in late.json()["detail"]
+    finally:
+        app.stop()

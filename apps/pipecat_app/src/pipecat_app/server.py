@@ -5,8 +5,13 @@ Routes:
 - ``/`` redirects to ``/client/``, pipecat's prebuilt voice client.
 - ``/start``, ``/api/offer``, ``/sessions/{id}/api/offer``: WebRTC signalling.
 - ``POST /api/chat``, ``/ws/chat``: typed conversations.
-- ``/health``: 200 with the session counts while the app is up.
+- ``/health``: 200 with the session counts and caps while the app is up.
 - ``/metrics``: Prometheus text format from ``pipecat_app.metrics.REGISTRY``.
+
+Limits: voice and text sessions have caps of their own (``endpoints/sessions.py``);
+request bodies over ``server.max_body_bytes`` get 413 (FastAPI's body limit);
+a body that does not validate gets 422 naming the fields, never repeating
+the input.
 
 SIGTERM and SIGINT (uvicorn's handlers) stop new requests, end every session
 and exit 0.
@@ -14,23 +19,52 @@ and exit 0.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
 
 import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
 from pipecat_app.config import AppConfig
+from pipecat_app.endpoints.sessions import Kind, Refused
 from pipecat_app.endpoints.text import TextSessions
 from pipecat_app.endpoints.voice import WebRTCSessions
 from pipecat_app.logs import setup_logging
-from pipecat_app.metrics import REGISTRY
+from pipecat_app.metrics import REGISTRY, SESSIONS_REJECTED
 from pipecat_app.session import TwinFactory, shared_twins
+
+TEXT_PATHS = ("/api/chat", "/ws/chat")
+
+
+def _kind(request: Request) -> Kind:
+    return "text" if request.url.path in TEXT_PATHS else "voice"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's error response, with refusals and bodies too large counted."""
+    assert isinstance(exc, HTTPException)
+    if isinstance(exc, Refused):
+        exc.count()
+    elif exc.status_code == 413:
+        SESSIONS_REJECTED.labels(kind=_kind(request), reason="too_large").inc()
+    return await http_exception_handler(request, exc)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """422 naming each field and what is wrong with it; the input is never sent back."""
+    assert isinstance(exc, RequestValidationError)
+    SESSIONS_REJECTED.labels(kind=_kind(request), reason="invalid").inc()
+    errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()[:10]]
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) -> FastAPI:
@@ -45,31 +79,29 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
     if twin_factory is None:
         cluster, twin_factory = shared_twins(config.twin)
 
-    def active() -> int:
-        return len(webrtc.sessions) + len(text.sessions) + text.open_sockets
-
-    def has_capacity() -> bool:
-        return active() < config.server.max_sessions
-
-    webrtc = WebRTCSessions(config, capacity=has_capacity, twin_factory=twin_factory)
-    text = TextSessions(config, capacity=has_capacity, twin_factory=twin_factory)
+    webrtc = WebRTCSessions(config, twin_factory=twin_factory)
+    text = TextSessions(config, twin_factory=twin_factory)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if cluster is not None:
             await cluster.start()
+        expiry = asyncio.create_task(text.sessions.expire_forever(), name="text-idle-expiry")
         logger.bind(event="started").info(
             f"twin-app listening on http://{config.server.host}:{config.server.port}/"
         )
         yield
         logger.bind(event="stopping").info("stopping: ending every session")
+        expiry.cancel()
         await text.close()
         await webrtc.close()
         if cluster is not None:
             await cluster.stop()
         logger.bind(event="stopped").info("twin-app stopped")
 
-    app = FastAPI(title="twin-app", lifespan=lifespan)
+    app = FastAPI(title="twin-app", lifespan=lifespan, max_body_size=config.server.max_body_bytes)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
     @app.get("/health")
     async def health() -> dict[str, object]:
@@ -77,8 +109,9 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
             "status": "ok",
             "sessions": {
                 "voice": len(webrtc.sessions),
-                "text": len(text.sessions) + text.open_sockets,
+                "text": len(text.sessions),
                 "max": config.server.max_sessions,
+                "max_text": config.server.max_text_sessions,
             },
         }
 
@@ -111,6 +144,8 @@ def serve(config: AppConfig) -> None:
             port=config.server.port,
             log_config=None,
             timeout_graceful_shutdown=10,
+            # /ws/chat's messages have the request bodies' cap (close code 1009).
+            ws_max_size=config.server.max_body_bytes,
         )
     )
     server.run()
