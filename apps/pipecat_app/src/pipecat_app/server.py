@@ -5,7 +5,9 @@ Routes:
 - ``/`` redirects to ``/client/``, pipecat's prebuilt voice client.
 - ``/start``, ``/api/offer``, ``/sessions/{id}/api/offer``: WebRTC signalling.
 - ``POST /api/chat``, ``/ws/chat``: typed conversations.
-- ``/health``: 200 with the session counts and caps while the app is up.
+- ``/health``: 200 while the app is up: ``ok``, or ``degraded`` with the reasons
+  (no expert known, discovery or the prompt watch failing), and the session
+  counts and caps.
 - ``/metrics``: Prometheus text format from ``pipecat_app.metrics.REGISTRY``.
 
 Limits: voice and text sessions have caps of their own (``endpoints/sessions.py``);
@@ -105,8 +107,12 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
 
     @app.get("/health")
     async def health() -> dict[str, object]:
+        # 200 either way: a degraded app still answers (the fallback reply),
+        # and a restart by Nomad would not bring Consul or an expert back.
+        state, reasons = cluster.health() if cluster is not None else ("ok", [])
         return {
-            "status": "ok",
+            "status": state,
+            "reasons": reasons,
             "sessions": {
                 "voice": len(webrtc.sessions),
                 "text": len(text.sessions),

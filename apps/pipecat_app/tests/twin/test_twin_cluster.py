@@ -205,3 +205,43 @@ async def test_health_turns_degraded_when_consul_goes_away_and_the_experts_stay(
         "expert discovery failing",
         "prompt watch failing",
     ]
+
+
+def test_health_is_degraded_with_its_reasons_while_consul_is_unreachable(tmp_path: Path):
+    config = AppConfig.model_validate(
+        {
+            "twin": {
+                "memory": {"path": str(tmp_path / "memory.sqlite3")},
+                "discovery": {
+                    "mode": "consul",
+                    "consul_addr": f"http://127.0.0.1:{free_port()}",
+                    "retry_s": 0.1,
+                },
+                "prompt": {"consul_key": "twin/prompts/system"},
+            }
+        }
+    )
+    with TestClient(create_app(config)) as client:
+        deadline = time.monotonic() + 5
+        body = client.get("/health").json()
+        while len(body["reasons"]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            body = client.get("/health").json()
+    assert body["status"] == "degraded"
+    no_expert, discovery, prompt = body["reasons"]
+    assert no_expert == "no expert known"
+    assert discovery.startswith("expert discovery failing: ")
+    assert prompt.startswith("prompt watch failing: ")
+
+
+def test_health_is_ok_while_consul_answers_with_experts(
+    fixture_api: BlockingFixtureAPI, tmp_path: Path
+):
+    serve_cluster(fixture_api)
+    config = AppConfig.model_validate({"twin": twin_config(fixture_api, tmp_path)})
+    with TestClient(create_app(config)) as client:
+        deadline = time.monotonic() + 5
+        while not parked(fixture_api) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        body = client.get("/health").json()
+    assert (body["status"], body["reasons"]) == ("ok", [])
