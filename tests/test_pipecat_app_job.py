@@ -483,6 +483,7 @@ def test_rendered_task_comes_up_healthy_and_answers_a_text_turn(tmp_path, llama_
             {"name": "general", "base_url": llama_server, "model": "smollm2-135m"}
         ],
         pipecat_app_max_sessions=2,
+        pipecat_app_max_text_sessions=3,
     )
     spec = TaskSpec.from_job(job, "assistant", "twin-app")
     assert spec.command == f"{install_dir}/{RELEASE}/venv/bin/twin-app"
@@ -493,6 +494,8 @@ def test_rendered_task_comes_up_healthy_and_answers_a_text_turn(tmp_path, llama_
     write_task_files(job, Path(task.env["NOMAD_TASK_DIR"]), task.env, kv={})
     with task:
         task.wait_healthy(timeout=180)
+        caps = httpx.get(task.url("http") + "/health", timeout=10).json()["sessions"]
+        assert (caps["max"], caps["max_text"]) == (2, 3)  # the role's caps reached the app
         response = httpx.post(
             task.url("http") + "/api/chat",
             json={"text": "Hello! Please answer with one short friendly sentence."},
