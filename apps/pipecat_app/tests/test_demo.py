@@ -76,6 +76,19 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def model_answers_hello(url: str, llama: str, tmp_path: Path) -> None:
+    """A typed "Hello there!" to the demo is answered by the model (not the fallback reply)."""
+    before = tokens_predicted(llama)
+    answer = httpx.post(f"{url}/api/chat", json={"text": "Hello there!"}, timeout=120)
+    assert answer.status_code == 200
+    app_log = tmp_path / "cache" / "demo" / "twin-app.log"
+    assert_the_model_answered(
+        answer.json()["text"],
+        tokens_predicted(llama) - before,
+        lambda: logged_turns(app_log.read_text(errors="replace")),
+    )
+
+
 def test_demo_prints_the_url_answers_and_sigterm_stops_everything(tmp_path):
     proc, url, llama_port = run_demo(tmp_path)
     started = children(proc.pid)
@@ -84,15 +97,7 @@ def test_demo_prints_the_url_answers_and_sigterm_stops_everything(tmp_path):
         assert f"{url}/voice" in printed
         assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
         llama = f"http://127.0.0.1:{llama_port}"
-        before = tokens_predicted(llama)
-        answer = httpx.post(f"{url}/api/chat", json={"text": "Hello there!"}, timeout=120)
-        assert answer.status_code == 200
-        app_log = tmp_path / "cache" / "demo" / "twin-app.log"
-        assert_the_model_answered(
-            answer.json()["text"],
-            tokens_predicted(llama) - before,
-            lambda: logged_turns(app_log.read_text(errors="replace")),
-        )
+        model_answers_hello(url, llama, tmp_path)
         assert (tmp_path / "cache" / "demo" / "memory.sqlite3").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -189,15 +194,7 @@ def test_demo_starts_a_killed_llama_server_again_and_the_app_stays(tmp_path):
             (tmp_path / "demo.err").read_text(),
         )
         # A later turn is the model's again.
-        before = tokens_predicted(llama)
-        answer = httpx.post(f"{url}/api/chat", json={"text": "Hello there!"}, timeout=120)
-        assert answer.status_code == 200
-        app_log = tmp_path / "cache" / "demo" / "twin-app.log"
-        assert_the_model_answered(
-            answer.json()["text"],
-            tokens_predicted(llama) - before,
-            lambda: logged_turns(app_log.read_text(errors="replace")),
-        )
+        model_answers_hello(url, llama, tmp_path)
         # Dying again soon after, it waits longer before the next start.
         os.kill(restarted, signal.SIGKILL)
         deadline = time.monotonic() + 30
