@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from app_helpers import App, app_environ, start_app, turn_log
+from app_helpers import App, turn_log
 from inprocess import config_for, sample
 from pipecat_app.endpoints.text import MAX_TEXT_CHARS
 from pipecat_app.server import create_app
@@ -33,15 +33,6 @@ from pipecat_app.server import create_app
 def client(tmp_path) -> Iterator[TestClient]:
     with TestClient(create_app(config_for(tmp_path))) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[App]:
-    """The real server process (uvicorn), for sizes and bytes only a socket carries."""
-    state = tmp_path_factory.mktemp("limits")
-    app = start_app(app_environ(state), state / "app.log")
-    yield app
-    app.stop()
 
 
 def stored_texts(tmp_path) -> list[str]:
@@ -161,11 +152,11 @@ def served_sample(app: App, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_a_body_over_the_cap_is_a_413_however_it_is_sent(served):
+def test_a_body_over_the_cap_is_a_413_however_it_is_sent(app):
     labels = {"kind": "text", "reason": "too_large"}
-    before = served_sample(served, "twin_sessions_rejected_total", **labels)
+    before = served_sample(app, "twin_sessions_rejected_total", **labels)
     big = b'{"text": "' + b"a" * (20 * 1024 * 1024) + b'"}'
-    reply = httpx.post(f"{served.url}/api/chat", content=big, timeout=60)
+    reply = httpx.post(f"{app.url}/api/chat", content=big, timeout=60)
     assert reply.status_code == 413
     assert len(reply.content) < 1024
 
@@ -175,11 +166,11 @@ def test_a_body_over_the_cap_is_a_413_however_it_is_sent(served):
             yield b"a" * 4096
         yield b'"}'
 
-    reply = httpx.post(f"{served.url}/api/chat", content=chunks(), timeout=60)
+    reply = httpx.post(f"{app.url}/api/chat", content=chunks(), timeout=60)
     assert reply.status_code == 413
     assert len(reply.content) < 1024
-    assert served_sample(served, "twin_sessions_rejected_total", **labels) == before + 2
-    assert httpx.get(f"{served.url}/health").status_code == 200
+    assert served_sample(app, "twin_sessions_rejected_total", **labels) == before + 2
+    assert httpx.get(f"{app.url}/health").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -227,15 +218,15 @@ def test_a_websocket_message_over_the_cap_closes_with_1009_and_stores_nothing(cl
     assert client.get("/health").json()["sessions"]["text"] == 0
 
 
-def test_the_real_server_closes_a_5_mib_websocket_message_with_1009(served):
-    with connect(served.url.replace("http", "ws") + "/ws/chat", open_timeout=30) as ws:
+def test_the_real_server_closes_a_5_mib_websocket_message_with_1009(app):
+    with connect(app.url.replace("http", "ws") + "/ws/chat", open_timeout=30) as ws:
         ws.send(json.dumps({"text": "a" * (5 * 1024 * 1024)}))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=30)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
     assert closed.value.rcvd.reason
-    assert httpx.get(f"{served.url}/health").status_code == 200
+    assert httpx.get(f"{app.url}/health").status_code == 200
 
 
 def malformed_bodies(seed: int = 9, count: int = 120) -> list[bytes]:
@@ -287,8 +278,8 @@ def malformed_frames(seed: int = 11, count: int = 60) -> list[str | bytes]:
     return frames
 
 
-def test_fuzz_http_chat_refuses_every_malformed_body_with_a_4xx(served):
-    with httpx.Client(base_url=served.url, timeout=30) as http:
+def test_fuzz_http_chat_refuses_every_malformed_body_with_a_4xx(app):
+    with httpx.Client(base_url=app.url, timeout=30) as http:
         for body in malformed_bodies():
             reply = http.post(
                 "/api/chat", content=body, headers={"content-type": "application/json"}
@@ -296,12 +287,12 @@ def test_fuzz_http_chat_refuses_every_malformed_body_with_a_4xx(served):
             assert 400 <= reply.status_code < 500, (body[:80], reply.status_code, reply.text)
             assert len(reply.content) < 2048, body[:80]
         assert http.get("/health").json()["sessions"]["text"] == 0
-    assert served.proc.poll() is None
-    assert "Traceback" not in served.logs()
+    assert app.proc.poll() is None
+    assert "Traceback" not in app.logs()
 
 
-def test_fuzz_websocket_chat_refuses_every_malformed_frame_with_an_error_or_a_close(served):
-    ws_url = served.url.replace("http", "ws") + "/ws/chat"
+def test_fuzz_websocket_chat_refuses_every_malformed_frame_with_an_error_or_a_close(app):
+    ws_url = app.url.replace("http", "ws") + "/ws/chat"
     frames = malformed_frames()
     errors, closes = [], []
     ws = connect(ws_url, open_timeout=30)
@@ -321,6 +312,6 @@ def test_fuzz_websocket_chat_refuses_every_malformed_frame_with_an_error_or_a_cl
     assert unclean == []
     assert all(c.reason for _f, c in closes)
     assert closes, "no frame was closed on (binary frames are)"
-    assert served.proc.poll() is None
-    assert httpx.get(f"{served.url}/health").json()["sessions"]["text"] <= 1
-    assert "Traceback" not in served.logs()
+    assert app.proc.poll() is None
+    assert httpx.get(f"{app.url}/health").json()["sessions"]["text"] <= 1
+    assert "Traceback" not in app.logs()
