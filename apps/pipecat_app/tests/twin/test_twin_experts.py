@@ -20,15 +20,14 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TOOL_CALLS
-from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
 from pipecat_app.twin.discovery import Expert
 from pipecat_app.twin.llm import ExpertClient, TextDelta, ToolCalls
 from pipecat_app.twin.service import NO_EXPERT_REPLY
 from pipecat_app.twin.toolbox import Tool, ToolBox
-from pipecat_app.twin.tools import builtin_tools, current_time
+from pipecat_app.twin.tools import current_time
 
 from .conftest import LlamaServer, free_port
-from .twin_turns import ask, expert, make_twin
+from .twin_turns import ask, builtin_toolbox, expert, make_twin
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -54,16 +53,7 @@ async def test_fallback_required_tool_call_is_returned_with_schema_valid_argumen
     store = MemoryStore(tmp_path / "m.sqlite3")
     store.open()
     # The tools a turn offers (memory and the time), with the limits the app gives them.
-    box = ToolBox(
-        builtin_tools(
-            store,
-            lambda: "ana",
-            ToolsConfig(),
-            DiscoveryConfig(),
-            vision_url=lambda: None,
-            consul_up=lambda: False,
-        )
-    )
+    box = builtin_toolbox(store)
     tools = box.available()
     client = ExpertClient(timeout_s=60, max_tokens=512, temperature=0.0)
     target = Expert("e", "general", "", llama_one.base_url, tool_calls=False)

@@ -15,13 +15,12 @@ import pytest
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 
 from pipecat_app.metrics import TOOL_CALLS
-from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
+from pipecat_app.twin.config import DiscoveryConfig
 from pipecat_app.twin.discovery import VisionDirectory
 from pipecat_app.twin.memory import MemoryStore
 from pipecat_app.twin.toolbox import Tool, ToolBox, ToolContext
 from pipecat_app.twin.tools import (
     MEMORY_TOOLS,
-    builtin_tools,
     cluster_status,
     current_time,
     describe_scene,
@@ -32,6 +31,7 @@ from pipecat_app.twin.tools import (
 )
 
 from .conftest import load_fixture, until
+from .twin_turns import builtin_toolbox
 
 pytestmark = pytest.mark.anyio
 
@@ -50,16 +50,7 @@ def memory(tmp_path):
 
 @pytest.fixture
 def box(memory):
-    return ToolBox(
-        builtin_tools(
-            memory,
-            lambda: "ana",
-            ToolsConfig(),
-            DiscoveryConfig(),
-            vision_url=lambda: None,
-            consul_up=lambda: False,
-        )
-    )
+    return builtin_toolbox(memory)
 
 
 def test_tools_are_advertised_as_pipecat_function_schemas(box):
@@ -81,15 +72,10 @@ def test_tools_are_advertised_as_pipecat_function_schemas(box):
 def test_a_tool_is_available_only_while_what_it_needs_is_there(memory):
     vision: list[str] = []
     consul: list[bool] = []
-    box = ToolBox(
-        builtin_tools(
-            memory,
-            lambda: "ana",
-            ToolsConfig(),
-            DiscoveryConfig(),
-            vision_url=lambda: vision[-1] if vision else None,
-            consul_up=lambda: bool(consul and consul[-1]),
-        )
+    box = builtin_toolbox(
+        memory,
+        vision_url=lambda: vision[-1] if vision else None,
+        consul_up=lambda: bool(consul and consul[-1]),
     )
 
     def available() -> list[str]:
@@ -114,16 +100,7 @@ def test_a_tool_is_available_only_while_what_it_needs_is_there(memory):
 async def test_remember_refuses_a_fact_longer_than_the_memory_keeps(tmp_path):
     store = MemoryStore(tmp_path / "m.sqlite3", max_item_chars=40)
     assert store.open()
-    box = ToolBox(
-        builtin_tools(
-            store,
-            lambda: "ana",
-            ToolsConfig(),
-            DiscoveryConfig(),
-            vision_url=lambda: None,
-            consul_up=lambda: False,
-        )
-    )
+    box = builtin_toolbox(store)
     try:
         # What the model is shown is the memory's own limit.
         (remember_schema,) = [f for f in box.function_schemas() if f.name == "remember"]

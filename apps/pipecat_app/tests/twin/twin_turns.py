@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,10 +22,12 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.tests.utils import run_test
 
-from pipecat_app.twin.config import TwinConfig
+from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig, TwinConfig
 from pipecat_app.twin.llm import ExpertClient
+from pipecat_app.twin.memory import MemoryStore
 from pipecat_app.twin.service import TwinService
 from pipecat_app.twin.toolbox import ToolBox
+from pipecat_app.twin.tools import builtin_tools
 
 
 def expert(name: str, base_url: str, *, tool_calls: bool = False) -> dict[str, Any]:
@@ -163,3 +165,22 @@ def sse(*texts: str, finish: bool = True) -> bytes:
         chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     events = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)
     return events + (b"data: [DONE]\n\n" if finish else b"")
+
+
+def builtin_toolbox(
+    memory: MemoryStore,
+    *,
+    vision_url: Callable[[], str | None] = lambda: None,
+    consul_up: Callable[[], bool] = lambda: False,
+) -> ToolBox:
+    """The built-in tools for user ``ana`` over ``memory``, as a turn offers them."""
+    return ToolBox(
+        builtin_tools(
+            memory,
+            lambda: "ana",
+            ToolsConfig(),
+            DiscoveryConfig(),
+            vision_url=vision_url,
+            consul_up=consul_up,
+        )
+    )
