@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.ansible import PlayResult, run_playbook
@@ -24,28 +25,42 @@ from helpers.ansible import PlayResult, run_playbook
 VERSION = "1.22.6"
 ZIP = f"consul_{VERSION}_linux_amd64.zip"
 
-PLAY = [
-    {
-        "name": "Install Consul with hashicorp_release.",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": True,
-        "gather_subset": ["min"],
-        "tasks": [
-            {
-                "name": "Install.",
-                "ansible.builtin.include_role": {"name": "hashicorp_release"},
-                "vars": {
-                    "hashicorp_release_product": "consul",
-                    "hashicorp_release_version": "{{ version }}",
-                    "hashicorp_release_download_base_url": "{{ base_url }}",
-                    "hashicorp_release_bin_dir": "{{ workdir }}/bin",
-                    "hashicorp_release_cache_dir": "{{ workdir }}/cache",
+
+def install_play(
+    name: str, release: dict[str, str], *after: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A play on localhost that includes hashicorp_release with ``release`` (then ``after``)."""
+    return [
+        {
+            "name": name,
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": True,
+            "gather_subset": ["min"],
+            "tasks": [
+                {
+                    "name": "Install.",
+                    "ansible.builtin.include_role": {"name": "hashicorp_release"},
+                    "vars": {
+                        **release,
+                        "hashicorp_release_download_base_url": "{{ base_url }}",
+                        "hashicorp_release_cache_dir": "{{ workdir }}/cache",
+                    },
                 },
-            }
-        ],
-    }
-]
+                *after,
+            ],
+        }
+    ]
+
+
+PLAY = install_play(
+    "Install Consul with hashicorp_release.",
+    {
+        "hashicorp_release_product": "consul",
+        "hashicorp_release_version": "{{ version }}",
+        "hashicorp_release_bin_dir": "{{ workdir }}/bin",
+    },
+)
 
 
 def write_release(root: Path, reported_version: str) -> None:
@@ -131,32 +146,18 @@ def test_archive_holding_another_version_is_refused(tmp_path: Path, mirror: Mirr
 PLUGIN = "nomad-device-nvidia"
 PLUGIN_VERSION = "1.1.0"
 PLUGIN_ZIP = f"{PLUGIN}_{PLUGIN_VERSION}_linux_amd64.zip"
-PLUGIN_PLAY = [
+PLUGIN_PLAY = install_play(
+    "Install Nomad's NVIDIA device plugin with hashicorp_release.",
     {
-        "name": "Install Nomad's NVIDIA device plugin with hashicorp_release.",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": True,
-        "gather_subset": ["min"],
-        "tasks": [
-            {
-                "name": "Install.",
-                "ansible.builtin.include_role": {"name": "hashicorp_release"},
-                "vars": {
-                    "hashicorp_release_product": "nomad-device-nvidia",
-                    "hashicorp_release_version": "1.1.0",
-                    "hashicorp_release_download_base_url": "{{ base_url }}",
-                    "hashicorp_release_bin_dir": "{{ workdir }}/plugins",
-                    "hashicorp_release_cache_dir": "{{ workdir }}/cache",
-                },
-            },
-            {
-                "name": "Show whether the binary changed.",
-                "ansible.builtin.debug": {"msg": "plugin changed: {{ hashicorp_release_changed }}"},
-            },
-        ],
-    }
-]
+        "hashicorp_release_product": "nomad-device-nvidia",
+        "hashicorp_release_version": "1.1.0",
+        "hashicorp_release_bin_dir": "{{ workdir }}/plugins",
+    },
+    {
+        "name": "Show whether the binary changed.",
+        "ansible.builtin.debug": {"msg": "plugin changed: {{ hashicorp_release_changed }}"},
+    },
+)
 
 
 @pytest.fixture
