@@ -241,6 +241,7 @@ def test_static_experts_routing_rules_and_speech_services_reach_the_app_config(t
         "threshold": 0.5,
         "sticky_turns": 0,
         "expert_timeout_s": 9,
+        "max_answer_tokens": 1024,
         "rules": [{"domain": "code", "pattern": '(?i)\\b(python|"quoted")\\b'}],
     }
     stt = {"provider": "openai", "base_url": "http://stt.service.consul:8000/v1", "model": "t"}
@@ -261,6 +262,7 @@ def test_static_experts_routing_rules_and_speech_services_reach_the_app_config(t
     ]
     assert config.twin.routing.threshold == 0.5
     assert config.twin.routing.expert_timeout_s == 9
+    assert config.twin.routing.max_answer_tokens == 1024
     assert [(r.domain, r.pattern) for r in config.twin.routing.rules] == [
         ("code", '(?i)\\b(python|"quoted")\\b')
     ]

@@ -130,17 +130,26 @@ def test_terminal_chat_answers_a_typed_line(llama, tmp_path):
 @pytest.fixture(scope="module")
 def endless(tmp_path_factory) -> Iterator[LlamaServer]:
     """SmolLM2 that never ends an answer early (``--ignore-eos``): each answer runs to
-    the app's token cap (256), many seconds on this machine, unless it is cancelled."""
+    the app's token cap (``ENDLESS_ANSWER_TOKENS``), many seconds on this machine,
+    unless it is cancelled."""
     log = tmp_path_factory.mktemp("endless") / "llama-server.log"
     extra = ["--ignore-eos", "--metrics"]
     with smollm2_server_or_skip(jinja=False, extra_args=extra, log=log) as server:
         yield server
 
 
+# Long enough that an answer run to the end takes well over the ten seconds the
+# tests give generation to stop, and is told from a cancelled one by its token
+# count on a machine several times faster than this one.
+ENDLESS_ANSWER_TOKENS = 1024
+
+
 @pytest.fixture(scope="module")
 def endless_app(endless, tmp_path_factory) -> Iterator[App]:
     state = tmp_path_factory.mktemp("endless-chat")
-    app = start_app(app_environ(state, expert_url=endless.base_url), state / "app.log")
+    env = app_environ(state, expert_url=endless.base_url)
+    env["TWIN_APP__TWIN__ROUTING__MAX_ANSWER_TOKENS"] = str(ENDLESS_ANSWER_TOKENS)
+    app = start_app(env, state / "app.log")
     yield app
     app.stop()
 
@@ -180,8 +189,7 @@ def test_an_http_client_that_gives_up_mid_answer_stops_the_experts_generation(en
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{endless_app.url}/api/chat", json={"text": "Tell me a long story."}, timeout=4)
     wait_idle(endless, 10)
-    # An answer run to the end decodes 256 tokens; this one stopped early.
-    assert decoded(endless)[1] - before < 200
+    assert decoded(endless)[1] - before < ENDLESS_ANSWER_TOKENS / 2
     assert any(t.get("interrupted") for t in endless_app.turns())
 
 
@@ -194,7 +202,7 @@ def test_a_websocket_closed_mid_answer_stops_the_experts_generation(endless, end
         first = json.loads(ws.recv(timeout=120))
         assert first["type"] == "text", first
     wait_idle(endless, 10)
-    assert decoded(endless)[1] - before < 200
+    assert decoded(endless)[1] - before < ENDLESS_ANSWER_TOKENS / 2
     assert endless_app.proc.poll() is None
 
 
@@ -226,8 +234,8 @@ def test_waiting_clients_that_give_up_leave_no_turns_behind_and_the_conversation
         client.join(timeout=30)
     assert len(gave_up) == 5
     wait_idle(endless, 10)
-    # Five answers run to the end would decode 5 x 256 tokens.
-    assert decoded(endless)[1] - before < 200
+    # Five answers run to the end would decode five times the cap.
+    assert decoded(endless)[1] - before < ENDLESS_ANSWER_TOKENS / 2
     # The interrupted turns leave nothing behind: the next answer is whole.
     tokens = tokens_predicted(endless.url)
     again = httpx.post(

@@ -227,6 +227,8 @@ class RoutingConfig(ConfigSection):
             points elsewhere); 0 disables stickiness.
         expert_timeout_s: Seconds to wait for an expert's first token (and between
             tokens) before failing over to the next healthy expert.
+        max_answer_tokens: Cap on the tokens of one expert answer (the request's
+            ``max_tokens``); an answer cut there ends with an ellipsis.
         rules: Regex rules checked before similarity.
     """
 
@@ -234,6 +236,7 @@ class RoutingConfig(ConfigSection):
     threshold: float = Field(default=0.35, ge=0.0, le=1.0)
     sticky_turns: int = Field(default=3, ge=0)
     expert_timeout_s: float = Field(default=20.0, gt=0)
+    max_answer_tokens: int = Field(default=256, ge=16, le=8192)
     rules: list[RoutingRule] = Field(default_factory=list)
 
 

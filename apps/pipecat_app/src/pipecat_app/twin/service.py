@@ -157,7 +157,10 @@ class TwinService:
         self.turn_memory = TurnMemory(self.memory, config.memory, config.user_id)
         self.router = Router(config.routing)
         self.routing_state = RoutingState()
-        self.client = client or ExpertClient(timeout_s=config.routing.expert_timeout_s)
+        self.client = client or ExpertClient(
+            timeout_s=config.routing.expert_timeout_s,
+            max_tokens=config.routing.max_answer_tokens,
+        )
         if toolbox is None:
             experts, vision = self.cluster.experts, self.cluster.vision
             toolbox = ToolBox(
