@@ -50,7 +50,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -181,7 +181,12 @@ class ExpertConfig(ConfigSection):
     Attributes:
         name: Unique name (metrics label, logs).
         domain: Routing domain (``general``, ``code``...).
-        description: What the expert is good at; the router compares turns to it.
+        description: What the expert is good at (logs, and the router's last
+            resort when neither the expert nor the app has example utterances).
+        examples: Example utterances of the expert's domain (at most 16, each
+            at most 512 characters); the router compares turns to them. Empty:
+            the app's own examples for a well-known domain (general, code,
+            home, vision).
         base_url: OpenAI-compatible base URL, ending in ``/v1``.
         model: Model name sent in requests.
         context_length: Context window in tokens; older turns are dropped to fit.
@@ -194,6 +199,9 @@ class ExpertConfig(ConfigSection):
     name: str
     domain: str = "general"
     description: str = ""
+    examples: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        default_factory=list, max_length=16
+    )
     base_url: str
     model: str = "default"
     context_length: int = Field(default=2048, ge=256)

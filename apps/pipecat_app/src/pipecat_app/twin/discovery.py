@@ -18,7 +18,9 @@ answer) is read from these snapshots too.
 
 Service metadata the expert jobs register (``ServiceMeta``, all strings):
 ``domain``, ``description``, ``model``, ``context_length``, ``tool_calls``
-(``"true"``/``"false"``) and optionally ``base_path`` (default ``/v1``).
+(``"true"``/``"false"``) and optionally ``base_path`` (default ``/v1``) and
+``example_1`` ... ``example_N`` (the domain's example utterances, in order,
+N <= 16).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Expert:
     context_length: int = 2048
     tool_calls: bool = False
     api_key: str = "none"
+    examples: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: ExpertConfig) -> Expert:
@@ -59,11 +62,23 @@ class Expert:
             context_length=cfg.context_length,
             tool_calls=cfg.tool_calls,
             api_key=cfg.api_key,
+            examples=tuple(cfg.examples),
         )
 
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _examples(meta: dict[str, str]) -> tuple[str, ...]:
+    """``example_1`` ... ``example_N`` in order, up to the first one missing (N <= 16)."""
+    found: list[str] = []
+    for i in range(1, 17):
+        value = (meta.get(f"example_{i}") or "").strip()
+        if not value:
+            break
+        found.append(value)
+    return tuple(found)
 
 
 def experts_from_health(entries: Sequence[dict[str, Any]]) -> list[Expert]:
@@ -101,6 +116,7 @@ def experts_from_health(entries: Sequence[dict[str, Any]]) -> list[Expert]:
                 model=meta.get("model") or "default",
                 context_length=context_length,
                 tool_calls=_truthy(meta.get("tool_calls")),
+                examples=_examples(meta),
             )
         )
     experts.sort(key=lambda e: e.name)
