@@ -52,7 +52,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipecat_app.twin.api_tls import ApiTLS
+
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
 
 
 def _regex(key: str) -> Callable[[str], str]:
@@ -66,6 +79,48 @@ def _regex(key: str) -> Callable[[str], str]:
         return value
 
     return compiles
+
+
+def _http_url(key: str, *, allow_empty: bool = False) -> Callable[[str], str]:
+    """A validator: the value of ``key`` must be an ``http://`` or ``https://`` URL with a host.
+
+    pydantic's ``HttpUrl`` checks it; the value is kept as written.
+    """
+
+    def is_url(value: str) -> str:
+        if allow_empty and value == "":
+            return value
+        try:
+            _HTTP_URL.validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"]
+            raise ValueError(
+                f"{key} {value!r} is not an http(s) URL ({problem}): write it as "
+                "http://host:port or https://host:port"
+            ) from None
+        return value
+
+    return is_url
+
+
+def _api_tls(config: DiscoveryConfig, api: str, env: str) -> ApiTLS:
+    """One API's TLS files from ``config``, else from env ``<ENV>_CACERT``,
+    ``<ENV>_CLIENT_CERT`` and ``<ENV>_CLIENT_KEY``."""
+    ca_env = os.environ.get(f"{env}_CACERT", "")
+    if config.ca_file:
+        ca_file, ca_setting = config.ca_file, "twin.discovery.ca_file"
+    elif ca_env:
+        ca_file, ca_setting = ca_env, f"env {env}_CACERT"
+    else:
+        ca_file, ca_setting = "", f"twin.discovery.ca_file (or env {env}_CACERT)"
+    if config.client_cert_file or config.client_key_file:
+        cert, key = config.client_cert_file, config.client_key_file
+        cert_setting = "twin.discovery.client_cert_file and client_key_file"
+    else:
+        cert = os.environ.get(f"{env}_CLIENT_CERT", "")
+        key = os.environ.get(f"{env}_CLIENT_KEY", "")
+        cert_setting = f"env {env}_CLIENT_CERT and {env}_CLIENT_KEY"
+    return ApiTLS(api, ca_file, ca_setting, cert, key, cert_setting)
 
 
 class ConfigSection(BaseModel):
@@ -131,22 +186,42 @@ class DiscoveryConfig(ConfigSection):
             and while Consul has reported none (unreachable since start, or no
             healthy instance) the configured ``[[twin.experts]]`` serve as a
             fallback, never merged with Consul's set.
-        consul_addr: Consul HTTP address (also used for the prompt watch and
-            ``cluster_status``). Env ``CONSUL_HTTP_ADDR`` overrides when this is
-            left at its default.
+        consul_addr: Consul HTTP(S) address, an ``http://`` or ``https://`` URL
+            (also used for the prompt watch and ``cluster_status``). Env
+            ``CONSUL_HTTP_ADDR`` overrides when this is left at its default; as
+            in HashiCorp's tools it may be ``host:port``, which is ``https``
+            when env ``CONSUL_HTTP_SSL`` is true and ``http`` otherwise.
         consul_token: Consul ACL token; empty falls back to env ``CONSUL_HTTP_TOKEN``.
+        ca_file: PEM file of the CA that signs Consul's and Nomad's HTTPS
+            certificates (the collection's CA). Empty: env ``CONSUL_CACERT``
+            for Consul and ``NOMAD_CACERT`` for Nomad, else the system's CAs.
+            Read at start: a file that cannot be read or holds no certificate
+            is a config error. Give an absolute path (a relative one is
+            opened from the working directory).
+        client_cert_file: PEM client certificate shown to Consul and Nomad
+            when they require one (mTLS: Consul's ``verify_incoming``, Nomad's
+            ``verify_https_client``); with ``client_key_file``. Empty: env
+            ``CONSUL_CLIENT_CERT``/``CONSUL_CLIENT_KEY`` for Consul and
+            ``NOMAD_CLIENT_CERT``/``NOMAD_CLIENT_KEY`` for Nomad, else none.
+        client_key_file: Private key of ``client_cert_file``.
         service: Consul service name the expert jobs register.
         wait: Blocking query wait (Consul duration string, e.g. ``"55s"``).
         retry_s: Seconds between retries while Consul is unreachable.
         vision_service: Consul service name of the vision service for ``describe_scene``.
-        nomad_addr: Nomad HTTP address for ``cluster_status``; empty: env ``NOMAD_ADDR``
-            or ``http://127.0.0.1:4646``.
+        nomad_addr: Nomad HTTP(S) address for ``cluster_status``, an ``http://``
+            or ``https://`` URL; empty: env ``NOMAD_ADDR`` or ``http://127.0.0.1:4646``.
         nomad_token: Nomad ACL token; empty falls back to env ``NOMAD_TOKEN``.
     """
+
+    # The tokens stay out of validation errors (their input is not echoed).
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     mode: Literal["static", "consul"] = "static"
     consul_addr: str = "http://127.0.0.1:8500"
     consul_token: str = Field(default="", repr=False)
+    ca_file: str = ""
+    client_cert_file: str = ""
+    client_key_file: str = ""
     service: str = "llm-expert"
     wait: str = "55s"
     retry_s: float = Field(default=2.0, gt=0)
@@ -154,13 +229,43 @@ class DiscoveryConfig(ConfigSection):
     nomad_addr: str = ""
     nomad_token: str = Field(default="", repr=False)
 
+    _consul_addr_is_url = field_validator("consul_addr")(_http_url("twin.discovery.consul_addr"))
+    _nomad_addr_is_url = field_validator("nomad_addr")(
+        _http_url("twin.discovery.nomad_addr", allow_empty=True)
+    )
+
+    @model_validator(mode="after")
+    def _tls_files_usable(self) -> DiscoveryConfig:
+        """A CA or client certificate that cannot be used stops the app at start."""
+        self.consul_tls().check()
+        self.nomad_tls().check()
+        return self
+
     def resolved_consul_addr(self) -> str:
-        """Consul address with env ``CONSUL_HTTP_ADDR`` applied when left at default."""
+        """Consul address with env ``CONSUL_HTTP_ADDR`` applied when left at default.
+
+        An address without a scheme (``CONSUL_HTTP_ADDR=127.0.0.1:8501``) is
+        ``https`` when env ``CONSUL_HTTP_SSL`` is true, else ``http``, as
+        HashiCorp's tools read it.
+        """
         env = os.environ.get("CONSUL_HTTP_ADDR", "")
         addr = self.consul_addr
         if env and addr == "http://127.0.0.1:8500":
             addr = env
-        return addr if "://" in addr else f"http://{addr}"
+        if "://" in addr:
+            return addr
+        ssl_on = os.environ.get("CONSUL_HTTP_SSL", "").strip().lower() in {"1", "true"}
+        return f"{'https' if ssl_on else 'http'}://{addr}"
+
+    def consul_tls(self) -> ApiTLS:
+        """Consul's CA and client certificate: config, else ``CONSUL_CACERT``,
+        ``CONSUL_CLIENT_CERT`` and ``CONSUL_CLIENT_KEY``."""
+        return _api_tls(self, "Consul", "CONSUL")
+
+    def nomad_tls(self) -> ApiTLS:
+        """Nomad's CA and client certificate: config, else ``NOMAD_CACERT``,
+        ``NOMAD_CLIENT_CERT`` and ``NOMAD_CLIENT_KEY``."""
+        return _api_tls(self, "Nomad", "NOMAD")
 
     def resolved_consul_token(self) -> str:
         """ACL token from config, else env ``CONSUL_HTTP_TOKEN``."""
@@ -208,6 +313,8 @@ class ExpertConfig(ConfigSection):
     tool_calls: bool = False
     api_key: str = Field(default="none", repr=False)
 
+    _base_url_is_url = field_validator("base_url")(_http_url("twin.experts.base_url"))
+
 
 class RoutingRule(ConfigSection):
     """``[[twin.routing.rules]]``: a regular expression that sends a turn to a domain.
@@ -227,12 +334,16 @@ class RoutingConfig(ConfigSection):
     """``[twin.routing]``: the mixture-of-experts router.
 
     Attributes:
-        default_domain: Domain of the general expert used below ``threshold``.
-        threshold: Lowest similarity (0..1) between a turn and an expert's
-            description that routes to that expert; below it the default domain wins.
-        sticky_turns: A conversation stays with its expert for up to this many
-            turns while the topic holds (no rule or clear similarity winner
-            points elsewhere); 0 disables stickiness.
+        default_domain: Domain of the general expert: turns with no evidence
+            (below ``threshold``) and ties go there.
+        threshold: Lowest similarity (0..1) between a turn and a domain's
+            example utterances that routes to that domain; below it the
+            default domain wins.
+        margin: Two domains whose similarities differ by no more than this
+            are a tie, settled by the default domain.
+        sticky_turns: Follow-ups in a row ("why?", "and the second one?": a
+            turn with nothing else to go on) that stay with the previous
+            turn's expert; 0 disables stickiness.
         expert_timeout_s: Seconds to wait for an expert's first token (and between
             tokens) before failing over to the next healthy expert.
         max_answer_tokens: Cap on the tokens of one expert answer (the request's
@@ -242,6 +353,7 @@ class RoutingConfig(ConfigSection):
 
     default_domain: str = "general"
     threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    margin: float = Field(default=0.0, ge=0.0, le=1.0)
     sticky_turns: int = Field(default=3, ge=0)
     expert_timeout_s: float = Field(default=20.0, gt=0)
     max_answer_tokens: int = Field(default=256, ge=16, le=8192)

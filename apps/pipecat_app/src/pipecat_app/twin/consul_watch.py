@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 from loguru import logger
 
+from pipecat_app.twin.api_tls import ApiTLS, describe_failure
+
 #: Called with the decoded body (or None for a 404) after every change.
 OnChange = Callable[[Any], Awaitable[None] | None]
 #: Called with the exception when a request fails.
@@ -47,9 +49,11 @@ class BlockingWatch:
     """Follow one Consul endpoint with blocking queries in a background task.
 
     The watch owns its HTTP client: opened by :meth:`start`, closed by :meth:`stop`.
+    Over ``https`` it trusts the CA of ``tls`` (the system's CAs without one)
+    and shows ``tls``'s client certificate when there is one.
 
     Args:
-        addr: Consul HTTP address (``http://127.0.0.1:8500``).
+        addr: Consul HTTP(S) address (``http://127.0.0.1:8500``, ``https://127.0.0.1:8501``).
         token: ACL token sent as ``X-Consul-Token`` (empty: none).
         path: API path such as ``/v1/health/service/llm-expert``.
         params: Extra query parameters (``passing``...).
@@ -57,6 +61,7 @@ class BlockingWatch:
         retry_s: Pause after a failed request.
         on_change: Called with the decoded JSON (None on 404) when the index moves.
         on_error: Called with the exception when a request fails.
+        tls: Consul's CA and client certificate (default: the system's CAs, none).
     """
 
     def __init__(
@@ -70,8 +75,10 @@ class BlockingWatch:
         retry_s: float = 2.0,
         on_change: OnChange,
         on_error: OnError,
+        tls: ApiTLS | None = None,
     ) -> None:
         self._addr = addr
+        self._tls = tls if tls is not None else ApiTLS("Consul")
         self._headers = {"X-Consul-Token": token} if token else {}
         self._client: httpx.AsyncClient | None = None
         self._path = path
@@ -83,7 +90,8 @@ class BlockingWatch:
         self.index = 0
         #: Requests that failed in a row; back to 0 as soon as Consul answers one.
         self.consecutive_failures = 0
-        #: Why the last request failed, while it is the latest (None once one succeeds).
+        #: Why the last request failed, while it is the latest (None once one succeeds);
+        #: a refused TLS handshake says which CA was trusted and what to set.
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self.first_result = asyncio.Event()
@@ -103,7 +111,9 @@ class BlockingWatch:
         params = {**self._params, "index": str(self.index), "wait": self._wait}
         timeout = wait_seconds(self._wait) * 1.1 + 5.0
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self._addr, headers=self._headers)
+            self._client = httpx.AsyncClient(
+                base_url=self._addr, headers=self._headers, verify=self._tls.ssl_context()
+            )
         response = await self._client.get(self._path, params=params, timeout=timeout)
         if response.status_code not in (200, 404):
             response.raise_for_status()
@@ -134,7 +144,7 @@ class BlockingWatch:
                 raise
             except Exception as exc:
                 self.consecutive_failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = describe_failure(exc, self._tls, self._addr)
                 self._on_error(exc)
                 await asyncio.sleep(self._retry_s)
 

@@ -136,6 +136,7 @@ def health_watch(
         retry_s=config.retry_s,
         on_change=on_change,
         on_error=on_error,
+        tls=config.consul_tls(),
     )
 
 
@@ -207,7 +208,7 @@ class ExpertDirectory(Followed):
         kept = "the set it reported last" if self._discovered else "the configured fallback"
         logger.error(
             f"discovery: Consul at {self._config.resolved_consul_addr()} failed "
-            f"({type(exc).__name__}: {exc}); {len(self._experts)} expert(s) serve, {kept}"
+            f"({self.last_error or exc}); {len(self._experts)} expert(s) serve, {kept}"
         )
 
     async def start(self) -> None:
@@ -253,7 +254,7 @@ class VisionDirectory(Followed):
     def _failed(self, exc: Exception) -> None:
         logger.error(
             f"discovery: Consul failed following {self._config.vision_service!r} "
-            f"({type(exc).__name__}: {exc}); keeping {self._found or 'no vision service'}"
+            f"({self.last_error or exc}); keeping {self._found or 'no vision service'}"
         )
 
     async def start(self) -> None:

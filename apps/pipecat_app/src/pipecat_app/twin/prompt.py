@@ -89,8 +89,8 @@ class PromptSource(Followed):
 
     def _failed(self, exc: Exception) -> None:
         logger.error(
-            f"prompt: Consul KV {self._config.consul_key!r} unreachable ({exc}); "
-            f"keeping the current prompt ({self.source})"
+            f"prompt: Consul KV {self._config.consul_key!r} unreachable "
+            f"({self.last_error or exc}); keeping the current prompt ({self.source})"
         )
 
     async def start(self) -> None:
@@ -108,5 +108,6 @@ class PromptSource(Followed):
                 retry_s=self._consul.retry_s,
                 on_change=self._kv_changed,
                 on_error=self._failed,
+                tls=self._consul.consul_tls(),
             )
         )

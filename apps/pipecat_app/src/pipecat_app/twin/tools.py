@@ -26,6 +26,7 @@ import httpx
 import nomad
 from pydantic import Field
 
+from pipecat_app.twin.api_tls import describe_failure
 from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
 from pipecat_app.twin.discovery import experts_from_health
 from pipecat_app.twin.memory import MemoryStore, format_item
@@ -129,11 +130,26 @@ async def current_time(ctx: ToolContext, timezone: str = "UTC") -> dict[str, Any
 
 def _consul_api(config: DiscoveryConfig) -> consul.Consul:
     url = urllib.parse.urlsplit(config.resolved_consul_addr())
+    tls = config.consul_tls()
     return consul.Consul(
         host=url.hostname or "127.0.0.1",
         port=url.port or (443 if url.scheme == "https" else 8500),
         scheme=url.scheme or "http",
         token=config.resolved_consul_token() or None,
+        verify=tls.requests_verify,
+        cert=tls.requests_cert,
+    )
+
+
+def _nomad_api(config: DiscoveryConfig) -> nomad.Nomad:
+    # python-nomad verifies nothing unless told (its verify defaults to False).
+    tls = config.nomad_tls()
+    return nomad.Nomad(
+        address=config.resolved_nomad_addr(),
+        token=config.resolved_nomad_token() or None,
+        timeout=5,
+        verify=tls.requests_verify,
+        cert=tls.requests_cert or (),
     )
 
 
@@ -183,13 +199,10 @@ def _cluster_report(discovery: DiscoveryConfig) -> dict[str, Any]:
             for e in experts_from_health(entries)
         ]
     except Exception as exc:
-        report["experts_error"] = f"Consul: {type(exc).__name__}: {exc}"
+        reason = describe_failure(exc, discovery.consul_tls(), discovery.resolved_consul_addr())
+        report["experts_error"] = f"Consul: {reason}"
     try:
-        api = nomad.Nomad(
-            address=discovery.resolved_nomad_addr(),
-            token=discovery.resolved_nomad_token() or None,
-            timeout=5,
-        )
+        api = _nomad_api(discovery)
         report["jobs"] = [
             {
                 "id": j.get("ID"),
@@ -200,7 +213,8 @@ def _cluster_report(discovery: DiscoveryConfig) -> dict[str, Any]:
             for j in api.jobs.get_jobs(namespace="*")
         ]
     except Exception as exc:
-        report["jobs_error"] = f"Nomad: {type(exc).__name__}: {exc}"
+        reason = describe_failure(exc, discovery.nomad_tls(), discovery.resolved_nomad_addr())
+        report["jobs_error"] = f"Nomad: {reason}"
     if "experts" not in report and "jobs" not in report:
         raise ToolError("unavailable", f"{report['experts_error']}; {report['jobs_error']}")
     return report
