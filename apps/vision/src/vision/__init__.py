@@ -1,0 +1,1 @@
+"""twin.cluster's vision service: what a camera frame or an uploaded image shows."""
