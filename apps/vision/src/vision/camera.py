@@ -212,12 +212,13 @@ class CameraLoop:
                 continue
             taken = time.time()
             backoff = self.config.retry_min_s
+            await self.on_frame(frame, taken)
+            # Counted once described, so a reader that sees N frames finds the Nth scene.
             self.state.state = "ok"
             self.state.consecutive_failures = 0
             self.state.retry_in_s = None
             self.state.frames += 1
             self.state.last_frame_at = taken
-            await self.on_frame(frame, taken)
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     def start(self) -> None:
