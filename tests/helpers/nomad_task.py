@@ -241,6 +241,7 @@ class LocalTask:
         host_volumes: Host volume name -> real directory (for ``volume_mount``).
         ip: Address the task's ports are on (``NOMAD_IP_<label>``).
         node_name: ``${node.unique.name}``.
+        node_meta: The client's node meta (``${meta.<key>}``).
         ports: Label -> port for dynamic ports (default: a free port each).
         template_env: Values of the variables the task's ``env = true``
             templates would write (API keys from Nomad Variables...).
@@ -254,6 +255,7 @@ class LocalTask:
     host_volumes: Mapping[str, Path | str] = field(default_factory=dict)
     ip: str = "127.0.0.1"
     node_name: str = "local"
+    node_meta: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, int] = field(default_factory=dict)
     template_env: Mapping[str, str] = field(default_factory=dict)
     netns: str | None = None
@@ -299,6 +301,7 @@ class LocalTask:
             "NOMAD_REGION": spec.region,
             "NOMAD_DC": spec.datacenter,
             "node.unique.name": self.node_name,
+            **{f"meta.{key}": value for key, value in self.node_meta.items()},
             "node.datacenter": spec.datacenter,
             "node.region": spec.region,
         }

@@ -20,7 +20,9 @@ import binascii
 import contextlib
 import json
 import logging
+import signal
 from collections.abc import AsyncIterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -217,12 +219,25 @@ def serve(config: VisionConfig) -> None:
         logging.getLogger("vision").warning(
             "no access token (server.access_token): anyone who can reach %s sees the camera", where
         )
-    uvicorn.run(
-        create_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        ssl_certfile=config.server.tls_cert_file,
-        ssl_keyfile=config.server.tls_key_file,
-        log_level=config.log.level.lower(),
-        access_log=False,
+    # Uvicorn restores the handlers it found and re-raises the signal it shut
+    # down on; with these, a clean stop on SIGTERM exits 0 (Nomad's kill_signal).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _after_shutdown)
+    server_ = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host=config.server.host,
+            port=config.server.port,
+            ssl_certfile=config.server.tls_cert_file,
+            ssl_keyfile=config.server.tls_key_file,
+            log_level=config.log.level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
     )
+    server_.run()
+
+
+def _after_shutdown(signum: int, _frame: FrameType | None) -> None:
+    """The signal uvicorn re-raises after its shutdown: the stop was clean."""
+    logging.getLogger("vision").info("exiting on %s", signal.Signals(signum).name)
