@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+from loguru import logger
+
 from pipecat_app.twin.config import TwinConfig
-from pipecat_app.twin.discovery import ExpertDirectory, VisionDirectory
+from pipecat_app.twin.discovery import Expert, ExpertDirectory, VisionDirectory
 from pipecat_app.twin.prompt import PromptSource
+from pipecat_app.twin.router import unroutable
 
 
 class ClusterHealth(NamedTuple):
@@ -36,10 +39,21 @@ class ClusterView:
     """
 
     def __init__(self, config: TwinConfig) -> None:
-        self.experts = ExpertDirectory(config.discovery, config.experts)
+        self.experts = ExpertDirectory(
+            config.discovery, config.experts, on_change=self._experts_changed
+        )
+        self._routing = config.routing
+        self._reported: set[str] = set()
         self.vision = VisionDirectory(config.discovery, config.tools.vision_url)
         self.prompt = PromptSource(config.prompt, config.discovery)
         self._follow_vision = config.tools.enabled
+
+    def _experts_changed(self, experts: list[Expert]) -> None:
+        """Log each routing problem (a rule or default without experts) once."""
+        for problem in unroutable(self._routing, experts):
+            if problem not in self._reported:
+                self._reported.add(problem)
+                logger.warning(f"routing: {problem}")
 
     async def start(self) -> None:
         """Start discovery (experts, vision) and the prompt watch."""
@@ -60,8 +74,9 @@ class ClusterView:
         Degraded, with one reason each, when no expert is known (every turn
         gets the apology), when expert discovery is failing (Consul
         unreachable or refusing: the set it reported last, or the configured
-        fallback, serves) and when the prompt watch is failing (the current
-        prompt stays).
+        fallback, serves), when the prompt watch is failing (the current
+        prompt stays) and for each routing rule or default whose domain no
+        expert has (:func:`~pipecat_app.twin.router.unroutable`).
         """
         reasons: list[str] = []
         if not self.experts.experts:
@@ -70,4 +85,5 @@ class ClusterView:
             reasons.append(f"expert discovery failing: {self.experts.last_error}")
         if self.prompt.failing:
             reasons.append(f"prompt watch failing: {self.prompt.last_error}")
+        reasons.extend(unroutable(self._routing, self.experts.experts))
         return ClusterHealth("degraded" if reasons else "ok", reasons)
