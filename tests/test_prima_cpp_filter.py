@@ -25,6 +25,7 @@ from ansible_collections.twin.cluster.plugins.filter.prima_cpp import (  # noqa:
     Option,
     prima_cpp_experts,
     prima_cpp_node_needs,
+    prima_cpp_port_clashes,
     prima_cpp_without_gpu,
 )
 
@@ -43,6 +44,7 @@ DEFAULTS = {
 }
 SERVER_BIN = "/opt/prima.cpp/current/bin/llama-server"
 WORKER_BIN = "/opt/prima.cpp/current/bin/llama-cli"
+LLAMA_SERVER_BIN = "/opt/llama.cpp/current/bin/llama-server"
 JOB_SETTINGS = {
     "models_dir": "/srv/nomad/models",
     "models_volume": "models",
@@ -50,6 +52,7 @@ JOB_SETTINGS = {
     "task_driver": "exec",
     "server_bin": SERVER_BIN,
     "worker_bin": WORKER_BIN,
+    "llama_server_bin": LLAMA_SERVER_BIN,
 }
 HOSTVARS = {
     "node1": {"ansible_host": "192.168.10.11"},
@@ -97,7 +100,9 @@ def test_defaults_fill_every_contract_field():
     assert expert["model_name"] == "qwen2.5-7b-instruct-q4_k_m"
     assert expert["model_sha256"] == SHA
     assert expert["description"] == "general expert"
-    assert expert["tool_calls"] is False
+    assert expert["examples"] == []
+    assert (expert["engine"], expert["tool_calls"]) == ("prima.cpp", False)
+    assert (expert["mmproj_url"], expert["mmproj_file"], expert["mmproj_path"]) == (None,) * 3
     assert (expert["context"], expert["gpu_layers"]) == (4096, 0)
     assert (expert["gpu"], expert["gpu_count"]) == (False, 1)
     assert (expert["http_port"], expert["threads"]) == (None, None)
@@ -129,7 +134,7 @@ def test_single_gpu_expert_keeps_its_own_settings():
         "resources": {"memory": 12000},
         "api_key_variable": "nomad/jobs/expert-coder",
         "tags": ["coding", "fast"],
-        "extra_args": ["--jinja"],
+        "extra_args": ["-np", "2"],
     }
     [expert] = prima_cpp_experts([coder], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     assert expert["world"] == 1
@@ -143,7 +148,7 @@ def test_single_gpu_expert_keeps_its_own_settings():
             "layer_window": None,
             "gpu_mem": None,
             "task": "server",
-            "command": SERVER_BIN,
+            "command": LLAMA_SERVER_BIN,
             "args": [
                 ["-m", "/models/qwen-coder-7b.gguf"],
                 ["-c", "16384"],
@@ -153,6 +158,7 @@ def test_single_gpu_expert_keeps_its_own_settings():
                 ["--metrics"],
                 ["--alias", "qwen2.5-coder-7b"],
                 ["--jinja"],
+                ["-np", "2"],
             ],
         }
     ]
@@ -162,7 +168,8 @@ def test_single_gpu_expert_keeps_its_own_settings():
     assert expert["tags"] == ["expert", "coding", "fast"]
     assert (expert["gpu"], expert["gpu_layers"], expert["http_port"]) == (True, 99, 8081)
     assert expert["api_key_variable"] == "nomad/jobs/expert-coder"
-    assert expert["extra_args"] == ["--jinja"]
+    assert expert["extra_args"] == ["-np", "2"]
+    assert (expert["engine"], expert["tool_calls"]) == ("llama.cpp", True)
 
 
 def test_update_deadlines_default_unless_set():
@@ -226,11 +233,12 @@ def test_unknown_field_is_refused():
 def test_rank_zero_of_an_auto_assigned_ring_needs_highs_and_others_do_not():
     experts = prima_cpp_experts([ring()], HOSTVARS, DEFAULTS, JOB_SETTINGS)
     needs = {n: prima_cpp_node_needs(experts, n) for n in ("node1", "node2", "gpu1")}
-    assert needs["node1"]["build"]
+    assert needs["node1"]["prima_cpp"]
     assert needs["node1"]["highs"]
-    assert needs["node2"]["build"]
+    assert needs["node2"]["prima_cpp"]
     assert not needs["node2"]["highs"]
-    assert needs["gpu1"] == {"build": False, "highs": False, "models": []}
+    assert not needs["node1"]["llama_cpp"]
+    assert needs["gpu1"] == {"prima_cpp": False, "llama_cpp": False, "highs": False, "models": []}
 
 
 def test_ring_with_every_layer_window_needs_no_highs():
@@ -239,8 +247,24 @@ def test_ring_with_every_layer_window_needs_no_highs():
 
 
 def test_single_node_expert_needs_no_highs():
-    experts = prima_cpp_experts([ring(nodes=["node1"])], HOSTVARS, DEFAULTS, JOB_SETTINGS)
-    assert not prima_cpp_node_needs(experts, "node1")["highs"]
+    experts = prima_cpp_experts(
+        [ring(nodes=["node1"], engine="prima.cpp")], HOSTVARS, DEFAULTS, JOB_SETTINGS
+    )
+    needs = prima_cpp_node_needs(experts, "node1")
+    assert (needs["prima_cpp"], needs["highs"], needs["llama_cpp"]) == (True, False, False)
+
+
+def test_hosts_of_llama_cpp_experts_build_llama_server_and_not_prima_cpp():
+    experts = prima_cpp_experts(
+        [ring(), ring(name="coder", nodes=["gpu1"]), ring(name="chat", nodes=["node2"])],
+        HOSTVARS,
+        DEFAULTS,
+        JOB_SETTINGS,
+    )
+    gpu1 = prima_cpp_node_needs(experts, "gpu1")
+    node2 = prima_cpp_node_needs(experts, "node2")
+    assert (gpu1["llama_cpp"], gpu1["prima_cpp"], gpu1["highs"]) == (True, False, False)
+    assert (node2["llama_cpp"], node2["prima_cpp"]) == (True, True)
 
 
 def test_models_go_only_to_the_nodes_of_their_expert_and_once_each():
@@ -283,6 +307,7 @@ def test_filters_are_registered_under_their_names():
     assert set(FilterModule().filters()) == {
         "prima_cpp_experts",
         "prima_cpp_node_needs",
+        "prima_cpp_port_clashes",
         "prima_cpp_without_gpu",
     }
 
@@ -342,6 +367,7 @@ def test_service_meta_is_strings_the_app_reads():
         "description": "general expert",
         "model": "qwen2.5-7b-instruct-q4_k_m",
         "context_length": "8192",
+        "engine": "prima.cpp",
         "tool_calls": "false",
         "world": "3",
     }
@@ -409,6 +435,162 @@ def test_missing_required_field_is_refused():
 def test_defaults_and_settings_hold_exactly_the_filters_keys(defaults, settings, expected):
     with pytest.raises(AnsibleFilterError, match=re.escape(expected)):
         prima_cpp_experts([ring()], HOSTVARS, defaults, settings)
+
+
+def test_engine_defaults_to_llama_cpp_on_one_node_with_native_tools_prima_cpp_for_a_ring():
+    one, prima_one, ring3 = prima_cpp_experts(
+        [
+            ring(name="one", nodes=["node1"]),
+            ring(name="prima-one", nodes=["node1"], engine="prima.cpp", http_port=8088),
+            ring(),
+        ],
+        HOSTVARS,
+        DEFAULTS,
+        JOB_SETTINGS,
+    )
+    assert (one["engine"], one["tool_calls"], one["service_meta"]["tool_calls"]) == (
+        "llama.cpp",
+        True,
+        "true",
+    )
+    assert one["service_meta"]["engine"] == "llama.cpp"
+    assert one["ranks"][0]["command"] == LLAMA_SERVER_BIN
+    assert ["--jinja"] in one["ranks"][0]["args"]
+    assert (prima_one["engine"], prima_one["tool_calls"]) == ("prima.cpp", False)
+    assert prima_one["ranks"][0]["command"] == SERVER_BIN
+    assert ["--jinja"] not in prima_one["ranks"][0]["args"]
+    assert (ring3["engine"], ring3["service_meta"]["engine"]) == ("prima.cpp", "prima.cpp")
+    # A llama.cpp expert may still say its model does not call tools.
+    [quiet] = prima_cpp_experts(
+        [ring(nodes=["node1"], tool_calls=False)], HOSTVARS, DEFAULTS, JOB_SETTINGS
+    )
+    assert (quiet["engine"], quiet["service_meta"]["tool_calls"]) == ("llama.cpp", "false")
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        pytest.param(
+            ring(engine="llama.cpp"), "engine llama.cpp runs on one node", id="llama-ring"
+        ),
+        pytest.param(ring(engine="vllm", nodes=["node1"]), "engine vllm is not one of", id="bad"),
+        pytest.param(ring(tool_calls=True), "tool_calls true with engine prima.cpp", id="tools"),
+        pytest.param(
+            ring(mmproj_url="https://m.example/p.gguf", mmproj_sha256=SHA),
+            "mmproj_url with engine prima.cpp",
+            id="prima-projector",
+        ),
+        pytest.param(
+            ring(nodes=["node1"], mmproj_url="https://m.example/p.gguf"),
+            "mmproj_url and mmproj_sha256 go together",
+            id="projector-without-checksum",
+        ),
+        pytest.param(
+            ring(examples=[f"turn {n}" for n in range(17)]),
+            "expert general: 17 examples; at most 16",
+            id="too-many-examples",
+        ),
+        pytest.param(
+            ring(examples=["fine", "y" * 513]),
+            "expert general: example 2 has 513 characters",
+            id="long-example",
+        ),
+        pytest.param(ring(examples=["fine", "  "]), "example 2 has 0 characters", id="blank"),
+        pytest.param(ring(description="z" * 513), "description has 513 characters", id="desc"),
+    ],
+)
+def test_what_an_engine_or_consul_meta_cannot_hold_is_refused_naming_the_expert(entry, expected):
+    with pytest.raises(AnsibleFilterError, match=re.escape(expected)):
+        prima_cpp_experts([entry], HOSTVARS, DEFAULTS, JOB_SETTINGS)
+
+
+def test_examples_become_numbered_meta_keys_in_order():
+    examples = ["Write a Python function", "  Why does my loop never end?  ", "x" * 512]
+    [expert] = prima_cpp_experts([ring(examples=examples)], HOSTVARS, DEFAULTS, JOB_SETTINGS)
+    meta = expert["service_meta"]
+    assert [k for k in meta if k.startswith("example_")] == ["example_1", "example_2", "example_3"]
+    assert [meta["example_1"], meta["example_2"], meta["example_3"]] == [
+        "Write a Python function",
+        "Why does my loop never end?",
+        "x" * 512,
+    ]
+
+
+def test_vision_expert_downloads_its_projector_next_to_the_model():
+    [expert] = prima_cpp_experts(
+        [
+            ring(
+                name="vision",
+                domain="vision",
+                nodes=["gpu1"],
+                model_url="https://m.example/SmolVLM-256M-Instruct-Q8_0.gguf",
+                mmproj_url="https://m.example/mmproj-SmolVLM-256M-Instruct-Q8_0.gguf",
+                mmproj_sha256="B" * 64,
+            )
+        ],
+        HOSTVARS,
+        DEFAULTS,
+        JOB_SETTINGS,
+    )
+    assert expert["mmproj_path"] == "/srv/nomad/models/mmproj-SmolVLM-256M-Instruct-Q8_0.gguf"
+    assert ["--mmproj", "/models/mmproj-SmolVLM-256M-Instruct-Q8_0.gguf"] in expert["ranks"][0][
+        "args"
+    ]
+    models = prima_cpp_node_needs([expert], "gpu1")["models"]
+    assert [(m["path"].rsplit("/", 1)[-1], m["sha256"]) for m in models] == [
+        ("SmolVLM-256M-Instruct-Q8_0.gguf", SHA),
+        ("mmproj-SmolVLM-256M-Instruct-Q8_0.gguf", "b" * 64),
+    ]
+
+
+def test_two_rings_on_one_node_with_the_same_port_bases_clash_naming_both():
+    experts = prima_cpp_experts(
+        [ring(), ring(name="coder", nodes=["node3", "node2"])], HOSTVARS, DEFAULTS, JOB_SETTINGS
+    )
+    assert prima_cpp_port_clashes(experts) == [
+        "expert general (rank 1, data port) and expert coder (rank 1, data port) "
+        "both take port 9001 on node node2",
+        "expert general (rank 1, signal port) and expert coder (rank 1, signal port) "
+        "both take port 10001 on node node2",
+    ]
+
+
+def test_rings_with_their_own_port_bases_and_one_node_experts_do_not_clash():
+    experts = prima_cpp_experts(
+        [
+            ring(),
+            ring(
+                name="coder", nodes=["node2", "node3"], data_port_base=9100, signal_port_base=9200
+            ),
+            # One node: no ring ports, dynamic http.
+            ring(name="chat", nodes=["node1"]),
+            ring(name="chat-2", nodes=["node1"]),
+        ],
+        HOSTVARS,
+        DEFAULTS,
+        JOB_SETTINGS,
+    )
+    assert prima_cpp_port_clashes(experts) == []
+
+
+def test_a_static_http_port_clashes_with_a_ring_port_and_within_one_ring():
+    experts = prima_cpp_experts(
+        [ring(), ring(name="chat", nodes=["node2"], http_port=10001)],
+        HOSTVARS,
+        DEFAULTS,
+        JOB_SETTINGS,
+    )
+    assert prima_cpp_port_clashes(experts) == [
+        "expert general (rank 1, signal port) and expert chat (rank 0, http port) "
+        "both take port 10001 on node node2"
+    ]
+    [tight] = prima_cpp_experts(
+        [ring(nodes=["node1", "node1"], signal_port_base=9001)], HOSTVARS, DEFAULTS, JOB_SETTINGS
+    )
+    assert prima_cpp_port_clashes([tight]) == [
+        "expert general (rank 0, signal port) and expert general (rank 1, data port) "
+        "both take port 9001 on node node1"
+    ]
 
 
 # The role's argument spec shows the fields the filter defines: same names,

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from helpers.ansible import PlayResult, inventory, run_playbook
 from helpers.fixture_api import FixtureAPI
+from helpers.jobs import parse_job
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "0123456789abcdef" * 4
@@ -151,12 +152,73 @@ def run_role(tmp_path: Path, experts: list[dict[str, Any]], **role_vars: Any) ->
             id="bad-name",
         ),
         pytest.param(
-            [general(tool_calls=False), coder(tool_calls=True)],
+            [general(tool_calls=True), coder(tool_calls=True)],
             {},
-            "expert coder sets tool_calls true, but it is served by prima.cpp's llama-server, "
-            "which rejects the `tools` and `tool_choice` of native tool calls; "
-            "remove tool_calls (or set it false)",
+            "expert general has engine prima.cpp and sets tool_calls true, but prima.cpp's "
+            "llama-server rejects the `tools` and `tool_choice` of native tool calls; set engine "
+            "llama.cpp (one node) or remove tool_calls",
             id="native-tool-calls-on-prima-cpp",
+        ),
+        pytest.param(
+            [coder(engine="prima.cpp", tool_calls=True)],
+            {},
+            "expert coder has engine prima.cpp and sets tool_calls true",
+            id="native-tool-calls-on-one-node-prima-cpp",
+        ),
+        pytest.param(
+            [general(engine="llama.cpp")],
+            {},
+            "expert general has engine llama.cpp but lists 3 nodes; llama.cpp runs on one node: "
+            "list one node, or set engine prima.cpp for a ring",
+            id="llama-cpp-ring",
+        ),
+        pytest.param(
+            [general(mmproj_url="https://models.example/mmproj.gguf", mmproj_sha256=SHA)],
+            {},
+            "expert general has engine prima.cpp and sets mmproj_url, but prima.cpp serves no "
+            "multimodal projector",
+            id="projector-on-prima-cpp",
+        ),
+        pytest.param(
+            [coder(mmproj_url="https://models.example/mmproj.gguf")],
+            {},
+            "expert coder needs mmproj_url (http, https, ftp or file URL of the projector GGUF, "
+            "got https://models.example/mmproj.gguf) and mmproj_sha256",
+            id="projector-without-checksum",
+        ),
+        pytest.param(
+            [general(nodes=[], world=0)],
+            {},
+            "expert general has world 0 with 0 nodes listed; an expert needs at least one rank",
+            id="world-0-no-nodes",
+        ),
+        pytest.param(
+            [general(world=0)],
+            {},
+            "expert general has world 0 with 3 nodes listed; an expert needs at least one rank",
+            id="world-0-with-nodes",
+        ),
+        pytest.param(
+            [general(examples=[f"question {n}" for n in range(17)])],
+            {},
+            "expert general has a description of 19 characters and 17 examples",
+            id="too-many-examples",
+        ),
+        pytest.param(
+            [coder(examples=["Sort a list in Python", "w" * 513])],
+            {},
+            "expert coder has a description of 0 characters and 2 examples (21, 513 characters); "
+            "Consul service meta holds at most 512 characters per value",
+            id="example-too-long",
+        ),
+        pytest.param(
+            [general(), general(name="coder", nodes=["node3", "node2"])],
+            {},
+            "prima_cpp_experts: expert general (rank 1, data port) and expert coder (rank 1, data "
+            "port) both take port 9001 on node node2; expert general (rank 1, signal port) and "
+            "expert coder (rank 1, signal port) both take port 10001 on node node2; give one of "
+            "them other port bases",
+            id="two-rings-one-port",
         ),
     ],
 )
@@ -209,6 +271,28 @@ def test_ring_and_gpu_expert_render_to_one_parseable_job_each(tmp_path):
     assert single["namespace"].strip('"') == "llm"
     assert len(single["group"]) == 1
     assert "nvidia/gpu" in json.dumps(single)
+    # One node: upstream llama-server with native tool calls.
+    text = (tmp_path / "rendered" / "expert-coder.nomad.hcl").read_text()
+    assert "/opt/llama.cpp/current/bin/llama-server" in text
+    assert '"--jinja"' in text
+
+
+def test_rings_on_one_node_with_their_own_port_bases_and_examples_render(tmp_path):
+    examples = ["Plan a weekend in Lisbon", "What's a good name for a puppy?"]
+    proc = run_role(
+        tmp_path,
+        [
+            general(examples=examples),
+            general(
+                name="big", nodes=["node2", "node3"], data_port_base=9100, signal_port_base=9200
+            ),
+        ],
+    )
+    assert proc.returncode == 0, proc.output
+    job = parse_job((tmp_path / "rendered" / "expert-general.nomad.hcl").read_text())
+    meta = job.group("rank-0").block("service").block("meta").body
+    assert (meta["example_1"], meta["example_2"], meta["engine"]) == (*examples, "prima.cpp")
+    assert "example_3" not in meta
 
 
 def test_second_run_renders_nothing_new(tmp_path):

@@ -12,10 +12,16 @@ out. ``meta/argument_specs.yml`` shows the same fields to ansible-doc and to
 the role's argument check; tests/test_prima_cpp_filter.py holds it to
 :data:`EXPERT_OPTIONS`.
 
+Each expert runs one of two engines (``engine``): upstream llama.cpp's
+``llama-server`` on one node (native tool calls with ``--jinja``, vision
+models with ``--mmproj``), or a prima.cpp ring over several nodes.
+
 ``prima_cpp_node_needs`` answers, for one host, what the role must do there:
-build prima.cpp (with HiGHS? with CUDA?) and which models to download. The role
-validates the input first (tasks/validate.yml); these filters only raise on
-input that validation lets through by mistake.
+build prima.cpp (with HiGHS? with CUDA?), build upstream llama-server, and
+which models to download. ``prima_cpp_port_clashes`` names the static ports
+two ranks would both take on one node. The role validates the input first
+(tasks/validate.yml); these filters only raise on input that validation lets
+through by mistake.
 """
 
 from __future__ import annotations
@@ -51,12 +57,21 @@ class Option:
     options: Mapping[str, Option] | None = None
 
 
+LLAMA_CPP = "llama.cpp"
+PRIMA_CPP = "prima.cpp"
+# Consul refuses a service meta value longer than this.
+META_VALUE_MAX = 512
+# At most this many examples, published as meta example_1 ... example_<N>.
+EXAMPLES_MAX = 16
+
 # Every field a user may set in one entry of prima_cpp_experts.
 EXPERT_OPTIONS: dict[str, Option] = {
     "name": Option("str", required=True),
     "domain": Option("str", required=True),
     "description": Option("str"),  # "<domain> expert"
-    "tool_calls": Option("bool", default=False),
+    "examples": Option("list", elements="str", default=[]),
+    "engine": Option("str", choices=(LLAMA_CPP, PRIMA_CPP)),  # prima.cpp for a ring, else llama.cpp
+    "tool_calls": Option("bool"),  # true with llama.cpp, false with prima.cpp
     "namespace": Option("str", role_default="prima_cpp_namespace"),
     "datacenters": Option("list", elements="str", role_default="prima_cpp_datacenters"),
     "region": Option("str", role_default="prima_cpp_region"),
@@ -64,6 +79,9 @@ EXPERT_OPTIONS: dict[str, Option] = {
     "model_sha256": Option("str", required=True),
     "model_file": Option("str"),  # the last part of model_url's path
     "model_name": Option("str"),  # model_file without .gguf
+    "mmproj_url": Option("str"),  # null: no multimodal projector
+    "mmproj_sha256": Option("str"),
+    "mmproj_file": Option("str"),  # the last part of mmproj_url's path
     "context": Option("int", role_default="prima_cpp_context"),
     "gpu_layers": Option("int", role_default="prima_cpp_gpu_layers"),
     "gpu": Option("bool", default=False),
@@ -94,22 +112,30 @@ EXPERT_FIELDS = frozenset(EXPERT_OPTIONS)
 # The keys of the filter's ``defaults``: the fields whose default a role variable holds.
 DEFAULTED_FIELDS = frozenset(k for k, o in EXPERT_OPTIONS.items() if o.role_default)
 # The keys of the filter's ``settings``: how every expert job runs (the role
-# variables prima_cpp_<key>; worker_bin runs the ranks above 0).
+# variables prima_cpp_<key>: server_bin and worker_bin are prima.cpp's
+# llama-server and worker, llama_server_bin is upstream llama.cpp's).
 SETTINGS = frozenset(
-    {"models_dir", "models_volume", "models_mount", "task_driver", "server_bin", "worker_bin"}
+    {
+        "models_dir",
+        "models_volume",
+        "models_mount",
+        "task_driver",
+        "server_bin",
+        "worker_bin",
+        "llama_server_bin",
+    }
 )
 
 
-def model_file_name(expert: Mapping[str, Any]) -> str:
-    """The GGUF file name: model_file, else the last part of model_url's path."""
-    if expert.get("model_file"):
-        return str(expert["model_file"])
-    path = unquote(urlparse(str(expert["model_url"])).path)
-    name = posixpath.basename(path)
+def model_file_name(expert: Mapping[str, Any], kind: str = "model") -> str:
+    """A file name: <kind>_file, else the last part of <kind>_url's path."""
+    if expert.get(f"{kind}_file"):
+        return str(expert[f"{kind}_file"])
+    url = expert[f"{kind}_url"]
+    name = posixpath.basename(unquote(urlparse(str(url)).path))
     if not name:
         raise AnsibleFilterError(
-            f"expert {expert.get('name')}: model_url {expert['model_url']} has no file name; "
-            "set model_file."
+            f"expert {expert.get('name')}: {kind}_url {url} has no file name; set {kind}_file."
         )
     return name
 
@@ -232,6 +258,13 @@ def normalize_expert(
     world = len(nodes) if field["world"] is None else field["world"]
     if world != len(nodes):
         raise AnsibleFilterError(f"expert {name}: world {world} but {len(nodes)} nodes listed.")
+    if world < 1:
+        raise AnsibleFilterError(
+            f"expert {name}: world {world}; an expert needs at least one rank."
+        )
+    engine = field["engine"] or (PRIMA_CPP if world > 1 else LLAMA_CPP)
+    _check_engine(name, engine, world, field)
+    examples = _examples(name, field["examples"])
     layer_window = _per_rank(name, "layer_window", field["layer_window"], world)
     gpu_mem = _per_rank(name, "gpu_mem", field["gpu_mem"], world)
     ranks = [
@@ -247,13 +280,22 @@ def normalize_expert(
         for rank, node in enumerate(nodes)
     ]
     file_name = model_file_name(field)
+    mmproj_file = model_file_name(field, "mmproj") if field["mmproj_url"] else None
     tags = ["expert", domain]
     tags += [t for t in field["tags"] if t not in tags]
+    description = field["description"] or f"{domain} expert"
+    if len(description) > META_VALUE_MAX:
+        raise AnsibleFilterError(
+            f"expert {name}: description has {len(description)} characters; Consul meta "
+            f"values hold at most {META_VALUE_MAX}."
+        )
     return {
         "name": name,
         "domain": domain,
-        "description": field["description"] or f"{domain} expert",
-        "tool_calls": field["tool_calls"],
+        "description": description,
+        "examples": examples,
+        "engine": engine,
+        "tool_calls": engine == LLAMA_CPP if field["tool_calls"] is None else field["tool_calls"],
         "namespace": field["namespace"],
         "datacenters": field["datacenters"],
         "region": field["region"],
@@ -262,6 +304,14 @@ def normalize_expert(
         "model_file": file_name,
         "model_path": posixpath.join(str(settings["models_dir"]), file_name),
         "model_name": field["model_name"] or file_name.removesuffix(".gguf"),
+        "mmproj_url": field["mmproj_url"],
+        "mmproj_sha256": (field["mmproj_sha256"] or "").lower() or None,
+        "mmproj_file": mmproj_file,
+        "mmproj_path": (
+            None
+            if mmproj_file is None
+            else posixpath.join(str(settings["models_dir"]), mmproj_file)
+        ),
         "context": field["context"],
         "gpu_layers": field["gpu_layers"],
         "gpu": field["gpu"],
@@ -280,6 +330,69 @@ def normalize_expert(
         "progress_deadline": field["progress_deadline"],
         "health_grace": field["health_grace"],
     }
+
+
+def _check_engine(name: str, engine: str, world: int, field: Mapping[str, Any]) -> None:
+    """What one engine cannot do: llama.cpp has no ring, prima.cpp no tools or projector."""
+    if engine not in (LLAMA_CPP, PRIMA_CPP):
+        raise AnsibleFilterError(
+            f"expert {name}: engine {engine} is not one of {LLAMA_CPP}, {PRIMA_CPP}."
+        )
+    if engine == LLAMA_CPP and world > 1:
+        raise AnsibleFilterError(
+            f"expert {name}: engine {LLAMA_CPP} runs on one node, but {world} ranks are listed; "
+            f"list one node or set engine {PRIMA_CPP}."
+        )
+    if engine == PRIMA_CPP and field["tool_calls"]:
+        raise AnsibleFilterError(
+            f"expert {name}: tool_calls true with engine {PRIMA_CPP}, whose llama-server "
+            f"rejects native tool calls; set engine {LLAMA_CPP} or tool_calls false."
+        )
+    if engine == PRIMA_CPP and field["mmproj_url"]:
+        raise AnsibleFilterError(
+            f"expert {name}: mmproj_url with engine {PRIMA_CPP}, which serves no "
+            f"multimodal projector; set engine {LLAMA_CPP}."
+        )
+    if bool(field["mmproj_url"]) != bool(field["mmproj_sha256"]):
+        raise AnsibleFilterError(f"expert {name}: mmproj_url and mmproj_sha256 go together.")
+
+
+def _examples(name: str, examples: list[str | None]) -> list[str]:
+    """The example utterances, each one Consul meta value (example_1 ... example_N)."""
+    if len(examples) > EXAMPLES_MAX:
+        raise AnsibleFilterError(
+            f"expert {name}: {len(examples)} examples; at most {EXAMPLES_MAX} fit its Consul meta."
+        )
+    out = []
+    for number, example in enumerate(examples, start=1):
+        text = (example or "").strip()
+        if not text or len(text) > META_VALUE_MAX:
+            raise AnsibleFilterError(
+                f"expert {name}: example {number} has {len(text)} characters; each example "
+                f"needs 1 to {META_VALUE_MAX} (one Consul meta value)."
+            )
+        out.append(text)
+    return out
+
+
+def _llama_cpp_args(expert: Mapping[str, Any], model: str, mmproj: str | None) -> list[list[str]]:
+    """Upstream llama-server on one node: the API, native tool calls, the projector if any."""
+    args = [["-m", model], ["-c", str(expert["context"])], ["-ngl", str(expert["gpu_layers"])]]
+    if expert["threads"] is not None:
+        args.append(["-t", str(expert["threads"])])
+    args += [
+        ["--host", "0.0.0.0", "--port", "${NOMAD_PORT_http}"],
+        ["--metrics"],
+        ["--alias", str(expert["model_name"])],
+        # The model's own chat template, which parses its tool calls (the default of
+        # the pinned llama.cpp; explicit for builds from older archives).
+        ["--jinja"],
+    ]
+    if mmproj is not None:
+        args.append(["--mmproj", mmproj])
+    if expert["extra_args"]:
+        args.append([str(a) for a in expert["extra_args"]])
+    return args
 
 
 def _rank_args(expert: Mapping[str, Any], position: int, model: str) -> list[list[str]]:
@@ -339,9 +452,23 @@ def with_job_values(expert: Mapping[str, Any], settings: Mapping[str, Any]) -> d
     """
     exec_driver = settings["task_driver"] == "exec"
     mount = str(settings["models_mount"]) if exec_driver else None
-    model = f"{mount}/{expert['model_file']}" if mount is not None else str(expert["model_path"])
+
+    def in_task(file: str, path: str) -> str:
+        return f"{mount}/{file}" if mount is not None else path
+
+    model = in_task(expert["model_file"], expert["model_path"])
     ranks = []
-    for position, rank in enumerate(expert["ranks"]):
+    if expert["engine"] == LLAMA_CPP:
+        mmproj = expert["mmproj_file"] and in_task(expert["mmproj_file"], expert["mmproj_path"])
+        ranks.append(
+            {
+                **expert["ranks"][0],
+                "task": "server",
+                "command": str(settings["llama_server_bin"]),
+                "args": _llama_cpp_args(expert, model, mmproj),
+            }
+        )
+    for position, rank in enumerate(expert["ranks"][len(ranks) :], start=len(ranks)):
         server = rank["rank"] == 0
         ranks.append(
             {
@@ -362,8 +489,10 @@ def with_job_values(expert: Mapping[str, Any], settings: Mapping[str, Any]) -> d
             "description": str(expert["description"]),
             "model": str(expert["model_name"]),
             "context_length": str(expert["context"]),
+            "engine": str(expert["engine"]),
             "tool_calls": "true" if expert["tool_calls"] else "false",
             "world": str(expert["world"]),
+            **{f"example_{n}": str(e) for n, e in enumerate(expert["examples"], start=1)},
         },
         "ranks": ranks,
     }
@@ -391,34 +520,68 @@ def needs_highs(expert: Mapping[str, Any]) -> bool:
     return any(r["layer_window"] is None for r in expert["ranks"])
 
 
+def _files(expert: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The files an expert's nodes download: the model, and its projector if any."""
+    files = [(expert["model_path"], expert["model_url"], expert["model_sha256"])]
+    if expert.get("mmproj_url"):
+        files.append((expert["mmproj_path"], expert["mmproj_url"], expert["mmproj_sha256"]))
+    return [
+        {"expert": expert["name"], "url": url, "sha256": sha256, "path": path}
+        for path, url, sha256 in files
+    ]
+
+
 def prima_cpp_node_needs(experts: list[Mapping[str, Any]], node: str) -> dict[str, Any]:
-    """What one host needs: build or not, HiGHS or not, and which models."""
+    """What one host needs: which builds (prima.cpp with HiGHS or not, llama.cpp), which models."""
     models: dict[str, dict[str, Any]] = {}
-    build = False
-    highs = False
+    prima = llama = highs = False
     for expert in experts:
         mine = [r for r in expert["ranks"] if r["node"] == node]
         if not mine:
             continue
-        build = True
-        if any(r["rank"] == 0 for r in mine) and needs_highs(expert):
-            highs = True
-        path = expert["model_path"]
-        if path in models and models[path]["sha256"] != expert["model_sha256"]:
-            raise AnsibleFilterError(
-                f"experts {models[path]['expert']} and {expert['name']} both use {path} "
-                "with different checksums; give one of them another model_file."
-            )
-        models.setdefault(
-            path,
-            {
-                "expert": expert["name"],
-                "url": expert["model_url"],
-                "sha256": expert["model_sha256"],
-                "path": path,
-            },
-        )
-    return {"build": build, "highs": highs, "models": list(models.values())}
+        if expert["engine"] == LLAMA_CPP:
+            llama = True
+        else:
+            prima = True
+            highs = highs or (any(r["rank"] == 0 for r in mine) and needs_highs(expert))
+        for file in _files(expert):
+            path = file["path"]
+            if path in models and models[path]["sha256"] != file["sha256"]:
+                raise AnsibleFilterError(
+                    f"experts {models[path]['expert']} and {expert['name']} both use {path} "
+                    "with different checksums; give one of them another file name."
+                )
+            models.setdefault(path, file)
+    return {"prima_cpp": prima, "llama_cpp": llama, "highs": highs, "models": list(models.values())}
+
+
+def prima_cpp_port_clashes(experts: list[Mapping[str, Any]]) -> list[str]:
+    """One message per static port that two ranks would take on the same node.
+
+    Static ports: the data and signal ports of every ring rank, and rank 0's
+    ``http_port`` when set. Nomad would leave the second job pending with no
+    reason given, so the role refuses both experts up front.
+    """
+    taken: dict[tuple[str, int], str] = {}
+    clashes = []
+    for expert in experts:
+        ring = expert["world"] > 1
+        for rank in expert["ranks"]:
+            claims = []
+            if ring:
+                claims += [("data", rank["data_port"]), ("signal", rank["signal_port"])]
+            if rank["rank"] == 0 and expert["http_port"] is not None:
+                claims.append(("http", expert["http_port"]))
+            for kind, port in claims:
+                what = f"expert {expert['name']} (rank {rank['rank']}, {kind} port)"
+                key = (str(rank["node"]), int(port))
+                if key in taken:
+                    clashes.append(
+                        f"{taken[key]} and {what} both take port {port} on node {rank['node']}"
+                    )
+                else:
+                    taken[key] = what
+    return clashes
 
 
 class FilterModule:
@@ -428,5 +591,6 @@ class FilterModule:
         return {
             "prima_cpp_experts": prima_cpp_experts,
             "prima_cpp_node_needs": prima_cpp_node_needs,
+            "prima_cpp_port_clashes": prima_cpp_port_clashes,
             "prima_cpp_without_gpu": prima_cpp_without_gpu,
         }

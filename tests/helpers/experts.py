@@ -22,6 +22,7 @@ from ansible_collections.twin.cluster.plugins.filter.prima_cpp import (
 
 SERVER_BIN = "/opt/prima.cpp/current/bin/llama-server"
 WORKER_BIN = "/opt/prima.cpp/current/bin/llama-cli"
+LLAMA_SERVER_BIN = "/opt/llama.cpp/current/bin/llama-server"
 
 
 def make_expert(
@@ -37,22 +38,34 @@ def make_expert(
     layer_window: list[int | None] | None = None,
     gpu_mem: list[int | None] | None = None,
     model_path: str = "/opt/nomad/volumes/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+    engine: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """One normalized expert; ranks on nodes node1..nodeN at 10.10.0.1..N."""
+    """One normalized expert; ranks on nodes node1..nodeN at 10.10.0.1..N.
+
+    ``engine`` defaults as the filter's does: prima.cpp for a ring, llama.cpp
+    on one node; ``tool_calls`` follows it (native with llama.cpp).
+    """
     layer_window = layer_window or [None] * world
     gpu_mem = gpu_mem or [None] * world
+    engine = engine or ("prima.cpp" if world > 1 else "llama.cpp")
     expert: dict[str, Any] = {
         "name": name,
         "domain": "general",
         "description": "Small talk and everyday questions",
-        "tool_calls": False,
+        "examples": ["How are you today?", "Tell me a fun fact about octopuses."],
+        "engine": engine,
+        "tool_calls": engine == "llama.cpp",
         "namespace": namespace,
         "datacenters": ["dc1"],
         "region": "global",
         "model_path": model_path,
         "model_file": model_path.rsplit("/", 1)[-1],
         "model_name": "SmolLM2-135M-Instruct",
+        "mmproj_url": None,
+        "mmproj_sha256": None,
+        "mmproj_file": None,
+        "mmproj_path": None,
         "context": 2048,
         "gpu_layers": 99 if gpu else 0,
         "gpu": gpu,

@@ -60,8 +60,9 @@ NODES = {
 NODE_CREATE_INDEX = 13
 NODE_MODIFY_INDEX = 16
 
-# The experts, as a user lists them in prima_cpp_experts (none sets tool_calls:
-# the role refuses it for prima.cpp experts, so their meta says "false").
+# The experts, as a user lists them in prima_cpp_experts. Each runs prima.cpp
+# on one node (engine prima.cpp; the default there is llama.cpp), so their meta
+# says tool_calls "false": the app's tests of its JSON-schema fallback read them.
 EXPERTS: list[dict[str, Any]] = [
     {
         "name": "general",
@@ -72,6 +73,7 @@ EXPERTS: list[dict[str, Any]] = [
         "model_name": "smollm2-135m",
         "context": 2048,
         "nodes": ["node1"],
+        "engine": "prima.cpp",
     },
     {
         "name": "code",
@@ -82,6 +84,7 @@ EXPERTS: list[dict[str, Any]] = [
         "model_name": "qwen2.5-coder-1.5b",
         "context": 4096,
         "nodes": ["node2"],
+        "engine": "prima.cpp",
     },
     {
         "name": "general-2",
@@ -92,6 +95,7 @@ EXPERTS: list[dict[str, Any]] = [
         "model_name": "smollm2-135m",
         "context": 2048,
         "nodes": ["node2"],
+        "engine": "prima.cpp",
     },
 ]
 

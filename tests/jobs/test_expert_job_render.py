@@ -1,8 +1,9 @@
 """jobs/expert.nomad.hcl.j2 renders valid HCL2 whose structure is the expert it was given.
 
-A matrix of experts (world 1, 2 and 4; CPU and GPU; default and custom
-namespace and ports; API key on and off) is rendered through Ansible's own
-template machinery, parsed with python-hcl2 and checked block by block.
+A matrix of experts (world 1 on either engine, 2 and 4 on prima.cpp; CPU and
+GPU; default and custom namespace and ports; API key on and off) is rendered
+through Ansible's own template machinery, parsed with python-hcl2 and checked
+block by block.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import re
 from typing import Any
 
 import pytest
-from helpers.experts import SERVER_BIN, WORKER_BIN, flag, has_flag, job_vars, make_expert
+from helpers.experts import (
+    LLAMA_SERVER_BIN,
+    SERVER_BIN,
+    WORKER_BIN,
+    flag,
+    has_flag,
+    job_vars,
+    make_expert,
+)
 from helpers.jobs import Job, parse_job, render_job
 from helpers.nomad_task import TaskSpec, interpolate
 
@@ -24,6 +33,7 @@ CASES = [
     pytest.param(
         {
             "world": world,
+            "engine": engine,
             "gpu": gpu,
             "namespace": "llm" if not custom else "ai-lab",
             "http_port": None if not custom else 18080,
@@ -31,11 +41,14 @@ CASES = [
             "signal_port_base": 10000 if not custom else 20000,
             "api_key_variable": "nomad/jobs/expert-general" if api_key else None,
         },
-        id=f"world{world}-{'gpu' if gpu else 'cpu'}-{'custom' if custom else 'default'}"
+        id=f"world{world}-{engine}-{'gpu' if gpu else 'cpu'}-{'custom' if custom else 'default'}"
         f"-{'key' if api_key else 'nokey'}",
     )
-    for world, gpu, custom, api_key in itertools.product(
-        (1, 2, 4), (False, True), (False, True), (False, True)
+    for (world, engine), gpu, custom, api_key in itertools.product(
+        ((1, "llama.cpp"), (1, "prima.cpp"), (2, "prima.cpp"), (4, "prima.cpp")),
+        (False, True),
+        (False, True),
+        (False, True),
     )
 ]
 
@@ -110,7 +123,11 @@ def test_rank0_runs_llama_server_with_the_expert_settings(case):
     task = group.labelled("task")["server"]
     config = task.block("config")
     args = list(config["args"])
-    assert config["command"] == SERVER_BIN
+    llama = expert["engine"] == "llama.cpp"
+    # Upstream llama-server with the model's own chat template (native tool
+    # calls), or prima.cpp's, which has neither.
+    assert config["command"] == (LLAMA_SERVER_BIN if llama else SERVER_BIN)
+    assert has_flag(args, "--jinja") == llama
     assert flag(args, "-m") == f"{MODELS_MOUNT}/{expert['model_file']}"
     assert flag(args, "-c") == str(expert["context"])
     assert flag(args, "-ngl") == str(expert["gpu_layers"])
@@ -157,7 +174,12 @@ def test_consul_service_on_rank0_with_tags_meta_and_health_check(case):
     assert meta["description"] == expert["description"]
     assert meta["model"] == expert["model_name"]
     assert meta["context_length"] == str(expert["context"])
-    assert meta["tool_calls"] == "false"
+    assert meta["engine"] == expert["engine"]
+    assert meta["tool_calls"] == ("true" if expert["engine"] == "llama.cpp" else "false")
+    assert meta["world"] == str(expert["world"])
+    # The examples, in order, one meta key each.
+    examples = {k: v for k, v in meta.items() if k.startswith("example_")}
+    assert examples == {f"example_{n}": e for n, e in enumerate(expert["examples"], start=1)}
     check = service.block("check")
     assert (check["type"], check["path"]) == ("http", "/health")
     assert check.block("check_restart")["limit"] >= 1
@@ -292,3 +314,31 @@ def test_free_text_cannot_inject_nomad_interpolation():
     meta = job.group("rank-0").block("service").block("meta").body
     # HCL escapes: Nomad reads the literal text back.
     assert interpolate(meta["description"], {}) == 'Knows ${attr.cpu} and %%{ if } "quotes"'
+
+
+def test_llama_cpp_expert_serves_a_vision_model_with_its_projector_and_extra_args_last():
+    expert = make_expert(
+        engine="llama.cpp",
+        mmproj_file="mmproj-SmolVLM-256M.gguf",
+        mmproj_path="/opt/nomad/volumes/models/mmproj-SmolVLM-256M.gguf",
+        extra_args=["-np", "2"],
+    )
+    _, job = render(expert)
+    args = args_of(job, "rank-0")
+    assert flag(args, "--mmproj") == f"{MODELS_MOUNT}/mmproj-SmolVLM-256M.gguf"
+    assert args[-2:] == ["-np", "2"]
+    _, job = render(expert, prima_cpp_task_driver="raw_exec")
+    assert flag(args_of(job, "rank-0"), "--mmproj") == expert["mmproj_path"]
+    _, job = render(make_expert(engine="llama.cpp"))
+    assert not has_flag(args_of(job, "rank-0"), "--mmproj")
+
+
+def test_sixteen_long_examples_fit_in_consul_meta():
+    # Consul: at most 64 meta keys, 512 characters per value.
+    examples = [f"{n:02d} " + "x" * 509 for n in range(16)]
+    expert = make_expert(examples=examples, description="d" * 512)
+    _, job = render(expert)
+    meta = job.group("rank-0").block("service").block("meta").body
+    assert len(meta) <= 64
+    assert max(len(v) for v in meta.values()) == 512
+    assert [meta[f"example_{n}"] for n in range(1, 17)] == examples
