@@ -138,13 +138,13 @@ def describe_failure(exc: BaseException, tls: ApiTLS, addr: str) -> str:
     if untrusted is not None:
         reason = untrusted.verify_message or untrusted.reason or str(untrusted)
         return (
-            f"{tls.api} at {addr}: TLS certificate not trusted ({reason}) by {tls.trusted}; "
+            f"TLS certificate of {tls.api} at {addr} not trusted ({reason}) by {tls.trusted}; "
             f"set {tls.ca_setting} to the CA that signed it"
         )
     handshake = next((c for c in causes if isinstance(c, ssl.SSLError)), None)
     if handshake is not None:
         return (
-            f"{tls.api} at {addr}: TLS handshake failed ({handshake.reason or handshake}); "
+            f"TLS handshake with {tls.api} at {addr} failed ({handshake.reason or handshake}); "
             f"check that {addr} is {tls.api}'s HTTPS address"
         )
     return f"{type(exc).__name__}: {exc}"

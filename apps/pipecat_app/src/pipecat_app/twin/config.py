@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -84,7 +85,9 @@ def _regex(key: str) -> Callable[[str], str]:
 def _http_url(key: str, *, allow_empty: bool = False) -> Callable[[str], str]:
     """A validator: the value of ``key`` must be an ``http://`` or ``https://`` URL with a host.
 
-    pydantic's ``HttpUrl`` checks it; the value is kept as written.
+    pydantic's ``HttpUrl`` checks it, and the host must be written where the
+    clients (httpx, requests) read it: pydantic reads ``http:///v1`` as host
+    ``v1``, they read no host. The value is kept as written.
     """
 
     def is_url(value: str) -> str:
@@ -92,8 +95,10 @@ def _http_url(key: str, *, allow_empty: bool = False) -> Callable[[str], str]:
             return value
         try:
             _HTTP_URL.validate_python(value)
+            problem = "" if urllib.parse.urlsplit(value).hostname else "no host"
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"]
+        if problem:
             raise ValueError(
                 f"{key} {value!r} is not an http(s) URL ({problem}): write it as "
                 "http://host:port or https://host:port"
