@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.tls import make_ca
 
 from pipecat_app.cli import main
 from pipecat_app.config import (
@@ -228,3 +229,93 @@ def test_bad_server_limits_name_the_key(tmp_path, setting, error):
     path = write(tmp_path, f"[server]\n{setting}\n")
     with pytest.raises(ConfigError, match=error):
         load_config(path, environ={})
+
+
+def test_access_and_tls_are_off_by_default_and_metrics_local():
+    server = load_config(DEMO_CONFIG, environ={}).server
+    assert server.access_token.get_secret_value() == ""
+    assert (server.tls_cert_file, server.tls_key_file, server.tls) == (None, None, False)
+    assert server.metrics_access == "local"
+
+
+def test_tls_files_are_relative_to_the_config_file_and_must_be_a_pair(tmp_path):
+    certs = make_ca(tmp_path)
+    path = write(
+        tmp_path, '[server]\ntls_cert_file = "server.pem"\ntls_key_file = "server-key.pem"\n'
+    )
+    server = load_config(path, environ={}).server
+    assert (server.tls_cert_file, server.tls_key_file) == (certs.cert, certs.key)
+    assert server.tls
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        (
+            'tls_cert_file = "server.pem"',
+            r"server: .*tls_cert_file is set but tls_key_file is not: set both for HTTPS",
+        ),
+        (
+            'tls_key_file = "server-key.pem"',
+            r"server: .*tls_key_file is set but tls_cert_file is not",
+        ),
+        (
+            'tls_cert_file = "nope.pem"\ntls_key_file = "server-key.pem"',
+            r"server\.tls_cert_file: .*nope\.pem cannot be read \(No such file",
+        ),
+        (
+            'tls_cert_file = "server.pem"\ntls_key_file = "."',
+            r"server\.tls_key_file: .* cannot be read \(Is a directory",
+        ),
+        (
+            'tls_cert_file = "server.pem"\ntls_key_file = "other-key.pem"',
+            r"server\.tls_cert_file, server\.tls_key_file: .* are not a PEM certificate and its",
+        ),
+        (
+            'tls_cert_file = "ca.pem"\ntls_key_file = "server-key.pem"',
+            r"are not a PEM certificate and its key",
+        ),
+        ('metrics_access = "token"', r"server: .*metrics_access 'token' needs an access_token"),
+        ('metrics_access = "public"', r"server\.metrics_access: Input should be 'local', 'open'"),
+        ('access_token = " padded "', r"server: .*access_token starts or ends with white space"),
+    ],
+    ids=[
+        "cert-only",
+        "key-only",
+        "missing-cert",
+        "key-is-a-directory",
+        "another-key",
+        "ca-with-the-leaf-key",
+        "metrics-token-without-token",
+        "metrics-unknown",
+        "padded-token",
+    ],
+)
+def test_bad_tls_and_access_settings_name_the_key_and_the_fix(tmp_path, setting, error):
+    make_ca(tmp_path)
+    (tmp_path / "other").mkdir()
+    make_ca(tmp_path / "other").key.rename(tmp_path / "other-key.pem")
+    path = write(tmp_path, f"[server]\n{setting}\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("raw", "token"),
+    [
+        ("0123", "0123"),
+        ("1e5", "1e5"),
+        ("true", "true"),
+        ('"quoted"', "quoted"),
+        ("a-b_c", "a-b_c"),
+    ],
+)
+def test_the_access_token_from_the_environment_is_taken_as_written(tmp_path, raw, token):
+    config = load_config(write(tmp_path, ""), environ={"TWIN_APP__SERVER__ACCESS_TOKEN": raw})
+    assert config.server.access_token.get_secret_value() == token
+
+
+def test_check_command_hides_the_access_token(tmp_path, capsys):
+    path = write(tmp_path, '[server]\naccess_token = "sekrit-token"\n')
+    assert main(["check", "--config", str(path)]) == 0
+    assert "sekrit-token" not in capsys.readouterr().out

@@ -60,3 +60,14 @@ def test_sigterm_stops_cleanly_with_exit_code_0(own_app):
     events = [r["record"]["extra"].get("event") for r in records]
     assert "stopping" in events
     assert "stopped" in events
+
+
+def test_without_a_token_the_start_up_log_warns_that_anyone_who_reaches_it_may_talk(app):
+    records = [json.loads(line)["record"] for line in app.logs().splitlines() if line[:1] == "{"]
+    warned = [r for r in records if r["extra"].get("event") == "access_open"]
+    assert len(warned) == 1, [r["message"] for r in records]
+    assert warned[0]["level"]["name"] == "WARNING"
+    port = app.url.rsplit(":", 1)[1]
+    assert (
+        f"anyone who can reach 127.0.0.1:{port} can talk to the assistant" in warned[0]["message"]
+    )

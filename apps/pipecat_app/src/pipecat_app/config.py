@@ -12,16 +12,23 @@ case-insensitive), e.g. ``TWIN_APP__SERVER__PORT=9000`` or
 TOML value when it parses as one (``9000``, ``true``, ``"text"``,
 ``["a", "b"]``) and as a plain string otherwise.
 
-Paths: a relative ``stt.model_dir``, ``tts.voice_dir``, ``twin.memory.path``
-or ``twin.prompt.file``, from the file or from an override, is relative to the
+A secret's override (``server.access_token``) is taken as written, or as the
+TOML string it quotes, never as a number: ``TWIN_APP__SERVER__ACCESS_TOKEN=0123``
+is the token "0123".
+
+Paths: a relative ``stt.model_dir``, ``tts.voice_dir``,
+``server.tls_cert_file``, ``server.tls_key_file``, ``twin.memory.path`` or
+``twin.prompt.file``, from the file or from an override, is relative to the
 directory of the config file, and ``~`` is expanded (``_resolve_paths``). An
-empty model or voice directory means the bundled one.
+empty model or voice directory, or an empty TLS file, means none (the bundled
+model; plain HTTP).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +39,9 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pipecat_app.twin.config import ConfigSection, TwinConfig
 
 ENV_PREFIX = "TWIN_APP__"
+
+#: Keys whose environment override is a string as written (secrets are never numbers).
+VERBATIM_KEYS = frozenset({("server", "access_token")})
 
 # The embedded default configuration (offline models, a local llama-server):
 # inside the installed wheel, else in the source tree (editable install).
@@ -56,6 +66,10 @@ def _package_dir(package: str, *parts: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"the Python package {package!r} that holds the default model is missing")
     return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+#: Who may read /metrics (``server.metrics_access``).
+MetricsAccess = Literal["local", "open", "token"]
 
 
 class ServerConfig(ConfigSection):
@@ -97,6 +111,54 @@ class ServerConfig(ConfigSection):
         description="Largest HTTP request body and /ws/chat message, in bytes; larger "
         "ones get 413 (HTTP) or close code 1009 (websocket).",
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) to serve HTTPS with; set it and tls_key_file, "
+        "or neither (plain HTTP). Browsers give a page the microphone only over HTTPS or "
+        "on localhost.",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of tls_cert_file (readable by the app only)."
+    )
+    access_token: SecretStr = Field(
+        SecretStr(""),
+        description="Token every client must show (Authorization: Bearer, or the cookie "
+        "the browser pages set once), except on /health; empty = anyone who can reach "
+        "host:port may talk to the assistant and use its tools.",
+    )
+    metrics_access: MetricsAccess = Field(
+        "local",
+        description="Who may read /metrics: 'local' = clients on this machine's loopback "
+        "only (others get 403), 'open' = anyone, 'token' = clients with access_token "
+        "(Prometheus: authorization { credentials = ... }).",
+    )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks HTTPS."""
+        return self.tls_cert_file is not None
+
+    @model_validator(mode="after")
+    def _check_access(self) -> ServerConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: set both for HTTPS, or neither for "
+                "plain HTTP"
+            )
+        token = self.access_token.get_secret_value()
+        if token != token.strip():
+            raise ValueError("access_token starts or ends with white space: remove it")
+        if self.metrics_access == "token" and not token:
+            raise ValueError(
+                "metrics_access 'token' needs an access_token to check: set access_token, "
+                "or metrics_access to 'local' or 'open'"
+            )
+        return self
 
 
 class LogConfig(ConfigSection):
@@ -306,7 +368,10 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[st
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         if any(not part for part in path):
             raise ConfigError(f"environment variable {name}: empty key part (use single __)")
-        overrides[path] = (name, _parse_env_value(raw))
+        value = _parse_env_value(raw)
+        if path in VERBATIM_KEYS and not isinstance(value, str):
+            value = raw
+        overrides[path] = (name, value)
     return overrides
 
 
@@ -322,7 +387,12 @@ def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any, source: str)
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make the app's relative paths relative to the config file's directory."""
-    for section, key in (("stt", "model_dir"), ("tts", "voice_dir")):
+    for section, key in (
+        ("stt", "model_dir"),
+        ("tts", "voice_dir"),
+        ("server", "tls_cert_file"),
+        ("server", "tls_key_file"),
+    ):
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value:
             data[section][key] = str(base / Path(value).expanduser())
@@ -382,7 +452,8 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> A
 
 
 def _check_files(config: AppConfig, path: Path) -> None:
-    """Fail at start, not mid-call, when a local model is missing (no download is tried)."""
+    """Fail at start, not mid-call, when a local model or the TLS files cannot be used."""
+    _check_tls(config.server, path)
     if isinstance(config.stt, WhisperSTTConfig):
         model_dir = config.stt.resolved_model_dir()
         if not (model_dir / "model.bin").is_file():
@@ -397,3 +468,30 @@ def _check_files(config: AppConfig, path: Path) -> None:
                 f"invalid configuration in {path}:\n  tts.voice: {voice} or its .onnx.json is "
                 "missing (set tts.voice_dir and tts.voice to a Piper voice you have)"
             )
+
+
+def _check_tls(server: ServerConfig, path: Path) -> None:
+    """The certificate and key can be read and belong together (else uvicorn fails later)."""
+    if server.tls_cert_file is None or server.tls_key_file is None:
+        return
+    for key, file in (
+        ("tls_cert_file", server.tls_cert_file),
+        ("tls_key_file", server.tls_key_file),
+    ):
+        try:
+            file.open("rb").close()
+        except OSError as exc:
+            raise ConfigError(
+                f"invalid configuration in {path}:\n  server.{key}: {file} cannot be read "
+                f"({exc.strerror}): point it at a PEM file this user may read"
+            ) from exc
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            server.tls_cert_file, server.tls_key_file
+        )
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"invalid configuration in {path}:\n  server.tls_cert_file, server.tls_key_file: "
+            f"{server.tls_cert_file} and {server.tls_key_file} are not a PEM certificate "
+            f"and its key ({exc})"
+        ) from exc

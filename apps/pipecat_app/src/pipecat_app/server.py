@@ -9,6 +9,15 @@ Routes:
   (no expert known, discovery or the prompt watch failing), and the session
   counts and caps.
 - ``/metrics``: Prometheus text format from ``pipecat_app.metrics.REGISTRY``.
+- ``/login``: the page where a browser gives the access token once.
+
+Who may talk to it (``endpoints/access.py``): with ``server.access_token``
+set, every path but ``/health`` and ``/login`` needs the token (a bearer
+header, or the cookie the browser gets for it); ``/metrics`` follows
+``server.metrics_access``. Without a token, a warning at start says that
+anyone who can reach the address may talk to the assistant. With
+``server.tls_cert_file`` and ``tls_key_file`` it serves HTTPS, which browsers
+on other machines need before they give a page the microphone.
 
 Limits: voice and text sessions have caps of their own (``endpoints/sessions.py``);
 request bodies over ``server.max_body_bytes`` get 413 (FastAPI's body limit);
@@ -36,7 +45,8 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from pipecat_app.config import AppConfig
+from pipecat_app.config import AppConfig, ServerConfig
+from pipecat_app.endpoints.access import AccessGuard, AccessToken, login_router
 from pipecat_app.endpoints.sessions import Kind, Refused
 from pipecat_app.endpoints.text import TextSessions
 from pipecat_app.endpoints.voice import WebRTCSessions
@@ -69,6 +79,29 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+def _address(server: ServerConfig) -> str:
+    scheme = "https" if server.tls else "http"
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    return f"{scheme}://{host}:{server.port}/"
+
+
+def _log_access(server: ServerConfig, token: AccessToken) -> None:
+    """Say at start who may talk to the assistant, and what to set to change it."""
+    where = f"{server.host}:{server.port}"
+    if not token.required:
+        logger.bind(event="access_open").warning(
+            f"no access token (server.access_token): anyone who can reach {where} can talk "
+            "to the assistant and use its tools. That is fine for a demo on this machine "
+            "(127.0.0.1); set server.access_token (TWIN_APP__SERVER__ACCESS_TOKEN) before "
+            "others can reach it"
+        )
+    elif not server.tls:
+        logger.bind(event="access_token_in_clear").warning(
+            f"the access token crosses the network in clear: {where} serves plain HTTP; set "
+            "server.tls_cert_file and server.tls_key_file to serve HTTPS"
+        )
+
+
 def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) -> FastAPI:
     """The FastAPI app for ``config``; sessions are created per client.
 
@@ -82,6 +115,7 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
         cluster, twin_factory = shared_twins(config.twin)
 
     webrtc = WebRTCSessions(config, twin_factory=twin_factory)
+    token = AccessToken(config.server.access_token.get_secret_value())
     text = TextSessions(config, twin_factory=twin_factory)
 
     @asynccontextmanager
@@ -89,9 +123,8 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
         if cluster is not None:
             await cluster.start()
         expiry = asyncio.create_task(text.sessions.expire_forever(), name="text-idle-expiry")
-        logger.bind(event="started").info(
-            f"twin-app listening on http://{config.server.host}:{config.server.port}/"
-        )
+        logger.bind(event="started").info(f"twin-app listening on {_address(config.server)}")
+        _log_access(config.server, token)
         yield
         logger.bind(event="stopping").info("stopping: ending every session")
         expiry.cancel()
@@ -104,6 +137,7 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
     app = FastAPI(title="twin-app", lifespan=lifespan, max_body_size=config.server.max_body_bytes)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_middleware(AccessGuard, token=token, metrics_access=config.server.metrics_access)
 
     @app.get("/health")
     async def health() -> dict[str, object]:
@@ -125,6 +159,7 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(login_router(token))
     app.include_router(text.router())
     app.include_router(webrtc.router())
     webrtc.mount_client(app)
@@ -152,6 +187,8 @@ def serve(config: AppConfig) -> None:
             timeout_graceful_shutdown=10,
             # /ws/chat's messages have the request bodies' cap (close code 1009).
             ws_max_size=config.server.max_body_bytes,
+            ssl_certfile=config.server.tls_cert_file,
+            ssl_keyfile=config.server.tls_key_file,
         )
     )
     server.run()

@@ -19,6 +19,33 @@
 
 const NO_TRACK = { subscribed: true, state: "off", off: { byUser: true } };
 
+/**
+ * Why the browser will not give this page the microphone, or null when it may.
+ * Browsers hand out the microphone only in a secure context: HTTPS, or
+ * localhost. Over plain HTTP from another machine `navigator.mediaDevices`
+ * does not even exist, and getUserMedia would fail without a word.
+ */
+export function microphoneRefusal() {
+  if (window.isSecureContext && navigator.mediaDevices?.getUserMedia) return null;
+  return (
+    `The browser refuses this page the microphone: ${location.origin} is not a secure ` +
+    "context (plain HTTP from another machine). Open the assistant over HTTPS " +
+    "(https://…, see its README), or on its own machine as http://localhost."
+  );
+}
+
+/** Show `text` at the top of the page, for pages that have no place for it. */
+function showBanner(text) {
+  const banner = document.createElement("div");
+  banner.id = "microphone-refused";
+  banner.setAttribute("role", "alert");
+  banner.textContent = text;
+  banner.style.cssText =
+    "position:fixed;top:0;left:0;right:0;z-index:2147483647;padding:0.8rem 1rem;" +
+    "background:#b00020;color:#fff;font:1rem system-ui,sans-serif";
+  document.body.prepend(banner);
+}
+
 /** Daily's `camera-error` payload for a failed getUserMedia. */
 function deviceError(kind, error) {
   const media = kind === "audio" ? "audio" : "video";
@@ -116,6 +143,8 @@ export class LocalMediaCall {
   }
 
   async enumerateDevices() {
+    // No devices at all where the page may not have them (microphoneRefusal).
+    if (!navigator.mediaDevices) return { devices: [] };
     return { devices: await navigator.mediaDevices.enumerateDevices() };
   }
 
@@ -136,6 +165,13 @@ export class LocalMediaCall {
   async _acquire(kind) {
     const wanted = this._wanted[kind];
     const session = this._session;
+    const refusal = microphoneRefusal();
+    if (refusal) {
+      this._emit("camera-error", {
+        error: { type: "permissions", msg: refusal, blockedMedia: [kind], blockedBy: "browser" },
+      });
+      return;
+    }
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({
@@ -170,7 +206,7 @@ export class LocalMediaCall {
   }
 
   _watchDevices() {
-    if (this._watching) return;
+    if (this._watching || !navigator.mediaDevices) return;
     this._watching = true;
     navigator.mediaDevices.addEventListener("devicechange", async () => {
       const { devices } = await this.enumerateDevices();
@@ -336,5 +372,11 @@ export function installLocalMedia(client) {
   };
   // DailyMediaManager asks for an existing instance first, so there must be one.
   Daily.createCallObject();
+  const refusal = microphoneRefusal();
+  if (refusal) {
+    if (document.body) showBanner(refusal);
+    else document.addEventListener("DOMContentLoaded", () => showBanner(refusal));
+    console.warn(`[local media] ${refusal}`);
+  }
   console.info("[local media] the prebuilt client uses local devices; nothing is loaded from the internet");
 }
