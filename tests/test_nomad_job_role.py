@@ -207,3 +207,119 @@ def test_missing_required_input_is_named_and_nothing_is_touched(
     assert f"missing required arguments: {missing}" in out, out
     assert [p.name for p in rendered.iterdir()] == ["expert-old.nomad.hcl"]
     assert api.requests == []
+
+
+# Entry point consul_token: a job's least-privilege Consul token, handed to
+# the job through its Nomad Variable, against hand-written Consul and Nomad
+# API answers (tests/api_fixtures/consul/*_job_hello.yaml and
+# nomad_jobs/var_hello_*.yaml), each behind HTTPS with the test's CA.
+
+CONSUL_BOOTSTRAP = "e1a2b3c4-d5e6-4f70-8192-a3b4c5d6e7f8"
+HELLO_ACCESSOR = "d8af5b0c-5597-5407-a7be-a204c96e607a"  # uuid5 of "llm/hello"
+HELLO_SECRET = "c4a1f7e2-9b3d-4e85-a6c0-2d8f1e5b7a94"  # what Consul answers
+# A prompt-evolve-like job: reads the experts, writes the prompt key.
+HELLO_RULES = """service "llm-expert" {
+  policy = "read"
+}
+key "twin/prompts/system" {
+  policy = "write"
+}
+"""
+CONSUL_FIXTURES = [
+    "acl_policy_read_job_hello",
+    "acl_policy_create_job_hello",
+    "acl_token_read_job_hello",
+    "acl_token_create_job_hello",
+]
+
+
+def consul_token_vars(nomad_url: str, consul_url: str, ca: Path) -> dict[str, Any]:
+    return {
+        "nomad_job_id": "hello",
+        "nomad_job_namespace": "llm",
+        "nomad_job_addr": nomad_url,
+        "nomad_job_token": TOKEN,
+        "nomad_job_ca_path": str(ca),
+        "nomad_job_consul_addr": consul_url,
+        "nomad_job_consul_ca_path": str(ca),
+        "nomad_job_consul_management_token": CONSUL_BOOTSTRAP,
+        "nomad_job_consul_rules": HELLO_RULES,
+        "nomad_job_variable_items": {"greeting": "hello"},
+    }
+
+
+def test_consul_token_makes_policy_token_and_variable_once_then_changes_nothing(
+    tmp_path: Path, certs: CertFiles
+):
+    with (
+        FixtureAPI("nomad_jobs", ["var_hello_read", "var_hello_write"]) as nomad,
+        FixtureAPI("consul", CONSUL_FIXTURES) as consul,
+        tls_front(nomad.url, certs) as nomad_url,
+        tls_front(consul.url, certs) as consul_url,
+    ):
+        role_vars = consul_token_vars(nomad_url, consul_url, certs.ca)
+        first = run_role(tmp_path, "consul_token", role_vars)
+        second = run_role(tmp_path, "consul_token", role_vars)
+    assert first.returncode == 0, first.output
+    assert second.returncode == 0, second.output
+    assert nomad.unmatched == []
+    assert consul.unmatched == []
+    # First run: the policy with the caller's rules, a token for it, the variable.
+    [policy] = consul.requests_to("PUT", "/v1/acl/policy")
+    assert policy.json()["Name"] == "nomad-job-llm-hello"
+    assert policy.json()["Rules"] == HELLO_RULES
+    [token] = consul.requests_to("PUT", "/v1/acl/token")
+    assert token.json()["AccessorID"] == HELLO_ACCESSOR
+    assert token.json()["Policies"] == [{"Name": "nomad-job-llm-hello"}]
+    [put] = nomad.requests_to("PUT", "/v1/var/nomad/jobs/hello")
+    assert put.query == {"namespace": ["llm"], "cas": ["0"]}
+    assert put.json() == {
+        "Namespace": "llm",
+        "Path": "nomad/jobs/hello",
+        "Items": {"consul_token": HELLO_SECRET, "greeting": "hello"},
+    }
+    assert {r.header("X-Consul-Token") for r in consul.requests} == {CONSUL_BOOTSTRAP}
+    assert {r.header("X-Nomad-Token") for r in nomad.requests} == {TOKEN}
+    assert first.changed == 3
+    # Second run: Consul and Nomad already hold the same; nothing is written.
+    assert second.changed == 0, second.output
+    assert len(nomad.requests_to("GET", "/v1/var/nomad/jobs/hello")) == 2
+    for secret in (HELLO_SECRET, CONSUL_BOOTSTRAP, TOKEN):
+        assert secret not in first.output + second.output
+
+
+def test_variable_with_other_items_is_updated_with_the_index_it_was_read_at(
+    tmp_path: Path, certs: CertFiles
+):
+    with (
+        FixtureAPI("nomad_jobs", ["var_hello_read", "var_hello_write"]) as nomad,
+        tls_front(nomad.url, certs) as nomad_url,
+    ):
+        nomad.routes[("GET", "/v1/var/nomad/jobs/hello")].served = 1  # the variable exists
+        role_vars = {
+            "nomad_job_id": "hello",
+            "nomad_job_namespace": "llm",
+            "nomad_job_addr": nomad_url,
+            "nomad_job_token": TOKEN,
+            "nomad_job_ca_path": str(certs.ca),
+            "nomad_job_variable_items": {"greeting": "hi", "count": 3},
+        }
+        result = run_role(tmp_path, "variable", role_vars)
+    assert result.returncode == 0, result.output
+    [put] = nomad.requests_to("PUT", "/v1/var/nomad/jobs/hello")
+    assert put.query == {"namespace": ["llm"], "cas": ["118"]}
+    assert put.json()["Items"] == {"greeting": "hi", "count": "3"}  # Nomad keeps strings
+    assert result.changed == 1
+
+
+def test_variable_is_left_alone_when_nothing_is_submitted(tmp_path: Path, certs: CertFiles):
+    with FixtureAPI("nomad_jobs", []) as nomad:
+        role_vars = {
+            "nomad_job_id": "hello",
+            "nomad_job_addr": nomad.url,
+            "nomad_job_submit": False,
+            "nomad_job_variable_items": {"greeting": "hi"},
+        }
+        result = run_role(tmp_path, "variable", role_vars)
+    assert result.returncode == 0, result.output
+    assert nomad.requests == []
