@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cryptography import x509
 from helpers.ansible import PlayResult, inventory, run_playbook
 from helpers.fixture_api import FixtureAPI
-from helpers.jobs import Block, Job, evaluate, parse_job, render_job
+from helpers.jobs import Block, Job, evaluate, parse_hcl, parse_job, render_job
 from helpers.jobs import role_vars as helpers_role_vars
 from helpers.llama_server import tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
@@ -44,6 +45,11 @@ SOURCE_HASH = "0123456789abcdef" * 4
 RELEASE = f"{APP_VERSION}-{SOURCE_HASH[:12]}"
 
 _CT_ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_CT_WITH_VAR = re.compile(
+    r'\{\{\s*with nomadVar \(env "([^"]+)"\)\s*\}\}(.*?)\{\{\s*end\s*\}\}', re.DOTALL
+)
+# The ids files.yml finds for the task's user on every host.
+OWNER = {"uid": 990, "gid": 991}
 
 
 def role_vars(hostvars: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -52,7 +58,8 @@ def role_vars(hostvars: dict[str, Any] | None = None, **overrides: Any) -> dict[
     ``_pipecat_app_version`` (a file lookup in vars/main.yml) and the source
     hash (computed by wheelhouse.yml) are given, as after the wheelhouse step.
     """
-    hostvars = hostvars if hostvars is not None else {"node1": {}, "node2": {}}
+    if hostvars is None:
+        hostvars = {"node1": {"_pipecat_app_ids": OWNER}, "node2": {"_pipecat_app_ids": OWNER}}
     defaults: dict[str, Any] = {
         "playbook_dir": "/srv/playbooks",
         "inventory_dir": "/srv/inventory",
@@ -82,14 +89,35 @@ def templates_of(job: Job) -> dict[str, Block]:
     return {str(t["destination"]): t for t in task_of(job).blocks("template")}
 
 
-def render_consul_template(data: str, env: dict[str, str], kv: dict[str, str]) -> str:
-    """Render the two consul-template actions the job's templates use, as Nomad would.
+def render_consul_template(
+    data: str,
+    env: dict[str, str],
+    kv: dict[str, str],
+    variables: dict[str, dict[str, str]] | None = None,
+) -> str:
+    """Render the consul-template actions the job's templates use, as Nomad would.
 
     ``{{ env "NAME" }}`` is the task's environment; ``{{ keyOrDefault (env
     "NAME") "default" }}`` is the Consul KV value at the key that variable
-    names. Any other action fails the test: the job's templates are kept to
-    these two so they can be rendered here without consul-template.
+    names; ``{{ with nomadVar (env "NAME") }}...{{ .item }}...{{ end }}`` reads
+    the items of the Nomad Variable at the path that variable names
+    (``variables``: path -> items; a missing variable or item fails, where
+    Nomad would wait for it or write "<no value>"). Any other action fails the
+    test: the job's templates are kept to these so they can be rendered here
+    without consul-template.
     """
+
+    def with_variable(match: re.Match[str]) -> str:
+        items = (variables or {})[env[match.group(1)]]
+
+        def item(found: re.Match[str]) -> str:
+            if name := re.fullmatch(r"\.(\w+)", found.group(1)):
+                return items[name.group(1)]
+            raise AssertionError(
+                f"action inside nomadVar this test cannot render: {found.group(0)}"
+            )
+
+        return _CT_ACTION.sub(item, match.group(2))
 
     def action(match: re.Match[str]) -> str:
         expr = match.group(1)
@@ -99,25 +127,68 @@ def render_consul_template(data: str, env: dict[str, str], kv: dict[str, str]) -
             return kv.get(env[found.group(1)], found.group(2))
         raise AssertionError(f"consul-template action this test cannot render: {match.group(0)}")
 
-    return _CT_ACTION.sub(action, data)
+    return _CT_ACTION.sub(action, _CT_WITH_VAR.sub(with_variable, data))
 
 
-def task_env(job: Job, runtime: dict[str, str]) -> dict[str, str]:
-    """The task's environment as consul-template sees it: Nomad's values and the env block."""
-    return {**runtime, **{k: str(v) for k, v in task_of(job).block("env").body.items()}}
+def task_env(
+    job: Job, runtime: dict[str, str], variables: dict[str, dict[str, str]] | None = None
+) -> dict[str, str]:
+    """The task's environment: Nomad's values, the env block, then its ``env = true`` templates.
+
+    An env template is rendered with ``variables`` (Nomad Variables by path)
+    and read as Nomad reads it, one ``NAME=value`` per line.
+    """
+    env = {**runtime, **{k: str(v) for k, v in task_of(job).block("env").body.items()}}
+    for block in task_of(job).blocks("template"):
+        if block.get("env", False):
+            text = render_consul_template(str(block["data"]), env, {}, variables)
+            env.update(line.split("=", 1) for line in text.splitlines() if line.strip())
+    return env
 
 
 def write_task_files(
-    job: Job, task_dir: Path, env: dict[str, str], kv: dict[str, str] | None = None
+    job: Job,
+    task_dir: Path,
+    env: dict[str, str],
+    kv: dict[str, str] | None = None,
+    variables: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """Write every template block's destination into ``task_dir`` (Nomad's task directory)."""
+    """Write every file template's destination as Nomad would, with its ``perms``.
+
+    ``local/`` goes to ``task_dir`` (Nomad's task directory), ``secrets/`` to
+    ``env["NOMAD_SECRETS_DIR"]``; ``env = true`` templates are what
+    :func:`task_env` reads.
+    """
     for destination, block in templates_of(job).items():
-        assert destination.startswith("local/"), destination
-        path = task_dir / destination.removeprefix("local/")
-        path.write_text(render_consul_template(str(block["data"]), env, kv or {}))
+        if block.get("env", False):
+            continue
+        folder, _, name = destination.partition("/")
+        assert folder in {"local", "secrets"}, destination
+        path = (task_dir if folder == "local" else Path(env["NOMAD_SECRETS_DIR"])) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_consul_template(str(block["data"]), env, kv or {}, variables))
+        path.chmod(int(str(block.get("perms", "0644")), 8))
 
 
-NOMAD_ENV = {"NOMAD_IP_http": "127.0.0.1", "NOMAD_PORT_http": "7860"}
+def nomad_env(tmp_path: Path) -> dict[str, str]:
+    """Nomad's runtime values the templates read, with a secrets directory under ``tmp_path``."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(exist_ok=True)
+    return {
+        "NOMAD_IP_http": "127.0.0.1",
+        "NOMAD_PORT_http": "7860",
+        "NOMAD_SECRETS_DIR": str(secrets),
+    }
+
+
+def plain(**overrides: Any) -> dict[str, Any]:
+    """Settings of a job without TLS, access token or Consul token (the demo's)."""
+    return {
+        "twin_tls": False,
+        "pipecat_app_access_token_enable": False,
+        "pipecat_app_consul_acl": False,
+        **overrides,
+    }
 
 
 def test_rendered_job_is_pipecat_app_in_namespace_apps_with_rolling_updates():
@@ -203,28 +274,31 @@ def test_raw_exec_has_no_volume_mount_and_uses_the_volume_host_path(tmp_path):
     volumes = [
         {"name": "assistant-memory", "path": "/srv/nomad/assistant-memory", "owner": "nomad"}
     ]
-    _, job = render(pipecat_app_driver="raw_exec", nomad_host_volumes=volumes)
+    _, job = render(**plain(pipecat_app_driver="raw_exec", nomad_host_volumes=volumes))
     task = task_of(job)
     assert task["driver"] == "raw_exec"
     assert task["user"] == "nomad"  # the volume's owner, so it can write the memory
     assert task.blocks("volume_mount") == []
-    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV))
+    write_task_files(job, tmp_path, task_env(job, nomad_env(tmp_path)))
     config = tomllib.loads((tmp_path / "twin-app.toml").read_text())
     assert config["twin"]["memory"]["path"] == "/srv/nomad/assistant-memory/memory.sqlite3"
 
 
 def test_config_template_writes_a_config_the_app_accepts(tmp_path):
-    _, job = render()
+    _, job = render(**plain())
     templates = templates_of(job)
     assert set(templates) == {"local/twin-app.toml", "local/system_prompt.md"}
     assert templates["local/twin-app.toml"]["change_mode"] == "restart"
-    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV))
+    write_task_files(job, tmp_path, task_env(job, nomad_env(tmp_path)))
     config = load_config(tmp_path / "twin-app.toml", environ={})
     assert (config.server.host, config.server.port) == ("127.0.0.1", 7860)
     assert config.log.json_lines is True
     assert config.twin.discovery.mode == "consul"
     assert config.twin.discovery.service == "llm-expert"
+    # twin_tls false: Consul and Nomad are asked over plain HTTP, with no CA.
     assert config.twin.discovery.consul_addr == "http://127.0.0.1:8500"
+    assert config.twin.discovery.nomad_addr == "http://127.0.0.1:4646"
+    assert config.server.tls_cert_file is None
     assert config.twin.prompt.consul_key == "twin/prompts/system"
     assert str(config.twin.memory.path) == "/var/lib/twin/memory/memory.sqlite3"
     assert config.stt.provider == "whisper"
@@ -247,13 +321,15 @@ def test_static_experts_routing_rules_and_speech_services_reach_the_app_config(t
     stt = {"provider": "openai", "base_url": "http://stt.service.consul:8000/v1", "model": "t"}
     tts = {"provider": "openai", "base_url": "http://tts.service.consul:8000/v1", "voice": "v"}
     _, job = render(
-        pipecat_app_discovery_mode="static",
-        pipecat_app_static_experts=experts,
-        pipecat_app_routing=routing,
-        pipecat_app_stt=stt,
-        pipecat_app_tts=tts,
+        **plain(
+            pipecat_app_discovery_mode="static",
+            pipecat_app_static_experts=experts,
+            pipecat_app_routing=routing,
+            pipecat_app_stt=stt,
+            pipecat_app_tts=tts,
+        )
     )
-    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV))
+    write_task_files(job, tmp_path, task_env(job, nomad_env(tmp_path)))
     config = load_config(tmp_path / "twin-app.toml", environ={})
     assert config.twin.discovery.mode == "static"
     assert [(e.name, e.domain, e.base_url) for e in config.twin.experts] == [
@@ -272,17 +348,20 @@ def test_static_experts_routing_rules_and_speech_services_reach_the_app_config(t
 
 def test_prompt_template_follows_the_kv_key_and_falls_back_to_the_role_default(tmp_path):
     prompt = 'You are a patient tutor.\nSpeak slowly, with "quotes" and a backslash \\ kept.'
-    _, job = render(pipecat_app_system_prompt=prompt, pipecat_app_prompt_key="lab/prompt")
+    _, job = render(**plain(pipecat_app_system_prompt=prompt, pipecat_app_prompt_key="lab/prompt"))
     assert task_of(job).block("env")["TWIN_PROMPT_KEY"] == "lab/prompt"
     assert templates_of(job)["local/system_prompt.md"]["change_mode"] == "restart"
 
-    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV), kv={})
+    write_task_files(job, tmp_path, task_env(job, nomad_env(tmp_path)), kv={})
     config = load_config(tmp_path / "twin-app.toml", environ={})
     assert config.twin.prompt.consul_key == "lab/prompt"
     assert load_default(config.twin.prompt) == prompt
 
     write_task_files(
-        job, tmp_path, task_env(job, NOMAD_ENV), kv={"lab/prompt": "Evolved prompt from Consul."}
+        job,
+        tmp_path,
+        task_env(job, nomad_env(tmp_path)),
+        kv={"lab/prompt": "Evolved prompt from Consul."},
     )
     assert load_default(config.twin.prompt) == "Evolved prompt from Consul."
 
@@ -298,6 +377,161 @@ def test_extra_env_reaches_the_task_environment():
     assert env["TWIN_APP__LOG__LEVEL"] == "DEBUG"
     assert env["NUMBER"] == "3"
     assert env["HOME"] == "${NOMAD_TASK_DIR}"
+
+
+# Who may talk to it: the access token, HTTPS and the Consul token reach the
+# task through the job's Nomad Variable, never the job specification.
+
+ACCESS_TOKEN = "Qm9sZC1hY2Nlc3MtdG9rZW4tZm9yLXRoZS10ZXN0cw"
+CONSUL_TOKEN = "5d0e8a71-3c2b-4f96-8a17-e9b4c6d2f035"
+VARIABLE = "nomad/jobs/pipecat-app"
+
+
+def secrets_variable(tmp_path: Path) -> dict[str, dict[str, str]]:
+    """The job's Nomad Variable as the role writes it, with a real certificate, key and CA."""
+    folder = tmp_path / "issued"
+    folder.mkdir(exist_ok=True)
+    certs = make_ca(folder)
+    items = {
+        "access_token": ACCESS_TOKEN,
+        "consul_token": CONSUL_TOKEN,
+        "tls_cert": certs.cert.read_text(),
+        "tls_key": certs.key.read_text(),
+        "ca_cert": certs.ca.read_text(),
+    }
+    return {VARIABLE: items}
+
+
+def test_secrets_reach_the_task_from_the_jobs_nomad_variable_not_the_job_spec(tmp_path):
+    text, job = render()
+    task = task_of(job)
+    assert task.block("env")["TWIN_SECRETS_VARIABLE"] == VARIABLE
+    # Tokens as environment variables, from an env template in secrets/.
+    [env_template] = [t for t in task.blocks("template") if t.get("env", False)]
+    assert env_template["destination"] == "secrets/twin-app.env"
+    variables = secrets_variable(tmp_path)
+    env = task_env(job, nomad_env(tmp_path), variables)
+    assert env["TWIN_APP__SERVER__ACCESS_TOKEN"] == ACCESS_TOKEN
+    assert env["CONSUL_HTTP_TOKEN"] == CONSUL_TOKEN
+    # Certificate, key and CA as files in secrets/, for the task's user only.
+    files = {str(t["destination"]): t for t in task.blocks("template") if not t.get("env", False)}
+    for name in ("secrets/tls.pem", "secrets/tls.key", "secrets/ca.pem"):
+        assert (files[name]["perms"], files[name]["uid"], files[name]["gid"]) == ("0600", 990, 991)
+    write_task_files(job, tmp_path, env, variables=variables)
+    secrets = Path(env["NOMAD_SECRETS_DIR"])
+    items = variables[VARIABLE]
+    for name, item in (("tls.pem", "tls_cert"), ("tls.key", "tls_key"), ("ca.pem", "ca_cert")):
+        assert (secrets / name).read_text().strip() == items[item].strip()
+        assert (secrets / name).stat().st_mode & 0o777 == 0o600
+    # The app's config points at them, and the loader takes the token from the env.
+    config = load_config(tmp_path / "twin-app.toml", environ=env)
+    assert config.server.tls_cert_file == secrets / "tls.pem"
+    assert config.server.tls_key_file == secrets / "tls.key"
+    assert config.server.access_token.get_secret_value() == ACCESS_TOKEN
+    assert config.server.metrics_access == "local"
+    assert config.twin.discovery.ca_file == str(secrets / "ca.pem")
+    assert config.twin.discovery.consul_addr == "https://127.0.0.1:8501"
+    assert config.twin.discovery.nomad_addr == "https://127.0.0.1:4646"
+    assert config.twin.discovery.resolved_consul_token() == ""  # only the env's, below
+    # The Consul health check asks over HTTPS.
+    check = job.group("assistant").block("service").block("check")
+    assert (check["protocol"], check["tls_skip_verify"]) == ("https", True)
+    # Nothing secret in the job specification.
+    for secret in (ACCESS_TOKEN, CONSUL_TOKEN, "PRIVATE KEY"):
+        assert secret not in text
+
+
+def test_access_token_and_consul_token_off_leave_no_env_template(tmp_path):
+    _, job = render(pipecat_app_access_token_enable=False, pipecat_app_consul_acl=False)
+    task = task_of(job)
+    assert [t for t in task.blocks("template") if t.get("env", False)] == []
+    env = task_env(job, nomad_env(tmp_path))
+    assert "TWIN_APP__SERVER__ACCESS_TOKEN" not in env
+    assert "CONSUL_HTTP_TOKEN" not in env
+
+
+def test_twin_tls_off_serves_plain_http_without_certificate_or_ca(tmp_path):
+    _, job = render(twin_tls=False)
+    destinations = set(templates_of(job))
+    assert destinations == {"local/twin-app.toml", "local/system_prompt.md", "secrets/twin-app.env"}
+    check = job.group("assistant").block("service").block("check")
+    assert "protocol" not in check.body
+    variables = {VARIABLE: {"access_token": ACCESS_TOKEN, "consul_token": CONSUL_TOKEN}}
+    env = task_env(job, nomad_env(tmp_path), variables)
+    write_task_files(job, tmp_path, env, variables=variables)
+    config = load_config(tmp_path / "twin-app.toml", environ=env)
+    assert config.server.tls_cert_file is None
+    assert config.twin.discovery.ca_file == ""
+    assert config.twin.discovery.consul_addr == "http://127.0.0.1:8500"
+    assert config.server.access_token.get_secret_value() == ACCESS_TOKEN
+
+
+def test_own_certificate_without_cluster_tls_ships_no_ca(tmp_path):
+    _, job = render(
+        consul_tls_enable=False,
+        nomad_tls_enable=False,
+        pipecat_app_tls_cert_file="/srv/tls/assistant.pem",
+        pipecat_app_tls_key_file="/srv/tls/assistant.key",
+    )
+    assert set(templates_of(job)) >= {"secrets/tls.pem", "secrets/tls.key"}
+    assert "secrets/ca.pem" not in templates_of(job)
+    assert (
+        evaluate("{{ _pipecat_app_tls_issue }}", role_vars(pipecat_app_tls_cert_file="/x")) is False
+    )
+
+
+def test_metrics_access_reaches_the_app_config(tmp_path):
+    _, job = render(**plain(pipecat_app_metrics_access="open"))
+    write_task_files(job, tmp_path, task_env(job, nomad_env(tmp_path)))
+    assert load_config(tmp_path / "twin-app.toml", environ={}).server.metrics_access == "open"
+
+
+def test_certificate_names_every_host_of_the_group_by_name_and_address():
+    hostvars = {
+        "node1": {
+            "ansible_host": "192.168.1.11",
+            "ansible_facts": {
+                "fqdn": "node1.home.arpa",
+                "hostname": "mini-pc-1",
+                "default_ipv4": {"address": "192.168.1.11"},
+            },
+        },
+        "10.0.0.7": {},  # an inventory name that is an address
+        "node3": {"ansible_host": "fd00::3"},
+    }
+    sans = evaluate(
+        "{{ _pipecat_app_tls_sans }}",
+        role_vars(hostvars, pipecat_app_tls_extra_sans=["DNS:assistant.home.arpa"]),
+    )
+    assert sorted(sans) == sorted(
+        [
+            "DNS:localhost",
+            "IP:127.0.0.1",
+            "DNS:twin-assistant.service.consul",
+            "DNS:node1",
+            "IP:192.168.1.11",
+            "DNS:node1.home.arpa",
+            "DNS:mini-pc-1",
+            "IP:10.0.0.7",
+            "DNS:node3",
+            "IP:fd00::3",
+            "DNS:assistant.home.arpa",
+        ]
+    )
+
+
+def test_consul_policy_reads_only_the_expert_and_vision_services_nodes_and_the_prompt_key():
+    rules = parse_hcl(
+        evaluate(
+            "{{ _pipecat_app_consul_rules }}",
+            role_vars(pipecat_app_vision_service="eyes", pipecat_app_prompt_key="lab/prompt"),
+        )
+    )
+    assert rules == {
+        "service": [{"llm-expert": {"policy": "read"}}, {"eyes": {"policy": "read"}}],
+        "node_prefix": [{"": {"policy": "read"}}],
+        "key": [{"lab/prompt": {"policy": "read"}}],
+    }
 
 
 # The role's own checks, through the real ansible-playbook.
@@ -330,6 +564,9 @@ def run_validate(tmp_path: Path, groups: dict[str, list[str]], **role_vars_: Any
 
 
 def test_validate_passes_the_defaults(tmp_path):
+    # The consul role's bootstrap token, next to the inventory (tmp_path).
+    (tmp_path / ".credentials").mkdir()
+    (tmp_path / ".credentials" / "consul-bootstrap.token").write_text("e1a2b3c4\n")
     result = run_validate(tmp_path, {"pipecat_app_hosts": ["node1"]})
     assert result.returncode == 0, result.output
 
@@ -355,6 +592,28 @@ def test_validate_passes_the_defaults(tmp_path):
             {"pipecat_app_stt": {"provider": "openai"}},
             "base_url",
             id="openai-stt-without-url",
+        ),
+        pytest.param(
+            {"pipecat_app_hosts": ["node1"]},
+            {},  # no consul-bootstrap.token next to the inventory
+            "pipecat_app_consul_management_token_file",
+            id="consul-acl-without-management-token",
+        ),
+        pytest.param(
+            {"pipecat_app_hosts": ["node1"]},
+            {"pipecat_app_consul_acl": False, "pipecat_app_tls_cert_file": "/srv/tls/a.pem"},
+            "pipecat_app_tls_key_file",
+            id="own-certificate-without-key",
+        ),
+        pytest.param(
+            {"pipecat_app_hosts": ["node1"]},
+            {
+                "pipecat_app_consul_acl": False,
+                "pipecat_app_metrics_access": "token",
+                "pipecat_app_access_token_enable": False,
+            },
+            "no token to check",
+            id="metrics-behind-a-token-that-is-off",
         ),
         pytest.param(
             {"pipecat_app_hosts": ["node1"]},
@@ -398,61 +657,193 @@ def test_the_readmes_hand_written_input_has_the_roles_fields_and_renders(tmp_pat
     assert sorted(assistant["config"]["twin"]) == sorted(computed["config"]["twin"])
     job = parse_job(render_job(TEMPLATE, {"assistant": assistant}))
     assert job.id == "pipecat-app"
-    write_task_files(job, tmp_path, task_env(job, NOMAD_ENV))
-    config = load_config(tmp_path / "twin-app.toml", environ={})
+    variables = secrets_variable(tmp_path)
+    env = task_env(job, nomad_env(tmp_path), variables)
+    write_task_files(job, tmp_path, env, variables=variables)
+    config = load_config(tmp_path / "twin-app.toml", environ=env)
     assert config.twin.discovery.service == "llm-expert"
+    assert config.server.access_token.get_secret_value() == ACCESS_TOKEN
 
 
-# The submission, through the nomad_job role, to Nomad's API behind HTTPS
-# with a CA of the test's own: it gets through only with the role's CA.
+# The role's job tasks against Consul's and Nomad's APIs (hand-written
+# fixtures) behind HTTPS with a CA of the test's own: the requests get through
+# only with the role's CA paths. The inventory folder is tmp_path, so the
+# role's .credentials (access token, collection CA, issued certificate) land
+# there.
 
 NOMAD_TOKEN = "0b7e4c2d-6a1f-4e8b-9d3c-2f5a6b7c8d9e"
+CONSUL_BOOTSTRAP = "e1a2b3c4-d5e6-4f70-8192-a3b4c5d6e7f8"
+APP_ACCESSOR = "e42e4a7d-05bc-51de-ba68-14382abaf429"  # uuid5 of "apps/pipecat-app"
+NOMAD_FIXTURES = [
+    "pipecat_app_parse",
+    "pipecat_app_plan_added",
+    "jobs_register",
+    "var_pipecat_app_read",
+    "var_pipecat_app_write",
+]
+CONSUL_FIXTURES = [
+    "acl_policy_read_job_pipecat_app",
+    "acl_policy_create_job_pipecat_app",
+    "acl_token_read_job_pipecat_app",
+    "acl_token_create_job_pipecat_app",
+]
+APP_RULES = """service "llm-expert" {
+  policy = "read"
+}
+service "vision" {
+  policy = "read"
+}
+node_prefix "" {
+  policy = "read"
+}
+key "twin/prompts/system" {
+  policy = "read"
+}
+"""
 
 
-def test_job_is_submitted_over_https_trusting_pipecat_app_nomad_ca_path(tmp_path):
-    certs_dir = tmp_path / "tls"
+def run_job_tasks(tmp_path: Path, nomad_url: str, consul_url: str, ca: Path) -> PlayResult:
+    """Run the role's job.yml on localhost for one assistant host, node1 at 192.168.1.11."""
+    credentials = tmp_path / ".credentials"
+    credentials.mkdir(exist_ok=True)
+    (credentials / "consul-bootstrap.token").write_text(CONSUL_BOOTSTRAP + "\n")
+    play = [
+        {
+            "name": "Render and submit the pipecat-app job.",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "vars": {
+                "pipecat_app_jobs_dir": str(tmp_path / "rendered"),
+                "pipecat_app_nomad_host": "localhost",
+                "pipecat_app_nomad_addr": nomad_url,
+                "pipecat_app_nomad_token": NOMAD_TOKEN,
+                "pipecat_app_nomad_ca_path": str(ca),
+                "pipecat_app_consul_api_addr": consul_url,
+                "pipecat_app_consul_ca_path": str(ca),
+                # As after the wheelhouse step.
+                "_pipecat_app_source_hash": SOURCE_HASH,
+            },
+            "tasks": [
+                {
+                    "name": "Run the role's job tasks.",
+                    "ansible.builtin.include_role": {
+                        "name": "twin.cluster.pipecat_app",
+                        "tasks_from": "job.yml",
+                    },
+                }
+            ],
+        }
+    ]
+    node1 = {"ansible_host": "192.168.1.11", "_pipecat_app_ids": OWNER}
+    hosts = inventory({"pipecat_app_hosts": ["node1"]}, hosts={"node1": node1}, local=["localhost"])
+    return run_playbook(play, hosts, workdir=tmp_path)
+
+
+def test_role_gives_the_job_its_token_certificate_and_consul_token_then_submits_it(tmp_path):
+    certs_dir = tmp_path / "api-tls"
     certs_dir.mkdir()
     certs = make_ca(certs_dir)
-    fixtures = ["jobs_parse", "job_plan_added", "jobs_register"]
-    with FixtureAPI("nomad_jobs", fixtures) as api, tls_front(api.url, certs) as url:
-        play = [
-            {
-                "name": "Render and submit the pipecat-app job.",
-                "hosts": "localhost",
-                "gather_facts": False,
-                "vars": {
-                    "pipecat_app_jobs_dir": str(tmp_path / "rendered"),
-                    "pipecat_app_nomad_host": "localhost",
-                    "pipecat_app_nomad_addr": url,
-                    "pipecat_app_nomad_token": NOMAD_TOKEN,
-                    "pipecat_app_nomad_ca_path": str(certs.ca),
-                    # The namespace of the module's parse fixture (job "hello").
-                    "pipecat_app_namespace": "llm",
-                    # As after the wheelhouse step.
-                    "_pipecat_app_source_hash": SOURCE_HASH,
-                },
-                "tasks": [
-                    {
-                        "name": "Run the role's job tasks.",
-                        "ansible.builtin.include_role": {
-                            "name": "twin.cluster.pipecat_app",
-                            "tasks_from": "job.yml",
-                        },
-                    }
-                ],
-            }
-        ]
-        hosts = inventory({"pipecat_app_hosts": ["node1"]}, local=["localhost"])
-        proc = run_playbook(play, hosts, workdir=tmp_path)
+    with (
+        FixtureAPI("nomad_jobs", NOMAD_FIXTURES) as nomad,
+        FixtureAPI("consul", CONSUL_FIXTURES) as consul_api,
+        tls_front(nomad.url, certs) as nomad_url,
+        tls_front(consul_api.url, certs) as consul_url,
+    ):
+        proc = run_job_tasks(tmp_path, nomad_url, consul_url, certs.ca)
     assert proc.returncode == 0, proc.output
-    assert NOMAD_TOKEN not in proc.output
-    assert api.unmatched == []
-    assert {r.header("X-Nomad-Token") for r in api.requests} == {NOMAD_TOKEN}
-    [parse] = api.requests_to("POST", "/v1/jobs/parse")
+    assert nomad.unmatched == []
+    assert consul_api.unmatched == []
+
+    # 16: the access token, generated once into the inventory's .credentials.
+    token_file = tmp_path / ".credentials" / "pipecat-app.token"
+    token = token_file.read_text().strip()
+    assert re.fullmatch(r"[A-Za-z0-9]{43}", token)
+    assert token_file.stat().st_mode & 0o777 == 0o600
+
+    # 18: the app's least-privilege policy and a token linked to it.
+    [policy] = consul_api.requests_to("PUT", "/v1/acl/policy")
+    assert policy.json()["Name"] == "nomad-job-apps-pipecat-app"
+    assert policy.json()["Rules"] == APP_RULES
+    [created] = consul_api.requests_to("PUT", "/v1/acl/token")
+    assert created.json()["AccessorID"] == APP_ACCESSOR
+    assert created.json()["Policies"] == [{"Name": "nomad-job-apps-pipecat-app"}]
+    assert "SecretID" not in created.json()  # Consul chooses it
+    assert {r.header("X-Consul-Token") for r in consul_api.requests} == {CONSUL_BOOTSTRAP}
+
+    # The job's Nomad Variable, written once before the job, with every secret.
+    [put] = nomad.requests_to("PUT", "/v1/var/nomad/jobs/pipecat-app")
+    assert put.query == {"namespace": ["apps"], "cas": ["0"]}
+    items = put.json()["Items"]
+    assert sorted(items) == ["access_token", "ca_cert", "consul_token", "tls_cert", "tls_key"]
+    assert items["access_token"] == token
+    assert items["consul_token"] == CONSUL_TOKEN  # the SecretID Consul answered with
+    ca = tmp_path / ".credentials" / "ca" / "ca.pem"
+    assert items["ca_cert"].strip() == ca.read_text().strip()
+    # 15: the certificate names the host and is signed by the collection CA.
+    cert = x509.load_pem_x509_certificate(items["tls_cert"].encode())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {
+        "localhost",
+        "node1",
+        "twin-assistant.service.consul",
+    }
+    assert {str(a) for a in names.get_values_for_type(x509.IPAddress)} == {
+        "127.0.0.1",
+        "192.168.1.11",
+    }
+    ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
+    cert.verify_directly_issued_by(ca_cert)
+    assert "PRIVATE KEY" in items["tls_key"]
+    paths = [(r.method, r.path) for r in nomad.requests]
+    assert paths.index(("PUT", "/v1/var/nomad/jobs/pipecat-app")) < paths.index(
+        ("POST", "/v1/jobs")
+    )
+
+    # 17: the submission over HTTPS with the role's CA path, and the job itself.
+    assert {r.header("X-Nomad-Token") for r in nomad.requests} == {NOMAD_TOKEN}
+    [parse] = nomad.requests_to("POST", "/v1/jobs/parse")
     rendered = (tmp_path / "rendered" / "pipecat-app.nomad.hcl").read_text()
     assert parse.json()["JobHCL"].strip() == rendered.strip()
-    assert parse_job(rendered).id == "pipecat-app"
-    assert len(api.requests_to("POST", "/v1/jobs")) == 1
+    job = parse_job(rendered)
+    assert task_of(job).block("env")["TWIN_SECRETS_VARIABLE"] == "nomad/jobs/pipecat-app"
+    assert len(nomad.requests_to("POST", "/v1/jobs")) == 1
+
+    # No secret in the output or the job file; the play names the HTTPS URL.
+    for secret in (token, CONSUL_TOKEN, CONSUL_BOOTSTRAP, NOMAD_TOKEN):
+        assert secret not in proc.output
+        assert secret not in rendered
+    assert "The assistant answers at https://192.168.1.11:7860/" in proc.output
+
+
+def test_job_tasks_stop_when_hosts_give_the_user_different_ids(tmp_path):
+    play = [
+        {
+            "name": "Render the pipecat-app job.",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "vars": {"pipecat_app_submit_job": False, "_pipecat_app_source_hash": SOURCE_HASH},
+            "tasks": [
+                {
+                    "name": "Run the role's job tasks.",
+                    "ansible.builtin.include_role": {
+                        "name": "twin.cluster.pipecat_app",
+                        "tasks_from": "job.yml",
+                    },
+                }
+            ],
+        }
+    ]
+    hosts = inventory(
+        {"pipecat_app_hosts": ["node1", "node2"]},
+        hosts={
+            "node1": {"_pipecat_app_ids": OWNER},
+            "node2": {"_pipecat_app_ids": {"uid": 7, "gid": 7}},
+        },
+        local=["localhost"],
+    )
+    proc = run_playbook(play, hosts, workdir=tmp_path)
+    assert proc.returncode != 0
+    assert "Give twin-assistant the same uid and gid on every machine" in proc.stdout
 
 
 # The rendered task, run here the way the expert jobs' tests run theirs.
@@ -475,7 +866,10 @@ def test_rendered_task_comes_up_healthy_and_answers_a_text_turn(tmp_path, llama_
     (install_dir / RELEASE / "venv").symlink_to(ROOT / ".venv")
     memory = tmp_path / "assistant-memory"
     memory.mkdir()
+    # Plain HTTP and no tokens: LocalTask's check speaks plain HTTP; the
+    # secrets' wiring is checked above, the app's HTTPS and token by its tests.
     _, job = render(
+        **plain(),
         pipecat_app_install_dir=str(install_dir),
         pipecat_app_driver="raw_exec",  # a host process, as here; no chroot
         pipecat_app_memory_host_path=str(memory),
