@@ -1,11 +1,13 @@
 """HTTPS in front of a local test server, with a CA of the test's own.
 
 :func:`make_ca` writes a self-signed CA and a server certificate for
-127.0.0.1 signed by it; :func:`tls_front` serves HTTPS with that
+127.0.0.1 (or the address given) signed by it; :func:`tls_front` serves HTTPS with that
 certificate and forwards each request to a plain HTTP server (such as
 :class:`helpers.fixture_api.FixtureAPI`), which sees it as the client sent
 it. A client gets through only when it trusts the CA: with ``ca_path`` set
-to the CA file, or not at all.
+to the CA file, or not at all. With ``client_ca`` the front also demands a
+client certificate signed by that CA (mTLS, as Consul's ``verify_incoming``
+and Nomad's ``verify_https_client`` do).
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def _pem(path: Path, data: bytes) -> Path:
     return path
 
 
-def make_ca(directory: Path) -> CertFiles:
-    """A CA and a certificate for 127.0.0.1 signed by it, written to ``directory``."""
+def make_ca(directory: Path, address: str = "127.0.0.1") -> CertFiles:
+    """A CA and a certificate for ``address`` signed by it, written to ``directory``."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "twin test CA")])
@@ -79,14 +81,14 @@ def make_ca(directory: Path) -> CertFiles:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
             critical=False,
         )
         .add_extension(
@@ -141,8 +143,12 @@ class _Forward(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def tls_front(backend_url: str, certs: CertFiles) -> Iterator[str]:
+def tls_front(
+    backend_url: str, certs: CertFiles, *, client_ca: Path | None = None
+) -> Iterator[str]:
     """Serve ``backend_url`` (plain HTTP) over HTTPS on 127.0.0.1; yields the https URL.
+
+    ``client_ca``: refuse clients without a certificate signed by this CA.
 
     A client that refuses the certificate ends its handshake; the front
     drops that connection (the server ignores a failed accept) and keeps
@@ -157,6 +163,9 @@ def tls_front(backend_url: str, certs: CertFiles) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certs.cert, certs.key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -330,3 +330,71 @@ async def test_cluster_view_health_names_the_refused_certificate_for_the_prompt_
         "prompt watch failing",
     ]
     assert all(f"TLS certificate of Consul at {https_consul.url}" in r for r in reasons[1:])
+
+
+# -- mTLS: Consul and Nomad that demand a client certificate ---------------------------
+
+
+@dataclass(frozen=True)
+class MutualTLS:
+    """The fixture API over HTTPS demanding a client certificate; the client's files."""
+
+    url: str
+    api: BlockingFixtureAPI
+    ca: CertFiles
+    client: CertFiles
+
+
+@pytest.fixture
+def mtls_consul(fixture_api: BlockingFixtureAPI, tmp_path: Path) -> Iterator[MutualTLS]:
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "clients").mkdir()
+    # The clients' CA signs a certificate (for 127.0.0.1) the app shows as its own.
+    certs, client = make_ca(tmp_path / "ca"), make_ca(tmp_path / "clients")
+    fixture_api.serve(HEALTH, "consul_health_llm-expert_100.json")
+    fixture_api.serve("/v1/jobs", "nomad_jobs.json")
+    with tls_front(fixture_api.url, certs, client_ca=client.ca) as url:
+        yield MutualTLS(url, fixture_api, certs, client)
+    with fixture_api.changed:
+        fixture_api.changed.notify_all()
+
+
+@pytest.mark.anyio
+async def test_experts_are_found_when_consul_demands_the_client_certificate(mtls_consul):
+    directory = await discovered(
+        consul(
+            mtls_consul.url,
+            ca_file=str(mtls_consul.ca.ca),
+            client_cert_file=str(mtls_consul.client.cert),
+            client_key_file=str(mtls_consul.client.key),
+        )
+    )
+    try:
+        assert directory.consul_answering
+    finally:
+        await directory.stop()
+
+
+@pytest.mark.anyio
+async def test_without_a_client_certificate_the_reason_says_what_to_set(mtls_consul):
+    directory, reason = await refused(consul(mtls_consul.url, ca_file=str(mtls_consul.ca.ca)))
+    await directory.stop()
+    assert f"TLS handshake with Consul at {mtls_consul.url} failed" in reason
+    assert "demands a client certificate (none was shown: env CONSUL_CLIENT_CERT and" in reason
+    assert mtls_consul.api.requests_to(HEALTH) == []
+
+
+@pytest.mark.anyio
+async def test_cluster_status_shows_consul_and_nomad_the_client_certificate(mtls_consul):
+    discovery = consul(
+        mtls_consul.url,
+        nomad_addr=mtls_consul.url,
+        ca_file=str(mtls_consul.ca.ca),
+        client_cert_file=str(mtls_consul.client.cert),
+        client_key_file=str(mtls_consul.client.key),
+    )
+    result = await cluster_report(discovery)
+    assert result["ok"] is True, result
+    report = result["result"]
+    assert {e["domain"] for e in report["experts"]} == {"general", "code"}
+    assert {j["id"] for j in report["jobs"]} == {"expert-general", "expert-code", "pipecat-app"}

@@ -143,8 +143,13 @@ def describe_failure(exc: BaseException, tls: ApiTLS, addr: str) -> str:
         )
     handshake = next((c for c in causes if isinstance(c, ssl.SSLError)), None)
     if handshake is not None:
+        # A server that demands a client certificate may close without a
+        # readable alert (EOF, or a read that never completes), so the hint
+        # names both causes.
+        shown = "the client certificate was refused" if tls.requests_cert else "none was shown"
         return (
             f"TLS handshake with {tls.api} at {addr} failed ({handshake.reason or handshake}); "
-            f"check that {addr} is {tls.api}'s HTTPS address"
+            f"check that {addr} is {tls.api}'s HTTPS address, and whether it demands a "
+            f"client certificate ({shown}: {tls.cert_setting})"
         )
     return f"{type(exc).__name__}: {exc}"
