@@ -26,7 +26,8 @@ TOML shape::
 
     [twin.discovery]
     mode = "static"                 # or "consul" (then [[twin.experts]] are its fallback)
-    consul_addr = "http://127.0.0.1:8500"
+    consul_addr = "http://127.0.0.1:8500"   # https://127.0.0.1:8501 with TLS on
+    ca_file = ""                    # the cluster's CA; empty: CONSUL_CACERT / NOMAD_CACERT
     service = "llm-expert"
 
     [[twin.experts]]
