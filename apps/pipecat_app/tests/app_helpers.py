@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from pipecat_app.twin.service import NO_EXPERT_REPLY
 if TYPE_CHECKING:
     from helpers.audio_transport import AudioFileTransport
 
+    from chromium_cdp import Chromium
     from pipecat_app.session import VoiceSession
 
 __all__ = [
@@ -35,9 +37,12 @@ __all__ = [
     "App",
     "app_environ",
     "assert_the_model_answered",
+    "assert_the_spoken_answer_came_from_the_model",
     "expert_environ",
     "free_port",
+    "hear_the_spoken_answer",
     "logged_turns",
+    "question_wav",
     "start_app",
     "turn_log",
     "voice_session",
@@ -70,14 +75,17 @@ async def voice_session(
         await asyncio.wait_for(run, 30)
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> httpx.Response:
+def wait_http(
+    url: str, timeout: float, proc: subprocess.Popen | None = None, verify: Path | bool = True
+) -> httpx.Response:
+    """Wait for a 200 from ``url``; ``verify``: the CA file of an https URL's certificate."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            response = httpx.get(url, timeout=2)
+            response = httpx.get(url, timeout=2, verify=_ssl_context(verify))
             if response.status_code == 200:
                 return response
         except httpx.HTTPError as exc:
@@ -86,12 +94,16 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
     raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
 
 
-class App:
-    """``twin-app serve`` in a subprocess, its stderr in a file."""
+def _ssl_context(verify: Path | bool) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=verify) if isinstance(verify, Path) else verify
 
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
+
+class App:
+    """``twin-app serve`` in a subprocess, its stderr in a file; ``url`` has no trailing slash."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path) -> None:
         self.proc = proc
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = url
         self.log = log
 
     def logs(self) -> str:
@@ -127,7 +139,17 @@ def app_environ(state_dir: Path, expert_url: str | None = None) -> dict[str, str
     return env
 
 
-def start_app(env: dict[str, str], log: Path, config: Path = DEMO_CONFIG) -> App:
+def start_app(
+    env: dict[str, str], log: Path, config: Path = DEMO_CONFIG, ca: Path | None = None
+) -> App:
+    """Start the app with ``env``; its URL follows the host and TLS overrides in ``env``.
+
+    ``ca``: the CA file that signed ``TWIN_APP__SERVER__TLS_CERT_FILE``, trusted
+    while waiting for ``/health``.
+    """
+    scheme = "https" if env.get("TWIN_APP__SERVER__TLS_CERT_FILE") else "http"
+    host = env.get("TWIN_APP__SERVER__HOST", "127.0.0.1")
+    url = f"{scheme}://{host}:{env['TWIN_APP__SERVER__PORT']}"
     handle = log.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipecat_app.cli", "serve", "--config", str(config)],
@@ -135,9 +157,9 @@ def start_app(env: dict[str, str], log: Path, config: Path = DEMO_CONFIG) -> App
         stdout=handle,
         stderr=subprocess.STDOUT,
     )
-    app = App(proc, int(env["TWIN_APP__SERVER__PORT"]), log)
+    app = App(proc, url, log)
     try:
-        wait_http(f"{app.url}/health", 60, proc)
+        wait_http(f"{app.url}/health", 60, proc, verify=ca or True)
     except Exception:
         app.stop()
         raise RuntimeError(f"app did not come up:\n{app.logs()[-3000:]}") from None
@@ -214,3 +236,68 @@ def assert_the_model_answered(
         problems.append(f"the turn log names expert {record.get('expert')!r}, not {expert!r}")
     assert not problems, "the model did not answer: " + "; ".join(problems)
     return record
+
+
+def question_wav(path: Path) -> Path:
+    """12 s for a fake microphone to play in a loop: "What is the capital of France?", silence.
+
+    The silence leaves room for the answer before the question comes again.
+    """
+    from helpers.speech import silence, synthesize, write_wav
+
+    from pipecat_app.config import PiperTTSConfig
+
+    question = synthesize("What is the capital of France?", PiperTTSConfig(provider="piper"))
+    return write_wav(path, silence(1.0) + question + silence(11.0 - len(question) / 32000))
+
+
+def _heard_the_question(app: App) -> bool:
+    """A turn transcribed the question ("What is the capital of France?").
+
+    Chromium's fake microphone plays the WAV file in a loop from the moment the
+    page opens it, so the first turn may begin mid-question (the connection
+    comes up a little later); the next loop brings the whole question.
+    """
+    return any("capital" in t.get("transcript", "").lower() for t in app.turns())
+
+
+def hear_the_spoken_answer(chromium: Chromium, app: App, timeout: float = 150) -> dict[str, Any]:
+    """Wait until the app heard the question and the page received its spoken answer.
+
+    Returns the page's WebRTC audio stats. Fails with what both ends saw, and
+    at once when the page asks for anything outside the app.
+    """
+    deadline = time.monotonic() + timeout
+    heard: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        heard = chromium.inbound_audio()
+        if outside := chromium.requests_outside(app.url):
+            raise AssertionError(
+                f"the page asked for something outside the app: {outside}"
+                f"\nfailed: {chromium.failed}\npage: {chromium.console[-5:]}"
+            )
+        if heard["energy"] > 0 and _heard_the_question(app):
+            return heard
+        time.sleep(1)
+    raise AssertionError(
+        f"no spoken answer to the question: {heard}; turns: {app.turns()}"
+        f"\npage: {chromium.console[-5:]}\napp log tail:\n{app.logs()[-3000:]}"
+    )
+
+
+def assert_the_spoken_answer_came_from_the_model(
+    app: App, heard: dict[str, Any], generated: float
+) -> None:
+    """The page's one peer connection connected, and the model answered the question.
+
+    ``generated``: the rise of llama-server's ``tokens_predicted`` over the talk.
+    """
+    assert heard["states"] == ["connected"]
+    turns = app.turns()
+    assert turns, "the app logged no answered turn"
+    question = [t for t in turns if "capital" in t.get("transcript", "").lower()]
+    assert question, turns
+    assert_the_model_answered(question[-1]["answer"], generated, app.turns)
+    # A turn cut off before its first audio (the looping file's next question)
+    # is logged without the time to it.
+    assert all(t["total_s"] > 0 for t in turns if not t["interrupted"]), turns

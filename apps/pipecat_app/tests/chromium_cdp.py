@@ -6,12 +6,18 @@ added before the page loads keeps every ``RTCPeerConnection`` the page makes
 in ``window.__pcs`` so the test can read WebRTC stats (audio received).
 Every request the page makes is recorded (``requests``), with the reason of
 those that failed (``failed``), so a test can say what left the machine.
+
+A test CA is trusted the way a user trusts one on Linux: in the NSS database
+under ``$HOME/.pki/nssdb`` that Chromium reads (``trust_ca``, with NSS's
+``certutil``), for a Chromium started with that ``home``; never with
+``--ignore-certificate-errors``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -22,6 +28,27 @@ import httpx
 from websockets.sync.client import connect
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CERTUTIL = shutil.which("certutil")
+
+
+def trust_ca(home: Path, ca: Path) -> None:
+    """Make ``ca`` a trusted issuer of web server certificates for a Chromium run with ``home``."""
+    if CERTUTIL is None:
+        raise FileNotFoundError(
+            "certutil is not installed (libnss3-tools, scripts/apt-packages.txt)"
+        )
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True, exist_ok=True)
+    database = f"sql:{nssdb}"
+    subprocess.run(
+        [CERTUTIL, "-d", database, "-N", "--empty-password"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [CERTUTIL, "-d", database, "-A", "-t", "C,,", "-n", "twin test CA", "-i", str(ca)],
+        check=True,
+        capture_output=True,
+    )
+
 
 KEEP_PEER_CONNECTIONS = """
 (() => {
@@ -59,7 +86,8 @@ INBOUND_AUDIO = """
 class Chromium:
     """A headless Chromium with a fake microphone that plays ``wav`` in a loop."""
 
-    def __init__(self, wav: Path, profile: Path, port: int) -> None:
+    def __init__(self, wav: Path, profile: Path, port: int, home: Path | None = None) -> None:
+        """``home``: the HOME Chromium reads its NSS certificate store from (``trust_ca``)."""
         if CHROMIUM is None:
             raise FileNotFoundError("chromium is not installed (scripts/apt-packages.txt)")
         self.port = port
@@ -85,6 +113,7 @@ class Chromium:
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
+            env={**os.environ, "HOME": str(home)} if home is not None else None,
         )
         self._ids = itertools.count(1)
         self._urls: dict[str, str] = {}
@@ -178,6 +207,33 @@ class Chromium:
             f"the page never logged {text!r}; failed requests: {self.failed}; "
             f"page: {self.console[-5:]}"
         )
+
+    def wait_for_text(self, text: str, timeout: float = 30) -> str:
+        """Wait until the page shows ``text``; return all the text it shows."""
+        deadline = time.monotonic() + timeout
+        shown = ""
+        while time.monotonic() < deadline:
+            shown = self.evaluate("document.body ? document.body.innerText : ''") or ""
+            if text in shown:
+                return shown
+            time.sleep(0.3)
+        raise TimeoutError(
+            f"the page never showed {text!r}; it shows {shown[-500:]!r}; "
+            f"failed requests: {self.failed}; page: {self.console[-5:]}"
+        )
+
+    def wait_for_location(self, path: str, timeout: float = 30) -> str:
+        """Wait until the page's address has ``path``; return the address."""
+        deadline = time.monotonic() + timeout
+        href = ""
+        while time.monotonic() < deadline:
+            href = self.evaluate("location.href") or ""
+            if href.split("?")[0].endswith(path) and self.evaluate("document.readyState") == (
+                "complete"
+            ):
+                return href
+            time.sleep(0.3)
+        raise TimeoutError(f"the page never reached {path!r}; it is at {href!r}")
 
     def requests_outside(self, origin: str) -> list[str]:
         """Every URL the page asked for that is not under ``origin`` (data:/blob: aside)."""
