@@ -1,10 +1,13 @@
 """The config file is validated at start and every error names the key and its source."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from helpers.tls import make_ca
+from loguru import logger
 
 from pipecat_app.cli import main
 from pipecat_app.config import (
@@ -17,6 +20,17 @@ from pipecat_app.config import (
 )
 
 CLUSTER_EXAMPLE = DEMO_CONFIG.with_name("cluster.toml.example")
+
+
+@contextmanager
+def warnings_logged() -> Iterator[list[str]]:
+    """The WARNING messages this process logs while the block runs."""
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="WARNING")
+    try:
+        yield messages
+    finally:
+        logger.remove(sink)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -319,3 +333,33 @@ def test_check_command_hides_the_access_token(tmp_path, capsys):
     path = write(tmp_path, '[server]\naccess_token = "sekrit-token"\n')
     assert main(["check", "--config", str(path)]) == 0
     assert "sekrit-token" not in capsys.readouterr().out
+
+
+def test_the_discovery_ca_and_client_certificate_are_relative_to_the_config_file(tmp_path):
+    certs = make_ca(tmp_path)
+    path = write(
+        tmp_path,
+        f'[twin.discovery]\nca_file = "{certs.ca.name}"\n'
+        f'client_cert_file = "{certs.cert.name}"\nclient_key_file = "{certs.key.name}"\n',
+    )
+    discovery = load_config(path, environ={}).twin.discovery
+    assert (discovery.ca_file, discovery.client_cert_file, discovery.client_key_file) == (
+        str(certs.ca),
+        str(certs.cert),
+        str(certs.key),
+    )
+
+
+def test_an_empty_config_file_starts_with_a_warning_that_names_it(tmp_path):
+    path = write(tmp_path, "")
+    with warnings_logged() as warnings:
+        config = load_config(path, environ={})
+    assert config.server.port == 7860
+    assert any(str(path) in w and "every value is a default" in w for w in warnings), warnings
+
+
+def test_a_config_file_with_settings_gives_no_empty_file_warning(tmp_path):
+    path = write(tmp_path, "[server]\nport = 9000\n")
+    with warnings_logged() as warnings:
+        load_config(path, environ={})
+    assert not [w for w in warnings if "is empty" in w], warnings

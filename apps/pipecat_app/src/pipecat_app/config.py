@@ -17,8 +17,9 @@ TOML string it quotes, never as a number: ``TWIN_APP__SERVER__ACCESS_TOKEN=0123`
 is the token "0123".
 
 Paths: a relative ``stt.model_dir``, ``tts.voice_dir``,
-``server.tls_cert_file``, ``server.tls_key_file``, ``twin.memory.path`` or
-``twin.prompt.file``, from the file or from an override, is relative to the
+``server.tls_cert_file``, ``server.tls_key_file``, ``twin.memory.path``,
+``twin.prompt.file`` or ``twin.discovery``'s ``ca_file``, ``client_cert_file``
+and ``client_key_file``, from the file or from an override, is relative to the
 directory of the config file, and ``~`` is expanded (``_resolve_paths``). An
 empty model or voice directory, or an empty TLS file, means none (the bundled
 model; plain HTTP).
@@ -34,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from loguru import logger
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from pipecat_app.twin.config import ConfigSection, TwinConfig
@@ -401,7 +403,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     twin = data.get("twin")
     if not isinstance(twin, dict):
         return
-    for section, key in (("memory", "path"), ("prompt", "file")):
+    for section, key in (
+        ("memory", "path"),
+        ("prompt", "file"),
+        ("discovery", "ca_file"),
+        ("discovery", "client_cert_file"),
+        ("discovery", "client_key_file"),
+    ):
         table = twin.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
             table[key] = str(base / Path(table[key]).expanduser())
@@ -431,6 +439,11 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> A
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
+    if not data:
+        logger.warning(
+            f"config file {path} is empty: every value is a default "
+            "(see config/demo.toml for what can be set)"
+        )
     overrides = _env_overrides(environ)
     for key_path, (name, value) in overrides.items():
         _apply(data, key_path, value, f"environment variable {name}")

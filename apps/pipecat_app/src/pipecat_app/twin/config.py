@@ -342,11 +342,11 @@ class RoutingConfig(ConfigSection):
     Attributes:
         default_domain: Domain of the general expert: turns with no evidence
             (below ``threshold``) and ties go there.
-        threshold: Lowest similarity (0..1) between a turn and a domain's
-            example utterances that routes to that domain; below it the
-            default domain wins.
-        margin: Two domains whose similarities differ by no more than this
-            are a tie, settled by the default domain.
+        threshold: Lowest score (0..1: the router's probability, from the
+            domains' example utterances, that the turn belongs to a domain)
+            that routes to that domain; below it the default domain wins.
+        margin: Two domains whose scores differ by no more than this are a
+            tie, settled by the default domain.
         sticky_turns: Follow-ups in a row ("why?", "and the second one?": a
             turn with nothing else to go on) that stay with the previous
             turn's expert; 0 disables stickiness.
