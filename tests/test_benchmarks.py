@@ -14,18 +14,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_twin_overhead_benchmark_runs_and_writes_its_numbers(tmp_path: Path) -> None:
+def run_bench(script: str, out: Path, *args: str) -> None:
+    """Run ``benchmarks/<script>`` with ``--out out`` and ``args``; fail with its stderr."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_twin.py"),
-            "--out",
-            str(tmp_path),
-            "--memories",
-            "200",
-            "--turns",
-            "5",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--out", str(out), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -33,6 +25,24 @@ def test_twin_overhead_benchmark_runs_and_writes_its_numbers(tmp_path: Path) -> 
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_twin_overhead_benchmark_runs_and_writes_its_numbers(tmp_path: Path) -> None:
+    run_bench("bench_twin.py", tmp_path, "--memories", "200", "--turns", "5")
     numbers = json.loads((tmp_path / "twin.json").read_text())
     assert (numbers["memories"], numbers["turns"]) == (200, 5)
     assert set(numbers["stages_ms"]) >= {"route", "recall", "context", "total"}
+
+
+def test_routing_benchmark_runs_and_writes_both_routers_figures(tmp_path: Path) -> None:
+    run_bench("bench_routing.py", tmp_path, "--rounds", "1")
+    numbers = json.loads((tmp_path / "routing.json").read_text())
+    assert numbers["new"]["test_turns"] > 0
+    assert numbers["latency_ms"]["decisions"] == numbers["new"]["test_turns"]
+    assert "test_accuracy" in numbers["old"] or "skipped" in numbers["old"]
+
+
+def test_vision_benchmark_runs_and_writes_its_numbers(tmp_path: Path) -> None:
+    run_bench("bench_vision.py", tmp_path, "--frames", "2", "--ocr-frames", "1", "--seconds", "3")
+    numbers = json.loads((tmp_path / "vision.json").read_text())
+    assert set(numbers) >= {"describe_without_ocr", "describe_with_ocr", "camera_loop_fps"}
