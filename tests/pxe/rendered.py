@@ -82,11 +82,15 @@ def converge(
     address: str,
     interface: str,
     extra_vars: Mapping[str, Any] | None = None,
+    playbook: Path | None = None,
 ) -> PlayResult:
-    """Run the role for ``machines`` (host vars with pxe_mac) into ``root``, the inventory dir."""
+    """Run the role for ``machines`` (host vars with pxe_mac) into ``root``, the inventory dir.
+
+    ``playbook`` runs a playbook file (``playbooks/metal.yml``) instead of the role alone.
+    """
     hosts = {"pxe1": server_vars(root, address, interface), **machines}
     return run_playbook(
-        PLAY,
+        playbook or PLAY,
         inventory({"pxe_server": ["pxe1"]}, hosts=hosts),
         extra_vars=extra_vars,
         workdir=root,
