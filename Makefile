@@ -13,7 +13,7 @@ export TWIN_CACHE_DIR ?= $(HOME)/.cache/twin-cluster
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 PYTEST_ARGS ?=
 
-.PHONY: help deps check-fetch lint unit molecule test test-live bench demo llama-server collection clean
+.PHONY: help deps check-fetch lint unit molecule test test-live bench demo llama-server collection clean evolve
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,13 @@ llama-server: deps ## Build llama.cpp's llama-server once (cached) and print its
 
 demo: deps ## Start the assistant on this machine; prints the URL to open.
 	@scripts/demo.sh
+
+# EVOLVE_ARGS: prompt-evolve's options, e.g. --iterations 20 --resume
+# --assistant-url http://127.0.0.1:8080/v1 --consul-key twin/prompts/system
+# (prompt_engineering/README.md).
+EVOLVE_ARGS ?=
+evolve: deps ## Evolve TwinService's system prompt; publish it only if it wins on held-out cases.
+	prompt-evolve $(EVOLVE_ARGS)
 
 collection: deps ## Build the collection tarball.
 	ansible-galaxy collection build --force --output-path .cache/dist
