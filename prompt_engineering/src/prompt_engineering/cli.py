@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--assistant-model", default="smollm2-135m")
     p.add_argument("--mutator-url", default=os.environ.get("PROMPT_EVOLVE_MUTATOR_URL"))
     p.add_argument("--mutator-model", default="smollm2-135m")
+    p.add_argument("--mutator-max-tokens", type=int, default=None, help="default: openevolve.yaml")
     p.add_argument("--start-prompt", type=Path, default=None, help="default: the app's prompt")
     p.add_argument("--publish-file", type=Path, default=None)
     p.add_argument("--consul-key", default=None, help="e.g. twin/prompts/system")
@@ -94,7 +95,7 @@ class Progress:
         self._log = log
         self._eval_pos = self._evals.stat().st_size if self._evals.exists() else 0
         self._log_pos = 0
-        self.best = 0.0
+        self.best: float | None = None
 
     def poll(self) -> None:
         if self._evals.exists():
@@ -103,7 +104,7 @@ class Progress:
                 for line in handle:
                     e = json.loads(line)
                     if e["stage"] == "train":
-                        self.best = max(self.best, e["score"])
+                        self.best = max(self.best or 0.0, e["score"])
                     what = (
                         f"rejected: {e['rejected']}"
                         if "rejected" in e
@@ -112,7 +113,8 @@ class Progress:
                             f"({e['seconds'] / max(1, e['cases']):.1f}s per case)"
                         )
                     )
-                    say(f"evaluation ({e['stage']}): {what} | best so far {self.best:.3f}")
+                    best = "-" if self.best is None else f"{self.best:.3f}"
+                    say(f"evaluation ({e['stage']}): {what} | best so far {best}")
                 self._eval_pos = handle.tell()
         if self._log.exists():
             with self._log.open(encoding="utf-8", errors="replace") as handle:
@@ -178,6 +180,7 @@ def evolve(args: argparse.Namespace) -> dict[str, Any]:
         assistant_model=args.assistant_model,
         mutator_url=args.mutator_url or args.assistant_url or DEFAULT_URL,
         mutator_model=args.mutator_model,
+        mutator_max_tokens=args.mutator_max_tokens,
         max_tokens=args.max_tokens,
         train_limit=args.train_limit,
         held_out_limit=args.held_out_limit,

@@ -43,6 +43,8 @@ def openevolve_config(settings: RunSettings) -> Config:
     config.llm.api_base = settings.mutator_url
     config.llm.api_key = os.environ.get("OPENAI_API_KEY") or LOCAL_API_KEY
     config.llm.temperature = settings.temperature
+    if settings.mutator_max_tokens:
+        config.llm.max_tokens = settings.mutator_max_tokens
     config.llm.update_model_params(
         {
             "api_base": settings.mutator_url,

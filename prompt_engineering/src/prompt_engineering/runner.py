@@ -46,6 +46,10 @@ class EndpointDown(RuntimeError):
     """The assistant's endpoint does not answer: the run stops; nothing is scored."""
 
 
+class NoAnswer(RuntimeError):
+    """The endpoint is up but gave no answer (TwinService apologised): the case fails."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """The assistant's OpenAI-compatible endpoint and how each case uses it.
@@ -187,6 +191,11 @@ async def run_case(prompt: str, case: Case, endpoint: Endpoint) -> Transcript:
                 answer = await session.answer(turn)
                 if NO_EXPERT_REPLY in answer:
                     await asyncio.to_thread(check_endpoint, endpoint.base_url)
+                    raise NoAnswer(
+                        f"no answer to {turn!r}: the endpoint refused or garbled every "
+                        "attempt (TwinService's apology); a prompt too long for the "
+                        "model's context does this"
+                    )
                 answers.append(answer)
         finally:
             await session.close()

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from prompt_engineering.checks import ToolCall, Verdict, run_check
-from prompt_engineering.runner import Endpoint, EndpointDown, run_case
+from prompt_engineering.runner import Endpoint, EndpointDown, NoAnswer, run_case
 from prompt_engineering.suite import Case
 
 
@@ -82,6 +82,8 @@ async def _one(
             transcript = await asyncio.wait_for(run_case(prompt, case, endpoint), timeout_s)
         except TimeoutError:
             return CaseResult(case, error=f"no answer within {timeout_s:.0f}s")
+        except NoAnswer as exc:
+            return CaseResult(case, error=str(exc))
     verdicts = [run_check(c.kind, transcript, c.args) for c in case.checks]
     return CaseResult(case, verdicts, transcript.answers, transcript.tool_calls)
 

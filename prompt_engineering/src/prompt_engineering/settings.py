@@ -29,6 +29,7 @@ class RunSettings(BaseModel):
     assistant_tool_calls: bool = False
     mutator_url: str
     mutator_model: str = "smollm2-135m"
+    mutator_max_tokens: int | None = None
     max_tokens: int = 96
     request_timeout_s: float = 60.0
     cases_dir: Path | None = None
