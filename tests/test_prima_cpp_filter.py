@@ -45,7 +45,6 @@ DEFAULTS = {
 SERVER_BIN = "/opt/prima.cpp/current/bin/llama-server"
 WORKER_BIN = "/opt/prima.cpp/current/bin/llama-cli"
 LLAMA_SERVER_BIN = "/opt/llama.cpp/current/bin/llama-server"
-RING_WORKER_BIN = "/opt/prima.cpp/current/bin/twin-ring-worker"
 JOB_SETTINGS = {
     "models_dir": "/srv/nomad/models",
     "models_volume": "models",
@@ -54,7 +53,6 @@ JOB_SETTINGS = {
     "server_bin": SERVER_BIN,
     "worker_bin": WORKER_BIN,
     "llama_server_bin": LLAMA_SERVER_BIN,
-    "ring_worker_bin": RING_WORKER_BIN,
 }
 HOSTVARS = {
     "node1": {"ansible_host": "192.168.10.11"},
@@ -324,8 +322,8 @@ def test_ring_ranks_run_the_server_or_the_worker_in_a_closed_ring():
     ranks = expert["ranks"]
     assert [(r["task"], r["command"]) for r in ranks] == [
         ("server", SERVER_BIN),
-        ("worker", RING_WORKER_BIN),
-        ("worker", RING_WORKER_BIN),
+        ("worker", WORKER_BIN),
+        ("worker", WORKER_BIN),
     ]
     common = [
         ["-m", "/models/qwen2.5-7b-instruct-q4_k_m.gguf"],
@@ -347,10 +345,6 @@ def test_ring_ranks_run_the_server_or_the_worker_in_a_closed_ring():
     # The last rank closes the ring on rank 0; every rank gets rank 0's ports as
     # the base; prima.cpp takes whole GiB.
     assert ranks[2]["args"] == [
-        # The supervisor watches rank 0's data port, then runs the worker.
-        ["--watch", "192.168.10.11:9000"],
-        ["--interval", "2", "--misses", "3"],
-        ["--", WORKER_BIN],
         *common,
         ["--world", "3", "--rank", "2"],
         ["--master", "192.168.10.11", "--next", "192.168.10.11"],

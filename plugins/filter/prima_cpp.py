@@ -113,8 +113,7 @@ EXPERT_FIELDS = frozenset(EXPERT_OPTIONS)
 DEFAULTED_FIELDS = frozenset(k for k, o in EXPERT_OPTIONS.items() if o.role_default)
 # The keys of the filter's ``settings``: how every expert job runs (the role
 # variables prima_cpp_<key>: server_bin and worker_bin are prima.cpp's
-# llama-server and worker, llama_server_bin is upstream llama.cpp's,
-# ring_worker_bin the supervisor every worker runs under).
+# llama-server and worker, llama_server_bin is upstream llama.cpp's).
 SETTINGS = frozenset(
     {
         "models_dir",
@@ -124,14 +123,8 @@ SETTINGS = frozenset(
         "server_bin",
         "worker_bin",
         "llama_server_bin",
-        "ring_worker_bin",
     }
 )
-# How the ranks above 0 watch rank 0 (twin-ring-worker, the role's
-# files/twin-ring-worker): a probe every RING_WATCH_INTERVAL seconds, and
-# RING_WATCH_MISSES failed in a row mean rank 0 is gone.
-RING_WATCH_INTERVAL = 2
-RING_WATCH_MISSES = 3
 
 
 def model_file_name(expert: Mapping[str, Any], kind: str = "model") -> str:
@@ -476,26 +469,13 @@ def with_job_values(expert: Mapping[str, Any], settings: Mapping[str, Any]) -> d
             }
         )
     for position, rank in enumerate(expert["ranks"][len(ranks) :], start=len(ranks)):
-        args = _rank_args(expert, position, model)
-        if rank["rank"] == 0:
-            ranks.append(
-                {**rank, "task": "server", "command": str(settings["server_bin"]), "args": args}
-            )
-            continue
-        # A worker runs under twin-ring-worker, which ends it when rank 0 is
-        # gone, so that Nomad restarts it into rank 0's next ring.
-        rank0 = expert["ranks"][0]
-        watch = [
-            ["--watch", f"{rank0['address']}:{rank0['data_port']}"],
-            ["--interval", str(RING_WATCH_INTERVAL), "--misses", str(RING_WATCH_MISSES)],
-            ["--", str(settings["worker_bin"])],
-        ]
+        server = rank["rank"] == 0
         ranks.append(
             {
                 **rank,
-                "task": "worker",
-                "command": str(settings["ring_worker_bin"]),
-                "args": watch + args,
+                "task": "server" if server else "worker",
+                "command": str(settings["server_bin"] if server else settings["worker_bin"]),
+                "args": _rank_args(expert, position, model),
             }
         )
     return {

@@ -23,7 +23,6 @@ from ansible_collections.twin.cluster.plugins.filter.prima_cpp import (
 SERVER_BIN = "/opt/prima.cpp/current/bin/llama-server"
 WORKER_BIN = "/opt/prima.cpp/current/bin/llama-cli"
 LLAMA_SERVER_BIN = "/opt/llama.cpp/current/bin/llama-server"
-RING_WORKER_BIN = "/opt/prima.cpp/current/bin/twin-ring-worker"
 
 
 def make_expert(
