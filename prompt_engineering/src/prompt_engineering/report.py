@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: write files only
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def checkpoints(openevolve_dir: Path) -> list[Path]:
@@ -49,6 +50,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         best_ys.append(best)
     ax.step(best_xs, best_ys, where="post", color="tab:orange", label="best so far")
     ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("combined score")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
