@@ -12,8 +12,9 @@ export TWIN_CACHE_DIR ?= $(HOME)/.cache/twin-cluster
 
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 PYTEST_ARGS ?=
+PXE_PYTEST_ARGS ?=
 
-.PHONY: help deps check-fetch lint unit molecule test test-live bench demo llama-server collection clean evolve
+.PHONY: help deps check-fetch lint unit pxe-tests molecule molecule-and-pxe test test-live bench demo llama-server collection clean evolve
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,16 +31,30 @@ lint: deps ## ansible-lint (production profile), yamllint and ruff.
 	ruff check .
 	ruff format --check .
 
-unit: deps ## pytest: unit tests and real-component tests (not the live cluster ones).
-	pytest -m "not live" $(PYTEST_ARGS)
+unit: deps ## pytest: unit tests and real-component tests (not the live cluster ones, not tests/pxe).
+	pytest -m "not live" --ignore=tests/pxe $(PYTEST_ARGS)
+
+pxe-tests: deps ## pytest tests/pxe: the pxe_server role and real network boots (qemu, minutes).
+	pytest -m "not live" $(PXE_PYTEST_ARGS) tests/pxe
 
 molecule: deps ## Every molecule scenario: converge, idempotence, verify.
 	@set -e; for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; molecule test -s $$s; done
 
+# molecule and the network boots mostly wait (on containers, on emulated
+# firmware), so they run side by side; the boots' output follows molecule's.
+molecule-and-pxe: deps ## make molecule and make pxe-tests side by side.
+	@mkdir -p .cache; rm -f .cache/pxe-tests.rc; \
+	  ( $(MAKE) --no-print-directory pxe-tests > .cache/pxe-tests.log 2>&1; echo $$? > .cache/pxe-tests.rc ) & \
+	  $(MAKE) --no-print-directory molecule; molecule_rc=$$?; wait; \
+	  echo "=== make pxe-tests (ran beside molecule)"; cat .cache/pxe-tests.log; \
+	  pxe_rc=$$(cat .cache/pxe-tests.rc); \
+	  [ "$$molecule_rc" = 0 ] || { echo "make molecule failed ($$molecule_rc)"; exit 1; }; \
+	  [ "$$pxe_rc" = 0 ] || { echo "make pxe-tests failed ($$pxe_rc)"; exit 1; }
+
 # The fresh-fetch check runs before anything can use a cached build, and each
 # stage prints its time (CI reads them from its log).
-TEST_STAGES := deps check-fetch lint unit molecule
-test: ## Everything a change must pass: set-up, fresh-fetch check, lint, pytest, molecule.
+TEST_STAGES := deps check-fetch lint unit molecule-and-pxe
+test: ## Everything a change must pass: set-up, fresh-fetch check, lint, pytest, molecule, network boots.
 	@set -e; for stage in $(TEST_STAGES); do start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$stage; \
 	  echo "make test: $$stage took $$(( $$(date +%s) - start )) s"; done
