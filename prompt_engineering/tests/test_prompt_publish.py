@@ -21,8 +21,10 @@ from pipecat_app.twin.config import TwinConfig
 
 from prompt_engineering import evaluator
 from prompt_engineering.publish import ConsulTarget, FileTarget
-from prompt_engineering.runner import EndpointDown
+from prompt_engineering.runner import Endpoint, EndpointDown
+from prompt_engineering.scoring import score_prompt
 from prompt_engineering.settings import ENV, RunSettings
+from prompt_engineering.suite import load_cases
 from prompt_kv_fixture import consul_kv
 
 KEY = "twin/prompts/system"
@@ -72,6 +74,14 @@ def recording_expert() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def do_GET(self) -> None:  # /v1/models: the endpoint is up
+            models = b'{"data": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(models)))
+            self.end_headers()
+            self.wfile.write(models)
 
         def do_POST(self) -> None:
             requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
@@ -126,7 +136,7 @@ async def test_a_published_prompt_reaches_a_running_twinservice_on_its_next_turn
 def test_a_dead_endpoint_stops_the_evaluation_instead_of_scoring_zero(tmp_path, monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}/v1"
     settings = RunSettings(
-        run_dir=tmp_path, assistant_url=dead, mutator_url=dead, train_limit=2, stage1_cases=1
+        run_dir=tmp_path, assistant_urls=[dead], mutator_url=dead, train_limit=2, stage1_cases=1
     )
     monkeypatch.setenv(ENV, str(settings.save()))
     prompt = tmp_path / "prompt.md"
@@ -162,7 +172,7 @@ def test_prompt_evolve_with_a_dead_endpoint_says_so_and_writes_no_report(tmp_pat
 
 def test_a_rejected_candidate_scores_zero_with_its_reason_and_runs_no_case(tmp_path, monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}/v1"  # never reached: nothing runs
-    settings = RunSettings(run_dir=tmp_path, assistant_url=dead, mutator_url=dead)
+    settings = RunSettings(run_dir=tmp_path, assistant_urls=[dead], mutator_url=dead)
     monkeypatch.setenv(ENV, str(settings.save()))
     prompt = tmp_path / "prompt.md"
     prompt.write_text("Okay, let me think about how to make the prompt better for the user.")
@@ -170,3 +180,18 @@ def test_a_rejected_candidate_scores_zero_with_its_reason_and_runs_no_case(tmp_p
     assert result.metrics["combined_score"] == 0.0
     assert "thinking" in result.artifacts["rejected"]
     assert not settings.fatal_path.exists()
+
+
+@pytest.mark.anyio
+async def test_cases_go_to_several_experts_in_turn():
+    cases = [c for c in load_cases() if not c.tools][:4]  # plain answers: "Hello." will do
+    with recording_expert() as (first, seen_first), recording_expert() as (second, seen_second):
+        result = await score_prompt(
+            "You are Twin, a friendly voice assistant. Answer in one short sentence.",
+            cases,
+            [Endpoint(first), Endpoint(second)],
+            concurrency=2,
+        )
+    assert len(result.cases) == 4
+    assert len(seen_first) >= 2
+    assert len(seen_second) >= 2

@@ -50,7 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, default=Path(".cache/prompt-evolve"))
     p.add_argument("--iterations", type=int, default=10, help="iterations to run (more on resume)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--assistant-url", default=os.environ.get("PROMPT_EVOLVE_ASSISTANT_URL"))
+    p.add_argument(
+        "--assistant-url",
+        action="append",
+        default=None,
+        help="the assistant's OpenAI-compatible URL; repeat for several experts (cases go to "
+        f"each in turn); default $PROMPT_EVOLVE_ASSISTANT_URL or {DEFAULT_URL}",
+    )
     p.add_argument("--assistant-model", default="smollm2-135m")
     p.add_argument("--mutator-url", default=os.environ.get("PROMPT_EVOLVE_MUTATOR_URL"))
     p.add_argument("--mutator-model", default="smollm2-135m")
@@ -162,7 +168,7 @@ def held_out(prompt: str, settings: RunSettings) -> float:
         score_prompt(
             prompt,
             cases,
-            settings.endpoint,
+            settings.endpoints,
             concurrency=settings.concurrency,
             case_timeout_s=settings.case_timeout_s,
         )
@@ -174,11 +180,12 @@ def held_out(prompt: str, settings: RunSettings) -> float:
 def evolve(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run (see module doc); returns the report."""
     start = (args.start_prompt or shipped_prompt()).resolve()
+    urls = args.assistant_url or [os.environ.get("PROMPT_EVOLVE_ASSISTANT_URL") or DEFAULT_URL]
     settings = RunSettings(
         run_dir=args.run_dir.resolve(),
-        assistant_url=args.assistant_url or DEFAULT_URL,
+        assistant_urls=urls,
         assistant_model=args.assistant_model,
-        mutator_url=args.mutator_url or args.assistant_url or DEFAULT_URL,
+        mutator_url=args.mutator_url or urls[0],
         mutator_model=args.mutator_model,
         mutator_max_tokens=args.mutator_max_tokens,
         max_tokens=args.max_tokens,
@@ -191,7 +198,7 @@ def evolve(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         temperature=args.temperature,
     )
-    for url in {settings.assistant_url, settings.mutator_url}:
+    for url in dict.fromkeys([*settings.assistant_urls, settings.mutator_url]):
         check_endpoint(url)
     oe_dir = settings.run_dir / "openevolve"
     checkpoint = None

@@ -62,7 +62,7 @@ def _evaluate(program_path: str, stage: str) -> EvaluationResult:
             score_prompt(
                 prompt,
                 cases,
-                settings.endpoint,
+                settings.endpoints,
                 concurrency=settings.concurrency,
                 case_timeout_s=settings.case_timeout_s,
             )

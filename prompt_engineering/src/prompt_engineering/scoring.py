@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prompt_engineering.checks import ToolCall, Verdict, run_check
@@ -91,16 +92,21 @@ async def _one(
 async def score_prompt(
     prompt: str,
     cases: list[Case],
-    endpoint: Endpoint,
+    endpoints: Endpoint | Sequence[Endpoint],
     *,
     concurrency: int = 2,
     case_timeout_s: float = 180.0,
 ) -> SuiteResult:
-    """Run every case with ``prompt``; raises :class:`EndpointDown` when the endpoint is dead."""
+    """Run every case with ``prompt``; raises :class:`EndpointDown` when an endpoint is dead.
+
+    With several endpoints (experts serving the same model) the cases go to them in turn.
+    """
+    pool = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
     started = time.monotonic()
     gate = asyncio.Semaphore(max(1, concurrency))
     tasks = [
-        asyncio.create_task(_one(prompt, case, endpoint, gate, case_timeout_s)) for case in cases
+        asyncio.create_task(_one(prompt, case, pool[i % len(pool)], gate, case_timeout_s))
+        for i, case in enumerate(cases)
     ]
     try:
         results = await asyncio.gather(*tasks)

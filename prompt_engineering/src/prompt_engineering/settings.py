@@ -24,7 +24,7 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_dir: Path
-    assistant_url: str
+    assistant_urls: list[str]
     assistant_model: str = "smollm2-135m"
     assistant_tool_calls: bool = False
     mutator_url: str
@@ -43,15 +43,18 @@ class RunSettings(BaseModel):
     temperature: float = 0.7
 
     @property
-    def endpoint(self) -> Endpoint:
-        """The assistant's endpoint as each case uses it."""
-        return Endpoint(
-            base_url=self.assistant_url,
-            model=self.assistant_model,
-            max_tokens=self.max_tokens,
-            timeout_s=self.request_timeout_s,
-            tool_calls=self.assistant_tool_calls,
-        )
+    def endpoints(self) -> list[Endpoint]:
+        """The assistant's endpoints as the cases use them (in turn)."""
+        return [
+            Endpoint(
+                base_url=url,
+                model=self.assistant_model,
+                max_tokens=self.max_tokens,
+                timeout_s=self.request_timeout_s,
+                tool_calls=self.assistant_tool_calls,
+            )
+            for url in self.assistant_urls
+        ]
 
     @property
     def path(self) -> Path:
