@@ -34,7 +34,7 @@ class Handler(SimpleHTTPRequestHandler):
     pxelinux_dir: Path
     grub_dir: Path
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         match = MAC.match(self.path)
         if match is None:
             super().do_GET()
