@@ -32,13 +32,14 @@ lint: deps ## ansible-lint (production profile), yamllint and ruff.
 	ruff format --check .
 
 unit: deps ## pytest: unit tests and real-component tests (not the live cluster ones, not tests/pxe).
-	pytest -m "not live" --ignore=tests/pxe $(PYTEST_ARGS)
+	pytest -m "not live" --ignore=tests/pxe --durations=25 $(PYTEST_ARGS)
 
 pxe-tests: deps ## pytest tests/pxe: the pxe_server role and real network boots (qemu, minutes).
 	pytest -m "not live" $(PXE_PYTEST_ARGS) tests/pxe
 
 molecule: deps ## Every molecule scenario: converge, idempotence, verify.
-	@set -e; for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; molecule test -s $$s; done
+	@set -e; for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; start=$$(date +%s); \
+	  molecule test -s $$s; echo "=== molecule $$s took $$(( $$(date +%s) - start )) s"; done
 
 # molecule and the network boots mostly wait (on containers, on emulated
 # firmware), so they run side by side; the boots' output follows molecule's.
