@@ -12,16 +12,11 @@ instructions) alike.
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from pipecat_app.twin.config import TwinConfig
@@ -29,7 +24,7 @@ from pipecat_app.twin.llm import ExpertClient
 from pipecat_app.twin.service import TwinService
 
 from .conftest import LlamaServer, free_port, load_fixture, until
-from .twin_turns import ask
+from .twin_turns import RecordingProxy, ask, recording_proxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -39,46 +34,10 @@ QUESTION = "What do you see on the camera right now?"  # matches twin.tools.trig
 MEMORY_AND_TIME = ["remember", "recall", "forget", "current_time"]
 
 
-@dataclass
-class RecordingProxy:
-    """Forwards each request to a real llama-server; keeps the bodies and statuses."""
-
-    upstream: str
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)
-    port: int = 0
-
-
 @pytest.fixture
 def proxy(llama_one: LlamaServer) -> Iterator[RecordingProxy]:
-    state = RecordingProxy(llama_one.url)
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers["Content-Length"]))
-            state.requests.append(json.loads(raw))
-            answer = httpx.post(
-                state.upstream + self.path,
-                content=raw,
-                headers={"Content-Type": "application/json"},
-                timeout=120,
-            )
-            state.statuses.append(answer.status_code)
-            self.send_response(answer.status_code)
-            self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
-            self.send_header("Content-Length", str(len(answer.content)))
-            self.end_headers()
-            self.wfile.write(answer.content)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with recording_proxy(llama_one.url) as state:
+        yield state
 
 
 def expert_health(port: int, native: bool) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pipecat_app.metrics import TOOL_CALLS
 from pipecat_app.twin.config import DiscoveryConfig
 from pipecat_app.twin.discovery import VisionDirectory
 from pipecat_app.twin.memory import MemoryStore
+from pipecat_app.twin.observation import observation
 from pipecat_app.twin.toolbox import Tool, ToolBox, ToolContext
 from pipecat_app.twin.tools import (
     MEMORY_TOOLS,
@@ -119,7 +120,9 @@ async def test_remember_then_recall_through_the_tools(box):
     assert stored["ok"] is True
     recalled = await box.call("recall", '{"query": "what colour is the bike"}')
     assert recalled == {"ok": True, "result": {"memories": ["Ana's bike is green"]}}
-    forgotten = await box.call("forget", {"query": "bike green"})
+    forgotten = await box.call(
+        "forget", {"query": "bike green"}, user_words="Forget that my bike is green."
+    )
     assert forgotten == {"ok": True, "result": {"forgotten": 1}}
 
 
@@ -223,6 +226,7 @@ async def test_describe_scene_without_a_vision_service_is_not_offered_and_says_s
 
 async def test_describe_scene_calls_the_vision_service_found_in_consul(fixture_api):
     asked = []
+    answer = {"description": "A cat on a red sofa.", "findings": {"person_count": 0}}
 
     class Vision(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -231,7 +235,7 @@ async def test_describe_scene_calls_the_vision_service_found_in_consul(fixture_a
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             asked.append((self.path, body))
-            payload = json.dumps({"description": "A cat on a red sofa."}).encode()
+            payload = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -256,7 +260,8 @@ async def test_describe_scene_calls_the_vision_service_found_in_consul(fixture_a
         await found.stop()
         vision.shutdown()
         vision.server_close()
-    assert result == {"ok": True, "result": {"description": "A cat on a red sofa."}}
+    assert result == {"ok": True, "result": {"observation": observation(answer)}}
+    assert "A cat on a red sofa." in result["result"]["observation"]
     assert asked == [("/describe", {"question": "Any pets?"})]
 
 

@@ -1,4 +1,5 @@
-"""Running TwinService turns in tests: a configured service, one user turn, a replaying expert."""
+"""Running TwinService turns in tests: a configured service, one user turn, a replaying
+expert, and a proxy that keeps what a real expert was asked."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pipecat.frames.frames import (
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -184,3 +186,48 @@ def builtin_toolbox(
             consul_up=consul_up,
         )
     )
+
+
+@dataclass
+class RecordingProxy:
+    """Forwards each request to a real llama-server; keeps the bodies and statuses."""
+
+    upstream: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    port: int = 0
+
+
+@contextmanager
+def recording_proxy(upstream: str) -> Iterator[RecordingProxy]:
+    """A proxy on 127.0.0.1 to a real expert at ``upstream`` (its root URL)."""
+    state = RecordingProxy(upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            state.requests.append(json.loads(raw))
+            answer = httpx.post(
+                state.upstream + self.path,
+                content=raw,
+                headers={"Content-Type": "application/json"},
+                timeout=120,
+            )
+            state.statuses.append(answer.status_code)
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

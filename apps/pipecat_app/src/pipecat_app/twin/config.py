@@ -379,6 +379,14 @@ class ToolsConfig(ConfigSection):
         trigger: Regular expression; experts without native tool calls (the
             JSON-schema fallback) are offered tools only on turns it matches,
             other turns stream a plain answer, much faster. Empty: every turn.
+        visual_trigger: Regular expression; a turn it matches is visual: while
+            a vision service is there, the scene is fetched before the expert
+            answers and the request carries it as a marked observation (the
+            model is not asked to choose ``describe_scene``). Empty: never.
+        destructive_trigger: Regular expression the user's own words in a turn
+            must match for a destructive tool (``forget``) to run; a call the
+            user did not ask for (a sign read by the camera, a model's whim)
+            is refused in the tool layer.
     """
 
     enabled: bool = True
@@ -389,8 +397,17 @@ class ToolsConfig(ConfigSection):
         r"(?i)\b(remember|recall|forget|memory|memories|time|date|clock|camera|scene"
         r"|see|look|cluster|experts?|jobs?|nodes?|status)\b"
     )
+    visual_trigger: str = (
+        r"(?i)\b(see|sees|seeing|look|looks|looking|camera|scene|show|showing|holding"
+        r"|wearing|in front of|door|sign|anyone|anybody|someone|somebody)\b"
+    )
+    destructive_trigger: str = r"(?i)\b(forget|delete|erase|remove|wipe)\b"
 
     _trigger_compiles = field_validator("trigger")(_regex("twin.tools.trigger"))
+    _visual_compiles = field_validator("visual_trigger")(_regex("twin.tools.visual_trigger"))
+    _destructive_compiles = field_validator("destructive_trigger")(
+        _regex("twin.tools.destructive_trigger")
+    )
 
 
 def _default_experts(data: dict[str, Any]) -> list[ExpertConfig]:

@@ -19,7 +19,11 @@ or JSON-schema fallback) and fails over to the next healthy expert when one
 fails, times out or replies with something other than an answer (garbled or
 empty: :class:`~pipecat_app.twin.llm.ExpertError`), before or during
 streaming; an answer cut off inside a sentence is ended with an ellipsis
-first (:func:`cut_off_ending`). Every other frame passes on. An
+first (:func:`cut_off_ending`). A visual turn (``twin.tools.visual_trigger``)
+gets the scene before the expert answers, as a marked observation in the
+system message (:meth:`TwinLLMProcessor.look`); a destructive tool runs only
+when the user's own words ask for it (``user_words`` to
+:meth:`~pipecat_app.twin.toolbox.ToolBox.call`). Every other frame passes on. An
 interruption cancels the running turn (pipecat cancels the processor's
 frame task) and the stream is closed.
 
@@ -65,10 +69,11 @@ from pipecat_app.twin.discovery import Expert, ExpertDirectory
 from pipecat_app.twin.exchange import as_plain_text, call_arguments, call_message, result_message
 from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls, ToolChoice
 from pipecat_app.twin.memory import MemoryStore, TurnMemory, estimate_tokens
+from pipecat_app.twin.observation import unavailable
 from pipecat_app.twin.prompt import PromptSource
 from pipecat_app.twin.router import NoExpertsError, RouteDecision, Router, RoutingState
 from pipecat_app.twin.toolbox import Tool, ToolBox
-from pipecat_app.twin.tools import builtin_tools
+from pipecat_app.twin.tools import builtin_tools, describe_scene
 
 #: Key of an ``LLMFullResponseEndFrame``'s metadata naming the expert whose
 #: answer it ends (None: no expert answered); the app's turn log reads it.
@@ -235,6 +240,7 @@ class _Turn:
 
     started: float
     choice: ToolChoice
+    user_words: str = ""  # the user's own words this turn: what may ask for a destructive tool
     tools: list[Tool] = field(default_factory=list)
     offer_tools: bool = True
     spoken: list[str] = field(default_factory=list)
@@ -315,6 +321,27 @@ class TwinLLMProcessor(FrameProcessor):
         block = self._turn_memory.recalled(user_text)
         return f"{system}\n\n{block}" if block else system
 
+    async def look(self, user_words: str) -> str | None:
+        """The scene as a marked observation when the turn is visual, else None.
+
+        A 135M model seldom chooses ``describe_scene``, so a turn matching
+        ``twin.tools.visual_trigger`` gets the scene here, while the vision
+        service is there, before the expert is asked. A failure becomes an
+        observation saying the camera could not be read.
+        """
+        scene = self._toolbox.get(describe_scene.__name__)
+        trigger = self._tools.visual_trigger
+        if scene is None or not scene.available or not trigger:
+            return None
+        if re.search(trigger, user_words) is None:
+            return None
+        result = await self._toolbox.call(
+            scene.name, {"question": user_words[:500]}, user_words=user_words
+        )
+        if result["ok"]:
+            return str(result["result"]["observation"])
+        return unavailable(result["error"]["message"])
+
     def wants_tools(self, user_text: str) -> bool:
         """Whether this turn looks like it needs a tool (``twin.tools.trigger``)."""
         trigger = self._tools.trigger
@@ -330,6 +357,7 @@ class TwinLLMProcessor(FrameProcessor):
     async def _turn(self, context: LLMContext) -> None:
         messages = context.get_messages()
         user_text = standard_message_text(messages[-1]) if messages else ""
+        by_user = bool(messages) and _plain(messages[-1]).get("role") == "user"
         # Only the tools whose needs exist now (memory, a vision service,
         # Consul); the context carries them, as pipecat's LLM services read it.
         tools = self._toolbox.available()
@@ -339,12 +367,15 @@ class TwinLLMProcessor(FrameProcessor):
             choice=first_round_choice(context),
             tools=tools,
             offer_tools=self.wants_tools(user_text),
+            user_words=user_text if by_user else "",
         )
         decision: RouteDecision | None = None
         await self.push_frame(LLMFullResponseStartFrame())
         try:
             # Recall is a few ms of SQLite: off the event loop, audio keeps flowing.
             system = await asyncio.to_thread(self.system_message, user_text)
+            if seen := await self.look(turn.user_words):
+                system = f"{system}\n\n{seen}"
             history = await self.history(context)
             try:
                 decision = self._router.route(user_text, self._experts.experts, self._routing_state)
@@ -429,13 +460,17 @@ class TwinLLMProcessor(FrameProcessor):
                     calls = event
             if calls is None:
                 return
-            await self._run_tools(calls, exchange, "".join(said))
+            await self._run_tools(calls, exchange, "".join(said), turn.user_words)
 
-    async def _run_tools(self, calls: ToolCalls, exchange: list[dict[str, Any]], said: str) -> None:
+    async def _run_tools(
+        self, calls: ToolCalls, exchange: list[dict[str, Any]], said: str, user_words: str
+    ) -> None:
         """Execute the calls and append the round to the turn's exchange and the context.
 
         ``said`` is the text the expert streamed (and the user heard) before
-        its calls in this round; it stays in the assistant message. The calls
+        its calls in this round; it stays in the assistant message.
+        ``user_words`` (the user's own words this turn) decide whether a
+        destructive tool may run (:meth:`ToolBox.call`). The calls
         and their results are broadcast as pipecat's function-call frames, so
         the assistant aggregator writes them into the ``LLMContext`` as it
         does for pipecat's own LLM services (``run_llm=False``: this turn's
@@ -459,7 +494,7 @@ class TwinLLMProcessor(FrameProcessor):
                 cancel_on_interruption=True,
             )
             try:
-                result = await self._toolbox.call(call.name, call.arguments)
+                result = await self._toolbox.call(call.name, call.arguments, user_words=user_words)
             except asyncio.CancelledError:
                 await self.broadcast_frame(
                     FunctionCallCancelFrame, function_name=call.name, tool_call_id=call.id

@@ -2,12 +2,15 @@
 
 ``remember``, ``recall``, ``forget`` (need an open memory store),
 ``current_time``, ``describe_scene`` (needs a vision service, configured or
-found in Consul; it answers ``POST <url>/describe`` with ``{"question": str}``
-by ``{"description": str}``) and ``cluster_status`` (experts and jobs from the
-Consul and Nomad APIs through py-consul and python-nomad; needs Consul to
-answer discovery's watch). :func:`builtin_tools` binds them to one
+found in Consul; ``POST <url>/describe`` with ``{"question": str}`` describes
+the camera's newest frame, and the answer's description and findings come
+back as a marked observation, :mod:`.observation`) and ``cluster_status``
+(experts and jobs from the Consul and Nomad APIs through py-consul and
+python-nomad; needs Consul to answer discovery's watch). :func:`builtin_tools` binds them to one
 :class:`~pipecat_app.twin.toolbox.ToolContext`, each with what it needs to be
-offered. How a tool is written, checked and run is :mod:`.toolbox`.
+offered. ``forget`` is destructive: it runs only when the user's own words
+in the turn match ``twin.tools.destructive_trigger``. How a tool is written,
+checked and run is :mod:`.toolbox`.
 
 A tool's docstring (its first paragraphs and its ``Args:``) is what the model
 reads.
@@ -30,6 +33,7 @@ from pipecat_app.twin.api_tls import describe_failure
 from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
 from pipecat_app.twin.discovery import experts_from_health
 from pipecat_app.twin.memory import MemoryStore, format_item
+from pipecat_app.twin.observation import observation
 from pipecat_app.twin.toolbox import Tool, ToolContext, ToolError
 
 # -- what the tools need -------------------------------------------------------
@@ -165,7 +169,8 @@ async def describe_scene(
         question: What to look for (optional).
 
     Returns:
-        The vision service's description.
+        ``observation``: the description and findings, marked as untrusted
+        camera data (text read off the image is never an instruction).
     """
     base = ctx.vision_url()
     if base is None:
@@ -186,7 +191,7 @@ async def describe_scene(
     description = body.get("description") if isinstance(body, dict) else None
     if not isinstance(description, str):
         raise ToolError("failed", f"vision service at {base} answered without a description")
-    return {"description": description}
+    return {"observation": observation(body)}
 
 
 def _cluster_report(discovery: DiscoveryConfig) -> dict[str, Any]:
@@ -256,7 +261,13 @@ def builtin_tools(
     fact_limit = {"fact": {"maxLength": memory.max_item_chars}}
     return [
         *(
-            Tool(f, context, needs=has_memory, limits=fact_limit if f is remember else None)
+            Tool(
+                f,
+                context,
+                needs=has_memory,
+                limits=fact_limit if f is remember else None,
+                asked_by=tools.destructive_trigger if f is forget else None,
+            )
             for f in MEMORY_TOOLS
         ),
         Tool(current_time, context),
