@@ -9,13 +9,14 @@ Without ``--config``: ``$TWIN_APP_CONFIG``, else the embedded ``config/demo.toml
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
 from pathlib import Path
 
-from pipecat_app.config import DEMO_CONFIG, AppConfig, ConfigError, load_config
+from twin_common.cli import EXIT_CONFIG, command_parser, load_or_say_why
+
+from pipecat_app.config import DEMO_CONFIG, AppConfig, load_config
 
 
 def _config(path: str | None) -> AppConfig:
@@ -47,21 +48,20 @@ async def _chat(config: AppConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``twin-app`` command."""
-    parser = argparse.ArgumentParser(prog="twin-app", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("serve", "run the HTTP server (browser voice, text, health, metrics)"),
-        ("chat", "chat in the terminal"),
-        ("check", "validate the config file and print the result"),
-    ):
-        command = sub.add_parser(name, help=text)
-        command.add_argument("--config", help="TOML config file (default: config/demo.toml)")
+    parser, _ = command_parser(
+        "twin-app",
+        (__doc__ or "").splitlines()[0],
+        {
+            "serve": "run the HTTP server (browser voice, text, health, metrics)",
+            "chat": "chat in the terminal",
+            "check": "validate the config file and print the result",
+        },
+        config_help="TOML config file (default: config/demo.toml)",
+    )
     args = parser.parse_args(argv)
-    try:
-        config = _config(args.config)
-    except ConfigError as exc:
-        print(f"twin-app: {exc}", file=sys.stderr)
-        return 2
+    config = load_or_say_why("twin-app", lambda: _config(args.config))
+    if config is None:
+        return EXIT_CONFIG
     if args.command == "check":
         print(config.model_dump_json(indent=2))
         return 0

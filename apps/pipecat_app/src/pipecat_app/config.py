@@ -20,30 +20,54 @@ Paths: a relative ``stt.model_dir``, ``tts.voice_dir``,
 ``server.tls_cert_file``, ``server.tls_key_file``, ``twin.memory.path``,
 ``twin.prompt.file`` or ``twin.discovery``'s ``ca_file``, ``client_cert_file``
 and ``client_key_file``, from the file or from an override, is relative to the
-directory of the config file, and ``~`` is expanded (``_resolve_paths``). An
-empty model or voice directory, or an empty TLS file, means none (the bundled
+directory of the config file, and ``~`` is expanded (``PATHS``). An empty
+model or voice directory, or an empty TLS file, means none (the bundled
 model; plain HTTP).
+
+The loading itself (the file, the overrides, the paths, the error messages)
+and the ``[server]`` table's HTTPS, token and ``/metrics`` keys are
+twin_common's (``twin_common.config``), shared with the vision service.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import ssl
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from loguru import logger
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, model_validator
+from twin_common.config import (
+    ConfigError,
+    ConfigSection,
+    MetricsAccess,
+    ServerSection,
+    check_tls_files,
+    load_toml_config,
+)
 
-from pipecat_app.twin.config import ConfigSection, TwinConfig
+from pipecat_app.twin.config import TwinConfig
+
+__all__ = ["DEMO_CONFIG", "AppConfig", "ConfigError", "MetricsAccess", "load_config"]
 
 ENV_PREFIX = "TWIN_APP__"
 
 #: Keys whose environment override is a string as written (secrets are never numbers).
 VERBATIM_KEYS = frozenset({("server", "access_token")})
+
+#: Paths relative to the config file's directory; those in OPTIONAL_PATHS mean
+#: none when empty (the bundled model or voice, plain HTTP).
+OPTIONAL_PATHS = ("stt.model_dir", "tts.voice_dir", "server.tls_cert_file", "server.tls_key_file")
+PATHS = (
+    *OPTIONAL_PATHS,
+    "twin.memory.path",
+    "twin.prompt.file",
+    "twin.discovery.ca_file",
+    "twin.discovery.client_cert_file",
+    "twin.discovery.client_key_file",
+)
 
 # The embedded default configuration (offline models, a local llama-server):
 # inside the installed wheel, else in the source tree (editable install).
@@ -58,10 +82,6 @@ DEMO_CONFIG = next(
 )
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the key and its source."""
-
-
 def _package_dir(package: str, *parts: str) -> Path:
     """Locate a data directory inside an installed package without importing it."""
     spec = importlib.util.find_spec(package)
@@ -70,18 +90,15 @@ def _package_dir(package: str, *parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
-#: Who may read /metrics (``server.metrics_access``).
-MetricsAccess = Literal["local", "open", "token"]
-
-
-class ServerConfig(ConfigSection):
+class ServerConfig(ServerSection):
     """Where the HTTP server (browser client, WebRTC offers, text, health, metrics) listens,
     and how many sessions of each kind it holds.
 
     Voice and text have caps of their own, so typed chats never take a voice slot.
+    Browsers give a page the microphone only over HTTPS (``tls_cert_file`` and
+    ``tls_key_file``) or on localhost.
     """
 
-    host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 for every interface.")
     port: int = Field(7860, ge=1, le=65535, description="TCP port.")
     max_sessions: int = Field(
         4,
@@ -113,45 +130,15 @@ class ServerConfig(ConfigSection):
         description="Largest HTTP request body and /ws/chat message, in bytes; larger "
         "ones get 413 (HTTP) or close code 1009 (websocket).",
     )
-    tls_cert_file: Path | None = Field(
-        None,
-        description="PEM certificate (chain) to serve HTTPS with; set it and tls_key_file, "
-        "or neither (plain HTTP). Browsers give a page the microphone only over HTTPS or "
-        "on localhost.",
-    )
-    tls_key_file: Path | None = Field(
-        None, description="PEM private key of tls_cert_file (readable by the app only)."
-    )
     access_token: SecretStr = Field(
         SecretStr(""),
         description="Token every client must show (Authorization: Bearer, or the cookie "
         "the browser pages set once), except on /health; empty = anyone who can reach "
         "host:port may talk to the assistant and use its tools.",
     )
-    metrics_access: MetricsAccess = Field(
-        "local",
-        description="Who may read /metrics: 'local' = clients on this machine's loopback "
-        "only (others get 403), 'open' = anyone, 'token' = clients with access_token "
-        "(Prometheus: authorization { credentials = ... }).",
-    )
-
-    @property
-    def tls(self) -> bool:
-        """Whether the server speaks HTTPS."""
-        return self.tls_cert_file is not None
 
     @model_validator(mode="after")
     def _check_access(self) -> ServerConfig:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            given, missing = (
-                ("tls_cert_file", "tls_key_file")
-                if self.tls_key_file is None
-                else ("tls_key_file", "tls_cert_file")
-            )
-            raise ValueError(
-                f"{given} is set but {missing} is not: set both for HTTPS, or neither for "
-                "plain HTTP"
-            )
         token = self.access_token.get_secret_value()
         if token != token.strip():
             raise ValueError("access_token starts or ends with white space: remove it")
@@ -353,120 +340,30 @@ class AppConfig(ConfigSection):
     twin: TwinConfig = Field(default_factory=TwinConfig)
 
 
-def _parse_env_value(raw: str) -> Any:
-    """Read an override as a TOML value when it is one, as a string otherwise."""
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, Any]]:
-    """Map key paths to (variable name, value) for every TWIN_APP__ variable."""
-    overrides: dict[tuple[str, ...], tuple[str, Any]] = {}
-    for name, raw in environ.items():
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() == ENV_PREFIX:
-            continue
-        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-        if any(not part for part in path):
-            raise ConfigError(f"environment variable {name}: empty key part (use single __)")
-        value = _parse_env_value(raw)
-        if path in VERBATIM_KEYS and not isinstance(value, str):
-            value = raw
-        overrides[path] = (name, value)
-    return overrides
-
-
-def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any, source: str) -> None:
-    node = data
-    for part in path[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{source}: {'.'.join(path)} goes below a key that is not a table")
-        node = child
-    node[path[-1]] = value
-
-
-def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Make the app's relative paths relative to the config file's directory."""
-    for section, key in (
-        ("stt", "model_dir"),
-        ("tts", "voice_dir"),
-        ("server", "tls_cert_file"),
-        ("server", "tls_key_file"),
-    ):
-        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
-        if isinstance(value, str) and value:
-            data[section][key] = str(base / Path(value).expanduser())
-        elif value == "":
-            data[section][key] = None
-    twin = data.get("twin")
-    if not isinstance(twin, dict):
-        return
-    for section, key in (
-        ("memory", "path"),
-        ("prompt", "file"),
-        ("discovery", "ca_file"),
-        ("discovery", "client_cert_file"),
-        ("discovery", "client_key_file"),
-    ):
-        table = twin.get(section)
-        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
-            table[key] = str(base / Path(table[key]).expanduser())
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    """One readable line per pydantic error: the dotted key, then the problem."""
-    parts = [str(p) for p in error["loc"] if p not in ("whisper", "piper", "openai")]
-    key = ".".join(parts) or "(top level)"
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (check its spelling and section)"
-    elif error["type"] == "missing":
-        message = "required key is missing"
-    return f"{key}: {message}"
-
-
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> AppConfig:
     """Load, override from the environment and validate the config file at ``path``."""
     path = Path(path)
-    environ = os.environ if environ is None else environ
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-
-    if not data:
-        logger.warning(
-            f"config file {path} is empty: every value is a default "
+    config = load_toml_config(
+        AppConfig,
+        path,
+        env_prefix=ENV_PREFIX,
+        environ=environ,
+        verbatim=VERBATIM_KEYS,
+        paths=PATHS,
+        empty_is_none=OPTIONAL_PATHS,
+        hidden_locations=("whisper", "piper", "openai"),
+        on_empty=lambda empty: logger.warning(
+            f"config file {empty} is empty: every value is a default "
             "(see config/demo.toml for what can be set)"
-        )
-    overrides = _env_overrides(environ)
-    for key_path, (name, value) in overrides.items():
-        _apply(data, key_path, value, f"environment variable {name}")
-    _resolve_paths(data, path.resolve().parent)
-
-    try:
-        config = AppConfig.model_validate(data)
-    except ValidationError as exc:
-        by_env = {".".join(p): name for p, (name, _) in overrides.items()}
-        lines = []
-        for error in exc.errors():
-            line = _describe(error)
-            key = line.split(":", 1)[0]
-            source = next((n for k, n in by_env.items() if key.startswith(k)), None)
-            lines.append(f"  {line}" + (f" (set by {source})" if source else ""))
-        raise ConfigError(f"invalid configuration in {path}:\n" + "\n".join(lines)) from exc
+        ),
+    )
     _check_files(config, path)
     return config
 
 
 def _check_files(config: AppConfig, path: Path) -> None:
     """Fail at start, not mid-call, when a local model or the TLS files cannot be used."""
-    _check_tls(config.server, path)
+    check_tls_files(config.server, path)
     if isinstance(config.stt, WhisperSTTConfig):
         model_dir = config.stt.resolved_model_dir()
         if not (model_dir / "model.bin").is_file():
@@ -481,30 +378,3 @@ def _check_files(config: AppConfig, path: Path) -> None:
                 f"invalid configuration in {path}:\n  tts.voice: {voice} or its .onnx.json is "
                 "missing (set tts.voice_dir and tts.voice to a Piper voice you have)"
             )
-
-
-def _check_tls(server: ServerConfig, path: Path) -> None:
-    """The certificate and key can be read and belong together (else uvicorn fails later)."""
-    if server.tls_cert_file is None or server.tls_key_file is None:
-        return
-    for key, file in (
-        ("tls_cert_file", server.tls_cert_file),
-        ("tls_key_file", server.tls_key_file),
-    ):
-        try:
-            file.open("rb").close()
-        except OSError as exc:
-            raise ConfigError(
-                f"invalid configuration in {path}:\n  server.{key}: {file} cannot be read "
-                f"({exc.strerror}): point it at a PEM file this user may read"
-            ) from exc
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-            server.tls_cert_file, server.tls_key_file
-        )
-    except (ssl.SSLError, ValueError) as exc:
-        raise ConfigError(
-            f"invalid configuration in {path}:\n  server.tls_cert_file, server.tls_key_file: "
-            f"{server.tls_cert_file} and {server.tls_key_file} are not a PEM certificate "
-            f"and its key ({exc})"
-        ) from exc

@@ -31,12 +31,9 @@ and exit 0.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import FrameType
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -44,9 +41,10 @@ from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from twin_common.serve import serve_app
 
 from pipecat_app.config import AppConfig, ServerConfig
-from pipecat_app.endpoints.access import AccessGuard, AccessToken, login_router
+from pipecat_app.endpoints.access import AccessToken, BrowserAccessGuard, login_router
 from pipecat_app.endpoints.sessions import Kind, Refused
 from pipecat_app.endpoints.text import TextSessions
 from pipecat_app.endpoints.voice import WebRTCSessions
@@ -137,7 +135,7 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
     app = FastAPI(title="twin-app", lifespan=lifespan, max_body_size=config.server.max_body_bytes)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_middleware(AccessGuard, token=token, metrics_access=config.server.metrics_access)
+    app.add_middleware(BrowserAccessGuard, token=token, metrics_access=config.server.metrics_access)
 
     @app.get("/health")
     async def health() -> dict[str, object]:
@@ -168,27 +166,14 @@ def create_app(config: AppConfig, *, twin_factory: TwinFactory | None = None) ->
     return app
 
 
-def _after_shutdown(signum: int, _frame: FrameType | None) -> None:
-    """Uvicorn re-raises the signal it shut down on; by then the stop was clean."""
-    logger.bind(event="exit", signal=signal.Signals(signum).name).info("exiting")
-
-
 def serve(config: AppConfig) -> None:
     """Run the server until SIGTERM/SIGINT, then end every session and return."""
     setup_logging(config.log)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _after_shutdown)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host=config.server.host,
-            port=config.server.port,
-            log_config=None,
-            timeout_graceful_shutdown=10,
-            # /ws/chat's messages have the request bodies' cap (close code 1009).
-            ws_max_size=config.server.max_body_bytes,
-            ssl_certfile=config.server.tls_cert_file,
-            ssl_keyfile=config.server.tls_key_file,
-        )
+    serve_app(
+        create_app(config),
+        config.server,
+        on_exit=lambda signal: logger.bind(event="exit", signal=signal).info("exiting"),
+        log_config=None,
+        # /ws/chat's messages have the request bodies' cap (close code 1009).
+        ws_max_size=config.server.max_body_bytes,
     )
-    server.run()

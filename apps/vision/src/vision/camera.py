@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import cv2
 import httpx
+from twin_common.tasks import BackgroundTask
 
 from vision.config import CameraConfig
 from vision.images import Frame, ImageError, decode_image
@@ -192,7 +193,7 @@ class CameraLoop:
         self.on_frame = on_frame
         self.on_error = on_error
         self.state = CameraState(source=config.source)
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, "camera-loop")
 
     async def _run(self) -> None:
         period = 1.0 / self.config.fps
@@ -223,14 +224,9 @@ class CameraLoop:
 
     def start(self) -> None:
         """Start sampling in the background."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="camera-loop")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop sampling and close the source."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         await self.source.close()

@@ -2,36 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from pathlib import Path
 
-from vision.config import ConfigError, load_config
+from twin_common.cli import EXIT_CONFIG, command_parser, load_or_say_why
+
+from vision.config import load_config
 from vision.images import ImageError, decode_image
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``twin-vision`` command."""
-    parser = argparse.ArgumentParser(prog="twin-vision", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("serve", "run the HTTP service"),
-        ("check", "validate the config and load the detectors"),
-        ("describe", "describe one JPEG or PNG file and print the JSON answer"),
-    ):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--config", type=Path, help="TOML config file (default: none)")
-        if name == "describe":
-            command.add_argument("image", type=Path)
-            command.add_argument("--question", default=None)
-            command.add_argument("--no-ocr", action="store_true", help="do not read text")
+    parser, commands = command_parser(
+        "twin-vision",
+        __doc__ or "",
+        {
+            "serve": "run the HTTP service",
+            "check": "validate the config and load the detectors",
+            "describe": "describe one JPEG or PNG file and print the JSON answer",
+        },
+        config_help="TOML config file (default: none)",
+    )
+    commands["describe"].add_argument("image", type=Path)
+    commands["describe"].add_argument("--question", default=None)
+    commands["describe"].add_argument("--no-ocr", action="store_true", help="do not read text")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"twin-vision: {exc}", file=sys.stderr)
-        return 2
+    config = load_or_say_why("twin-vision", lambda: load_config(args.config))
+    if config is None:
+        return EXIT_CONFIG
     if args.command == "serve":
         from vision.server import serve  # uvicorn only when serving
 

@@ -20,20 +20,18 @@ import binascii
 import contextlib
 import json
 import logging
-import signal
 from collections.abc import AsyncIterator
-from types import FrameType
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
+from twin_common.access import AccessGuard, BearerToken
+from twin_common.serve import serve_app
 
-from vision.access import AccessMiddleware
 from vision.config import VisionConfig
 from vision.images import ImageError, decode_image
 from vision.service import NoFrame, Vision
@@ -200,8 +198,8 @@ def create_app(config: VisionConfig, vision: Vision | None = None) -> FastAPI:
         return Response(generate_latest(vision.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(
-        AccessMiddleware,  # type: ignore[arg-type]
-        token=server.access_token.get_secret_value(),
+        AccessGuard,
+        token=BearerToken(server.access_token.get_secret_value()),
         metrics_access=server.metrics_access,
     )
     return app
@@ -219,25 +217,10 @@ def serve(config: VisionConfig) -> None:
         logging.getLogger("vision").warning(
             "no access token (server.access_token): anyone who can reach %s sees the camera", where
         )
-    # Uvicorn restores the handlers it found and re-raises the signal it shut
-    # down on; with these, a clean stop on SIGTERM exits 0 (Nomad's kill_signal).
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _after_shutdown)
-    server_ = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host=config.server.host,
-            port=config.server.port,
-            ssl_certfile=config.server.tls_cert_file,
-            ssl_keyfile=config.server.tls_key_file,
-            log_level=config.log.level.lower(),
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
+    serve_app(
+        create_app(config),
+        config.server,
+        on_exit=lambda signal: logging.getLogger("vision").info("exiting on %s", signal),
+        log_level=config.log.level.lower(),
+        access_log=False,
     )
-    server_.run()
-
-
-def _after_shutdown(signum: int, _frame: FrameType | None) -> None:
-    """The signal uvicorn re-raises after its shutdown: the stop was clean."""
-    logging.getLogger("vision").info("exiting on %s", signal.Signals(signum).name)

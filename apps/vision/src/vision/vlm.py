@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import urllib.parse
 from typing import Any
 
 import consul
 import httpx
+from twin_common.tasks import BackgroundTask
 
 from vision.config import VLMConfig
 
@@ -82,7 +82,7 @@ class VLMLocator:
         self.config = config
         self._found: str | None = None
         self.error: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._follow, "vlm-locator")
 
     def url(self) -> str | None:
         """The base URL to ask now, or None."""
@@ -116,13 +116,9 @@ class VLMLocator:
 
     def start(self) -> None:
         """Follow Consul in the background when it is configured and no URL is fixed."""
-        if not self.config.url and self.config.consul_addr and self._task is None:
-            self._task = asyncio.create_task(self._follow(), name="vlm-locator")
+        if not self.config.url and self.config.consul_addr:
+            self._task.start()
 
     async def stop(self) -> None:
         """Stop following Consul."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()

@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     HttpUrl,
@@ -64,6 +63,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from twin_common.config import ConfigSection
 
 from pipecat_app.twin.api_tls import ApiTLS
 
@@ -127,12 +127,6 @@ def _api_tls(config: DiscoveryConfig, api: str, env: str) -> ApiTLS:
         key = os.environ.get(f"{env}_CLIENT_KEY", "")
         cert_setting = f"env {env}_CLIENT_CERT and {env}_CLIENT_KEY"
     return ApiTLS(api, ca_file, ca_setting, cert, key, cert_setting)
-
-
-class ConfigSection(BaseModel):
-    """A table of the config file: an unknown key in it is an error, not ignored."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class MemoryConfig(ConfigSection):

@@ -10,12 +10,12 @@ next request returns at once instead of waiting on a stale index.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 from loguru import logger
+from twin_common.tasks import BackgroundTask
 
 from pipecat_app.twin.api_tls import ApiTLS, describe_failure
 
@@ -93,7 +93,7 @@ class BlockingWatch:
         #: Why the last request failed, while it is the latest (None once one succeeds);
         #: a refused TLS handshake says which CA was trusted and what to set.
         self.last_error: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self.run, f"consul-watch {path}")
         self.first_result = asyncio.Event()
 
     @property
@@ -150,16 +150,11 @@ class BlockingWatch:
 
     def start(self) -> None:
         """Start the background task (once)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name=f"consul-watch {self._path}")
+        self._task.start()
 
     async def stop(self) -> None:
         """Cancel the background task, wait for it, and close the HTTP client."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -1,0 +1,1 @@
+"""What twin.cluster's HTTP services (the voice assistant, the vision service) share."""
