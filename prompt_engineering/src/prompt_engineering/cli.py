@@ -1,6 +1,8 @@
 """``prompt-evolve`` (``make evolve``): evolve the system prompt, report, publish only a winner.
 
-1. Checks that both model endpoints answer (a dead one stops here, clearly).
+1. Finds the assistant's endpoints: given URLs, or the healthy experts of one
+   domain in Consul (``--consul-service``, the app's own discovery code); then
+   checks that both model endpoints answer (a dead one stops here, clearly).
 2. Runs OpenEvolve in a child process (:mod:`prompt_engineering.evolve`),
    from the last checkpoint with ``--resume``, printing each evaluation and
    iteration as it happens.
@@ -27,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from pipecat_app.twin.config import DiscoveryConfig
 
 from prompt_engineering import report
+from prompt_engineering.experts import discover
 from prompt_engineering.publish import ConsulTarget, FileTarget, Target
 from prompt_engineering.runner import EndpointDown, check_endpoint
 from prompt_engineering.scoring import score_prompt
@@ -58,8 +62,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"each in turn); default $PROMPT_EVOLVE_ASSISTANT_URL or {DEFAULT_URL}",
     )
     p.add_argument("--assistant-model", default="smollm2-135m")
+    p.add_argument(
+        "--consul-service",
+        default=None,
+        help="find the assistant's endpoints in Consul instead: the healthy instances of this "
+        "service (the expert jobs' llm-expert) of --expert-domain, with the model their meta "
+        "names; address, token and CA as for --consul-key",
+    )
+    p.add_argument("--expert-domain", default="general", help="with --consul-service")
+    p.add_argument(
+        "--consul-addr",
+        default=None,
+        help="Consul's HTTP(S) address; default $CONSUL_HTTP_ADDR or http://127.0.0.1:8500 "
+        "(token: $CONSUL_HTTP_TOKEN)",
+    )
+    p.add_argument("--consul-ca-file", default="", help="default $CONSUL_CACERT")
+    p.add_argument("--consul-client-cert", default="", help="default $CONSUL_CLIENT_CERT")
+    p.add_argument("--consul-client-key", default="", help="default $CONSUL_CLIENT_KEY")
     p.add_argument("--mutator-url", default=os.environ.get("PROMPT_EVOLVE_MUTATOR_URL"))
-    p.add_argument("--mutator-model", default="smollm2-135m")
+    p.add_argument("--mutator-model", default=None, help="default: the assistant's model")
     p.add_argument("--mutator-max-tokens", type=int, default=None, help="default: openevolve.yaml")
     p.add_argument("--start-prompt", type=Path, default=None, help="default: the app's prompt")
     p.add_argument("--publish-file", type=Path, default=None)
@@ -76,13 +97,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def consul_config(args: argparse.Namespace) -> DiscoveryConfig:
+    """``[twin.discovery]`` as TwinService reads it: options, else ``CONSUL_*`` variables."""
+    settings: dict[str, Any] = {
+        "mode": "consul",
+        "service": args.consul_service or "llm-expert",
+        "ca_file": args.consul_ca_file,
+        "client_cert_file": args.consul_client_cert,
+        "client_key_file": args.consul_client_key,
+    }
+    if args.consul_addr:
+        settings["consul_addr"] = args.consul_addr
+    return DiscoveryConfig.model_validate(settings)
+
+
 def make_target(args: argparse.Namespace) -> Target | None:
     if args.consul_key:
+        consul = consul_config(args)
+        tls = consul.consul_tls()
         return ConsulTarget(
             args.consul_key,
-            os.environ.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500"),
-            os.environ.get("CONSUL_HTTP_TOKEN", ""),
-            os.environ.get("CONSUL_CACERT", ""),
+            consul.resolved_consul_addr(),
+            consul.resolved_consul_token(),
+            tls.ca_file,
+            tls.requests_cert,
         )
     if args.publish_file:
         return FileTarget(args.publish_file)
@@ -180,13 +218,21 @@ def held_out(prompt: str, settings: RunSettings) -> float:
 def evolve(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run (see module doc); returns the report."""
     start = (args.start_prompt or shipped_prompt()).resolve()
-    urls = args.assistant_url or [os.environ.get("PROMPT_EVOLVE_ASSISTANT_URL") or DEFAULT_URL]
+    model, tool_calls = args.assistant_model, False
+    if args.consul_service:
+        experts = asyncio.run(discover(consul_config(args), args.expert_domain))
+        urls = [e.base_url for e in experts]
+        model, tool_calls = experts[0].model, experts[0].tool_calls
+        say(f"experts from Consul ({args.consul_service}, {args.expert_domain}, {model}): {urls}")
+    else:
+        urls = args.assistant_url or [os.environ.get("PROMPT_EVOLVE_ASSISTANT_URL") or DEFAULT_URL]
     settings = RunSettings(
         run_dir=args.run_dir.resolve(),
         assistant_urls=urls,
-        assistant_model=args.assistant_model,
+        assistant_model=model,
+        assistant_tool_calls=tool_calls,
         mutator_url=args.mutator_url or urls[0],
-        mutator_model=args.mutator_model,
+        mutator_model=args.mutator_model or model,
         mutator_max_tokens=args.mutator_max_tokens,
         max_tokens=args.max_tokens,
         train_limit=args.train_limit,

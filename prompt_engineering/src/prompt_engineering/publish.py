@@ -57,9 +57,17 @@ class ConsulTarget:
         addr: Consul's HTTP(S) address (``CONSUL_HTTP_ADDR``).
         token: ACL token allowed to write ``key`` and ``key.meta`` (``CONSUL_HTTP_TOKEN``).
         ca_file: CA of Consul's HTTPS certificate (``CONSUL_CACERT``).
+        cert: Client certificate and key, when Consul demands one (mTLS).
     """
 
-    def __init__(self, key: str, addr: str, token: str = "", ca_file: str = "") -> None:
+    def __init__(
+        self,
+        key: str,
+        addr: str,
+        token: str = "",
+        ca_file: str = "",
+        cert: tuple[str, str] | None = None,
+    ) -> None:
         self.key = key.strip("/")
         self.meta_key = f"{self.key}.meta"
         self.name = f"consul:{self.key} at {addr}"
@@ -71,6 +79,7 @@ class ConsulTarget:
             scheme=scheme or "http",
             token=token or None,
             verify=ca_file or True,
+            cert=cert,
         ).kv
 
     def current(self) -> Current:
