@@ -6,7 +6,9 @@ project's environment; nothing is mocked.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -57,9 +59,45 @@ def test_galaxy_metadata_names_the_collection() -> None:
     assert meta["version"] == "0.1.0"
     for key in ("license", "description", "tags", "repository"):
         assert meta[key], f"galaxy.yml: {key} is empty"
-    assert {"community.crypto", "community.general", "ansible.posix"} <= set(meta["dependencies"])
     runtime = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())
     assert runtime["requires_ansible"].startswith(">=")
+
+
+# Collection names as they appear in module FQCNs and filter/lookup calls.
+_FQCN = re.compile(r"\b([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\.[a-z][a-z0-9_]*\b")
+
+
+def _installed_collection_version(fqcn: str) -> str:
+    import ansible_collections  # the ansible package's bundled collections
+
+    namespace, name = fqcn.split(".")
+    base = Path(next(iter(ansible_collections.__path__))) / namespace / name
+    return json.loads((base / "MANIFEST.json").read_text())["collection_info"]["version"]
+
+
+def test_galaxy_dependencies_are_what_the_content_calls_from_the_tested_versions() -> None:
+    """Every collection a role, playbook or plugin calls is a dependency, nothing
+    else is, and each one's minimum is the version the tests run against."""
+    installed = set()
+    for base in ("roles", "playbooks", "plugins"):
+        for path in (ROOT / base).rglob("*"):
+            if path.suffix not in {".yml", ".yaml", ".py", ".j2"}:
+                continue
+            for namespace, name in _FQCN.findall(path.read_text()):
+                fqcn = f"{namespace}.{name}"
+                if namespace in {"ansible", "twin"}:
+                    continue
+                try:
+                    _installed_collection_version(fqcn)
+                except (FileNotFoundError, StopIteration):
+                    continue  # a dotted name that is no collection (item.stat, a file name)
+                installed.add(fqcn)
+    meta = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+    assert set(meta["dependencies"]) == installed
+    for fqcn, spec in meta["dependencies"].items():
+        assert spec == f">={_installed_collection_version(fqcn)}", (
+            f"galaxy.yml allows {fqcn} {spec}; the tests run {_installed_collection_version(fqcn)}"
+        )
 
 
 def test_built_collection_installs_and_exposes_roles_and_playbooks(
