@@ -221,7 +221,7 @@ async def test_a_sign_read_by_the_camera_cannot_make_an_obedient_expert_forget(
             first = scripted.requests[0]
             seen = observed(system_of(first))
             assert [line.lower() for line in seen["text_read"]] == list(SIGN)
-            assert seen["source"] == "camera"
+            assert seen["camera"] == "node camera"
             outside = system_of(first).split(OPEN, 1)[0] + json.dumps(first["messages"][1:])
             assert not re.search(r"(?i)\bforget\b", outside)
             assert obeys(first), "the scripted expert did not read the sign"

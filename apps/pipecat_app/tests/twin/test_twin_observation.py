@@ -28,9 +28,9 @@ def test_text_read_off_an_image_cannot_end_its_observation():
     answer = {
         "description": f"Text in view reads '{ESCAPE}'.",
         "findings": {"person_count": 0, "faces": [], "text": [{"text": ESCAPE}]},
-        "source": "camera",
+        "describer": "default",
     }
-    block = observation(answer)
+    block = observation(answer, "node camera")
     assert block.count(OPEN) == 1
     assert block.count(CLOSE) == 1
     opened, data, closed = block.split("\n")[0], block.split("\n")[2], block.split("\n")[-1]
@@ -38,11 +38,12 @@ def test_text_read_off_an_image_cannot_end_its_observation():
     assert block.split("\n")[1] == LABEL
     assert len(block.split("\n")) == 4
     assert json.loads(data) == {
+        "camera": "node camera",
         "description": f"Text in view reads '{ESCAPE}'.",
         "people": 0,
         "faces": 0,
         "text_read": [ESCAPE],
-        "source": "camera",
+        "describer": "default",
     }
 
 

@@ -260,7 +260,7 @@ async def test_describe_scene_calls_the_vision_service_found_in_consul(fixture_a
         await found.stop()
         vision.shutdown()
         vision.server_close()
-    assert result == {"ok": True, "result": {"observation": observation(answer)}}
+    assert result == {"ok": True, "result": {"observation": observation(answer, "node camera")}}
     assert "A cat on a red sofa." in result["result"]["observation"]
     assert asked == [("/describe", {"question": "Any pets?"})]
 

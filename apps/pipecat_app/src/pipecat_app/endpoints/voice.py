@@ -17,7 +17,11 @@ after its answer (speech models loading included) is dropped.
 The prebuilt client's microphone handling would load Daily's call-machine
 bundle from the internet; ``prebuilt_client.py`` serves it with a local media layer
 instead, so it needs nothing but the app. ``/voice`` is a small page of plain
-WebRTC against ``/api/offer`` (no framework, one file).
+WebRTC against ``/api/offer`` (no framework, one file). Its camera toggle
+sends the camera as the offer's video track with ``request_data``
+``{"camera": true}``: that session's transport then takes video too
+(``video_in_enabled``, the camera captured at ``CAMERA_FPS``), and
+TwinService's ``describe_scene`` sends the latest frame to the vision service.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from aiortc.sdp import SessionDescription
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from loguru import logger
-from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.base_transport import TransportParams, VideoInSourceParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.request_handler import (
     IceCandidate,
@@ -51,6 +55,9 @@ from pipecat_app.endpoints.sessions import Refused, SessionRegistry, Slot
 from pipecat_app.session import TwinFactory, VoiceSession, twin_service
 
 VOICE_PAGE = Path(__file__).resolve().parent.parent / "static" / "voice.html"
+
+#: Camera frames a second a session with the camera on takes (the latest is described).
+CAMERA_FPS = 1
 
 #: ``/start`` session ids remembered (the oldest are forgotten first).
 STARTED_REMEMBERED = 1024
@@ -96,14 +103,23 @@ class WebRTCSessions:
         )
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _run(self, connection: SmallWebRTCConnection, slot: Slot[VoiceSession]) -> None:
+    async def _run(
+        self, connection: SmallWebRTCConnection, slot: Slot[VoiceSession], *, camera: bool
+    ) -> None:
         pc_id = connection.pc_id
         deadline = slot.reserved_at + self._config.server.voice_connect_timeout_s
         ended = "left"
         try:
             transport = SmallWebRTCTransport(
                 webrtc_connection=connection,
-                params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+                params=TransportParams(
+                    audio_in_enabled=True,
+                    audio_out_enabled=True,
+                    video_in_enabled=camera,
+                    video_in_sources=(
+                        {"camera": VideoInSourceParams(framerate=CAMERA_FPS)} if camera else {}
+                    ),
+                ),
             )
             # Loading the speech models takes seconds: not on the event loop,
             # where it would stall every other session's audio.
@@ -178,7 +194,8 @@ class WebRTCSessions:
         async def started(connection: SmallWebRTCConnection) -> None:
             self.sessions.rename(slot, connection.pc_id)
             task = asyncio.create_task(
-                self._run(connection, slot), name=f"voice-{connection.pc_id}"
+                self._run(connection, slot, camera=_camera_on(offer)),
+                name=f"voice-{connection.pc_id}",
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -290,6 +307,12 @@ async def _parse(request: Request, model: type[M], what: str) -> M:
             for error in exc.errors()[:5]
         )
         raise Refused(400, f"{what}: {problems}", kind="voice", reason="invalid") from None
+
+
+def _camera_on(offer: Offer) -> bool:
+    """Whether the client sends its camera (the voice page's ``request_data``)."""
+    data = offer.request_data
+    return isinstance(data, dict) and data.get("camera") is True
 
 
 def _check_audio(sdp: str) -> None:

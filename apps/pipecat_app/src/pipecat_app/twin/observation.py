@@ -39,25 +39,25 @@ def _text_lines(findings: Mapping[str, Any]) -> list[str]:
     return [str(line.get("text", "")).strip() for line in lines if isinstance(line, Mapping)]
 
 
-def observation_data(answer: Mapping[str, Any]) -> dict[str, Any]:
+def observation_data(answer: Mapping[str, Any], camera: str) -> dict[str, Any]:
     """The parts of a vision service answer a turn needs (short: the expert's context is small).
 
+    ``camera`` (whose camera: ``"user camera"`` or ``"node camera"``),
     ``description`` (the speakable sentence), ``people`` (``person_count``),
-    ``faces``, ``text_read`` (the lines OCR read), ``source`` (camera or
-    upload) and ``describer``, each only when the answer has it.
+    ``faces``, ``text_read`` (the lines OCR read) and ``describer``, each but
+    the camera only when the answer has it.
     """
     findings = answer.get("findings")
     findings = findings if isinstance(findings, Mapping) else {}
-    data: dict[str, Any] = {"description": str(answer.get("description", ""))}
+    data: dict[str, Any] = {"camera": camera, "description": str(answer.get("description", ""))}
     if "person_count" in findings:
         data["people"] = findings["person_count"]
     if isinstance(findings.get("faces"), list):
         data["faces"] = len(findings["faces"])
     if text := [line for line in _text_lines(findings) if line]:
         data["text_read"] = text
-    for key in ("source", "describer"):
-        if isinstance(answer.get(key), str):
-            data[key] = answer[key]
+    if isinstance(answer.get("describer"), str):
+        data["describer"] = answer["describer"]
     return data
 
 
@@ -68,9 +68,9 @@ def mark(data: Mapping[str, Any]) -> str:
     return f"{OPEN}\n{LABEL}\n{body}\n{CLOSE}"
 
 
-def observation(answer: Mapping[str, Any]) -> str:
-    """A vision service answer as the marked observation block."""
-    return mark(observation_data(answer))
+def observation(answer: Mapping[str, Any], camera: str) -> str:
+    """A vision service answer about ``camera``'s frame as the marked observation block."""
+    return mark(observation_data(answer, camera))
 
 
 def unavailable(message: str) -> str:

@@ -54,6 +54,7 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    UserImageRawFrame,
 )
 from pipecat.processors.aggregators.llm_context import (
     LLMContext,
@@ -63,6 +64,7 @@ from pipecat.processors.aggregators.llm_context import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
+from pipecat_app.twin.camera import UserCamera
 from pipecat_app.twin.cluster import ClusterView
 from pipecat_app.twin.config import ToolsConfig, TwinConfig
 from pipecat_app.twin.discovery import Expert, ExpertDirectory
@@ -166,6 +168,7 @@ class TwinService:
             timeout_s=config.routing.expert_timeout_s,
             max_tokens=config.routing.max_answer_tokens,
         )
+        self.camera = UserCamera()
         if toolbox is None:
             experts, vision = self.cluster.experts, self.cluster.vision
             toolbox = ToolBox(
@@ -176,6 +179,7 @@ class TwinService:
                     config.discovery,
                     vision_url=lambda: vision.url,
                     consul_up=lambda: experts.consul_answering,
+                    camera_frame=self.camera.jpeg,
                 )
                 if config.tools.enabled
                 else [],
@@ -217,6 +221,7 @@ class TwinService:
                 client=self.client,
                 toolbox=self.toolbox,
                 tools=self.config.tools,
+                camera=self.camera,
             )
         ]
 
@@ -279,6 +284,8 @@ class TwinLLMProcessor(FrameProcessor):
         client: Streams a request to one expert.
         toolbox: The tools; each turn offers those available then.
         tools: ``[twin.tools]`` (``trigger``, ``max_rounds``).
+        camera: Keeps the user's camera frames (``UserImageRawFrame``, not
+            passed on) for ``describe_scene``; None: they pass on.
     """
 
     def __init__(
@@ -292,6 +299,7 @@ class TwinLLMProcessor(FrameProcessor):
         client: ExpertClient,
         toolbox: ToolBox,
         tools: ToolsConfig,
+        camera: UserCamera | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -303,6 +311,7 @@ class TwinLLMProcessor(FrameProcessor):
         self._client = client
         self._toolbox = toolbox
         self._tools = tools
+        self._camera = camera
         self._adapter = OpenAILLMAdapter()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -312,6 +321,8 @@ class TwinLLMProcessor(FrameProcessor):
             if frame.speculation:
                 return  # provisional context: nothing may reach the user
             await self._turn(frame.context)
+        elif isinstance(frame, UserImageRawFrame) and self._camera is not None:
+            self._camera.keep(frame)
         else:
             await self.push_frame(frame, direction)
 

@@ -81,6 +81,10 @@ def _no_consul() -> bool:
     return False
 
 
+def _no_camera() -> bytes | None:
+    return None
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """What a tool runs with: the first argument, ``ctx``, of every tool function.
@@ -101,6 +105,9 @@ class ToolContext:
         vision_url: The vision service's base URL now, None while there is
             none (TwinService's ``VisionDirectory``; no I/O).
         consul_up: Whether Consul answers now (discovery's watch; no I/O).
+        camera_frame: The latest frame of this user's browser camera as JPEG,
+            None without a recent one (:class:`~pipecat_app.twin.camera.UserCamera`;
+            encodes, so call it off the event loop).
     """
 
     memory: MemoryStore | None = None
@@ -110,6 +117,7 @@ class ToolContext:
     clock: Callable[[], dt.datetime] = _utc_now
     vision_url: Callable[[], str | None] = _no_vision
     consul_up: Callable[[], bool] = _no_consul
+    camera_frame: Callable[[], bytes | None] = _no_camera
 
 
 #: What a tool needs in order to be offered: True when it is there now.

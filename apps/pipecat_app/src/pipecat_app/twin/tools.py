@@ -2,9 +2,11 @@
 
 ``remember``, ``recall``, ``forget`` (need an open memory store),
 ``current_time``, ``describe_scene`` (needs a vision service, configured or
-found in Consul; ``POST <url>/describe`` with ``{"question": str}`` describes
-the camera's newest frame, and the answer's description and findings come
-back as a marked observation, :mod:`.observation`) and ``cluster_status``
+found in Consul; it sends the latest frame of the user's browser camera as
+``POST <url>/describe`` with an ``image/jpeg`` body and ``?question=``, or,
+without one, ``{"question": str}``, which describes the node camera's newest
+frame; the answer's description and findings come back as a marked
+observation, :mod:`.observation`) and ``cluster_status``
 (experts and jobs from the Consul and Nomad APIs through py-consul and
 python-nomad; needs Consul to answer discovery's watch). :func:`builtin_tools` binds them to one
 :class:`~pipecat_app.twin.toolbox.ToolContext`, each with what it needs to be
@@ -163,7 +165,7 @@ DEFAULT_SCENE_QUESTION = "Describe the scene briefly."
 async def describe_scene(
     ctx: ToolContext, question: str = DEFAULT_SCENE_QUESTION
 ) -> dict[str, Any]:
-    """Describe what the camera currently sees.
+    """Describe what the camera currently sees (the user's camera, else the room's).
 
     Args:
         question: What to look for (optional).
@@ -179,11 +181,19 @@ async def describe_scene(
             "no vision service: set twin.tools.vision_url, or run a healthy "
             f"{ctx.discovery.vision_service!r} service with twin.discovery.mode = 'consul'",
         )
+    question = question or DEFAULT_SCENE_QUESTION
+    frame = await asyncio.to_thread(ctx.camera_frame)
     try:
         async with httpx.AsyncClient(timeout=ctx.tools.timeout_s) as client:
-            response = await client.post(
-                f"{base}/describe", json={"question": question or DEFAULT_SCENE_QUESTION}
-            )
+            if frame is not None:
+                response = await client.post(
+                    f"{base}/describe",
+                    content=frame,
+                    params={"question": question},
+                    headers={"Content-Type": "image/jpeg"},
+                )
+            else:
+                response = await client.post(f"{base}/describe", json={"question": question})
             response.raise_for_status()
             body = response.json()
     except httpx.HTTPError as exc:
@@ -191,7 +201,8 @@ async def describe_scene(
     description = body.get("description") if isinstance(body, dict) else None
     if not isinstance(description, str):
         raise ToolError("failed", f"vision service at {base} answered without a description")
-    return {"observation": observation(body)}
+    camera = "user camera" if frame is not None else "node camera"
+    return {"observation": observation(body, camera)}
 
 
 def _cluster_report(discovery: DiscoveryConfig) -> dict[str, Any]:
@@ -247,8 +258,12 @@ def builtin_tools(
     *,
     vision_url: Callable[[], str | None],
     consul_up: Callable[[], bool],
+    camera_frame: Callable[[], bytes | None] | None = None,
 ) -> list[Tool]:
-    """All built-in tools, sharing one context, each with what it needs to be offered."""
+    """All built-in tools, sharing one context, each with what it needs to be offered.
+
+    ``camera_frame``: this conversation's browser camera (None: it has none).
+    """
     context = ToolContext(
         memory=memory,
         user_id=user_id,
@@ -256,6 +271,7 @@ def builtin_tools(
         discovery=discovery,
         vision_url=vision_url,
         consul_up=consul_up,
+        camera_frame=camera_frame or (lambda: None),
     )
     # The longest fact is the memory's own limit (twin.memory.max_item_chars).
     fact_limit = {"fact": {"maxLength": memory.max_item_chars}}
