@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
 
+import apsw
 import pytest
 
 from pipecat_app.metrics import MEMORY_ERRORS
@@ -30,7 +30,8 @@ def open_store(path) -> MemoryStore:
 def test_database_is_in_wal_mode(tmp_path):
     store = open_store(tmp_path / "m.sqlite3")
     store.close()
-    mode = sqlite3.connect(tmp_path / "m.sqlite3").execute("PRAGMA journal_mode").fetchone()[0]
+    # apsw, as the store: two SQLite libraries in one process do not see each other's locks.
+    mode = apsw.Connection(str(tmp_path / "m.sqlite3")).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 
 
@@ -126,7 +127,7 @@ def test_corrupt_database_is_reported_and_memory_is_off(tmp_path):
 def test_locked_database_skips_the_call_and_counts_an_error(tmp_path):
     path = tmp_path / "m.sqlite3"
     store = open_store(path)
-    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker = apsw.Connection(str(path))
     blocker.execute("BEGIN EXCLUSIVE")
     before = MEMORY_ERRORS._value.get()
     try:

@@ -147,6 +147,17 @@ class MemoryConfig(ConfigSection):
             and refuses a longer fact. The default holds a minute of speech
             or an answer of ``max_tokens``.
         enabled: False runs without memory (no file is opened).
+        semantic: Recall by meaning too: each memory's sentence embedding
+            (all-MiniLM-L6-v2, written by a background thread) in a sqlite-vec
+            table, and each turn embedded once; the nearest memories are fused
+            with the BM25 matches by reciprocal rank. False: BM25 alone, and
+            no model is loaded (about 230 MB less memory).
+        embedding_threads: CPU threads of the embedding model (onnxruntime).
+        semantic_candidates: Memories compared by exact cosine similarity per
+            turn: the nearest by hamming distance of their binary-quantised
+            vectors. More finds more at 100,000 memories, at some cost per turn.
+        min_similarity: Cosine similarity (-1 to 1) a memory needs to be
+            recalled by meaning; below it only BM25 can recall it.
     """
 
     path: Path = Path("/var/lib/twin/memory.sqlite3")
@@ -155,6 +166,10 @@ class MemoryConfig(ConfigSection):
     half_life_days: float = Field(default=30.0, gt=0)
     max_item_chars: int = Field(default=1000, ge=1)
     enabled: bool = True
+    semantic: bool = True
+    embedding_threads: int = Field(default=1, ge=1, le=16)
+    semantic_candidates: int = Field(default=100, ge=1, le=1000)
+    min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
 
 
 class PromptConfig(ConfigSection):

@@ -1,11 +1,28 @@
 """Long-term memory: episodic turns and semantic facts per user in SQLite.
 
 The store is one SQLite file in WAL mode (a Nomad host volume in the cluster),
-with an FTS5 index over the text. Recall ranks full-text matches by BM25 and
-weights them by recency (exponential decay with a configurable half-life);
-:func:`fit_to_budget` then keeps the best items that fit the turn's token
-budget. :class:`TurnMemory` is what one conversation does with it: recall
-for each turn's system message, and each turn stored.
+with an FTS5 index over the text and, with ``twin.memory.semantic``, a
+sentence embedding of each memory in a sqlite-vec ``vec0`` table. Recall
+ranks full-text matches by BM25 and, given the turn's query vector, the
+nearest memories by cosine similarity, each weighted by recency (exponential
+decay with a configurable half-life), and fuses the two lists by reciprocal
+rank (:func:`fuse`). :func:`fit_to_budget` then keeps the best items that fit
+the turn's token budget. :class:`TurnMemory` is what one conversation does
+with it: recall for each turn's system message, and each turn stored.
+
+The database is opened with apsw, not the standard library's ``sqlite3``:
+apsw carries its own SQLite and loads extensions on every Python (the
+project's venv Python has a ``sqlite3`` that cannot), so tests and nodes load
+sqlite-vec the same way.
+
+Vectors are written off the turn path: a background thread
+(:class:`_Indexer`) loads the encoder, embeds the memories that have no vector
+yet in id order, and writes each batch in one transaction together with how
+far it got. A vector row is inserted only while its memory exists (``INSERT
+... SELECT ... WHERE id = ?``) and deleted with it (a trigger), so a kill
+at any moment leaves no vector without its text. Memories without a vector
+(written before the model loaded, or while the thread catches up) are still
+recalled by BM25.
 
 Memory is a convenience, never a reason for the conversation to stop: a
 corrupt database disables the store (logged once, ``MEMORY_ERRORS``), a
@@ -15,17 +32,18 @@ locked or failing one makes that one call return nothing (logged,
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
 import re
-import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
+import apsw
+import numpy as np
 from loguru import logger
 
 from pipecat_app.metrics import MEMORY_ERRORS
@@ -52,7 +70,31 @@ END;
 CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
     INSERT INTO memories_fts (memories_fts, rowid, text) VALUES ('delete', old.id, old.text);
 END;
+CREATE TABLE IF NOT EXISTS memory_vectors_state (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    model TEXT NOT NULL,
+    done  INTEGER NOT NULL
+);
 """
+
+# The vectors: binary-quantised for sqlite-vec's brute-force KNN (hamming
+# distance over 48 bytes a memory), with the float vector beside it for the
+# exact cosine of the candidates. Made once the encoder (and so its size) is known.
+_VECTOR_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_vec USING vec0 (
+    user_id TEXT PARTITION KEY, embedding BIT[{dimensions}], +vector BLOB
+);
+CREATE TRIGGER IF NOT EXISTS memories_vec_ad AFTER DELETE ON memories BEGIN
+    DELETE FROM memories_vec WHERE rowid = old.id;
+END;
+"""
+_DROP_VECTORS = """
+DROP TRIGGER IF EXISTS memories_vec_ad;
+DROP TABLE IF EXISTS memories_vec;
+DELETE FROM memory_vectors_state;
+"""
+# Reciprocal rank fusion's constant (Cormack et al.; also Elasticsearch's default).
+_RRF_K = 60
 
 # Words too common to say anything about a memory; leaving them out keeps
 # the FTS query selective (and fast) on large stores.
@@ -74,6 +116,17 @@ _STOPWORDS = frozenset(
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 _CHARS_PER_TOKEN = 4
 _MAX_ITEM_CHARS = MemoryConfig.model_fields["max_item_chars"].default
+_FATAL = (apsw.CorruptError, apsw.NotADBError)
+
+
+class Embedder(Protocol):
+    """What the store needs of a sentence encoder (:class:`~.embedding.SentenceEncoder`)."""
+
+    model: str
+    dimensions: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +179,21 @@ def render_block(items: Sequence[MemoryItem]) -> str:
     return f"What you remember about the user (use it when relevant):\n{lines}"
 
 
+def fuse(*rankings: Sequence[MemoryItem]) -> list[MemoryItem]:
+    """Reciprocal rank fusion: each item scores the sum of ``1 / (60 + rank)`` over the lists.
+
+    The lists are each best first (BM25 and similarity, both weighted by
+    recency); an item in both outranks one found by only one of them.
+    """
+    fused: dict[int, MemoryItem] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            earlier = fused.get(item.id)
+            score = 1.0 / (_RRF_K + rank) + (earlier.score if earlier else 0.0)
+            fused[item.id] = replace(item, score=score)
+    return sorted(fused.values(), key=lambda i: i.score, reverse=True)
+
+
 def _match_query(text: str, *, conjunction: str = "OR") -> str:
     """An FTS5 query of the text's significant words, each quoted (no syntax injection)."""
     words: list[str] = []
@@ -150,6 +218,12 @@ class MemoryStore:
         busy_timeout_ms: How long a call waits for a lock before giving up.
         max_item_chars: Longest text one memory keeps (``twin.memory.max_item_chars``);
             longer text is stored cut to it.
+        encoder: Loads the sentence encoder (called once, on the background
+            thread); None recalls by BM25 alone and keeps no vectors.
+        semantic_candidates: Nearest memories by hamming distance of the
+            binary-quantised vectors whose exact cosine similarity is then compared.
+        min_similarity: Cosine similarity below which a memory is not recalled
+            by meaning (BM25 may still find it).
     """
 
     def __init__(
@@ -159,63 +233,120 @@ class MemoryStore:
         half_life_days: float = 30.0,
         busy_timeout_ms: int = 250,
         max_item_chars: int = _MAX_ITEM_CHARS,
+        encoder: Callable[[], Embedder] | None = None,
+        semantic_candidates: int = 100,
+        min_similarity: float = 0.3,
     ) -> None:
         self._path = Path(path).expanduser()
         self._half_life_s = half_life_days * 86400.0
         self._busy_timeout_ms = busy_timeout_ms
         self.max_item_chars = max_item_chars
-        self._db: sqlite3.Connection | None = None
+        self._load_encoder = encoder
+        self._semantic_candidates = semantic_candidates
+        self._min_similarity = min_similarity
+        self._db: apsw.Connection | None = None
         self._lock = threading.Lock()
+        self._indexer: _Indexer | None = None
+        self._last_query: tuple[str, np.ndarray] | None = None
         self.error: str | None = None
+
+    @classmethod
+    def from_config(cls, config: MemoryConfig) -> MemoryStore:
+        """The store ``[twin.memory]`` describes (the process's shared encoder when semantic)."""
+        from pipecat_app.twin.embedding import sentence_encoder
+
+        return cls(
+            config.path,
+            half_life_days=config.half_life_days,
+            max_item_chars=config.max_item_chars,
+            encoder=(
+                functools.partial(sentence_encoder, config.embedding_threads)
+                if config.semantic
+                else None
+            ),
+            semantic_candidates=config.semantic_candidates,
+            min_similarity=config.min_similarity,
+        )
 
     @property
     def available(self) -> bool:
         """True while the store is open and usable."""
         return self._db is not None
 
+    @property
+    def encoder(self) -> Embedder | None:
+        """The sentence encoder once the background thread has loaded it, else None."""
+        return self._indexer.encoder if self._indexer is not None else None
+
     def open(self) -> bool:
-        """Open (and create) the database; on failure log, count and run without memory."""
+        """Open (and create) the database; on failure log, count and run without memory.
+
+        With an encoder, sqlite-vec is loaded and the background thread starts
+        (it loads the encoder, then embeds what has no vector yet).
+        """
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            db = apsw.Connection(str(self._path))
             db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             db.execute("PRAGMA synchronous = NORMAL")
-            db.executescript(_SCHEMA)
+            vectors = self._load_encoder is not None and _load_sqlite_vec(db)
+            db.execute(_SCHEMA)
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-        except (sqlite3.Error, OSError) as exc:
+                raise apsw.CorruptError(f"integrity check failed: {check}")
+        except (apsw.Error, OSError) as exc:
             self._fail(f"cannot open memory database {self._path}: {exc}")
             return False
-        if mode.lower() != "wal":
+        if str(mode).lower() != "wal":
             logger.warning(f"memory: {self._path} journal mode is {mode}, not WAL")
         self._db = db
         self.error = None
         logger.info(f"memory: opened {self._path}")
+        if vectors and self._load_encoder is not None:
+            self._indexer = _Indexer(self, self._load_encoder)
+            self._indexer.start()
         return True
 
     def close(self) -> None:
-        """Close the database (a no-op when it is not open)."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Stop the background thread and close the database (a no-op when not open)."""
+        if self._indexer is not None:
+            self._indexer.stop()
+            self._indexer = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def wait_indexed(self, timeout: float = 60.0) -> bool:
+        """Wait until every memory written so far has its vector (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            last = self._conn().execute("SELECT coalesce(max(id), 0) FROM memories").fetchone()[0]
+        while time.monotonic() < deadline:
+            indexer = self._indexer
+            if indexer is None:
+                return False
+            if indexer.done is not None and indexer.done >= last:
+                return True
+            time.sleep(0.02)
+        return False
 
     def _fail(self, message: str) -> None:
         MEMORY_ERRORS.inc()
         self.error = message
         logger.error(f"memory: {message}; the conversation goes on without memory")
 
-    def _call_failed(self, what: str, exc: sqlite3.Error) -> None:
+    def _call_failed(self, what: str, exc: apsw.Error) -> None:
         """A failed call: transient (locked, busy) or fatal (corrupt: disable the store)."""
-        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        if isinstance(exc, _FATAL):
             self._fail(f"{what} failed, database {self._path} is damaged: {exc}")
             self.close()
         else:
             MEMORY_ERRORS.inc()
             logger.error(f"memory: {what} failed on {self._path}: {exc}; skipped this time")
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> apsw.Connection:
         if self._db is None:
             raise MemoryUnavailableError(self.error or "memory is not open")
         return self._db
@@ -243,7 +374,8 @@ class MemoryStore:
     ) -> int | None:
         """Store one memory; returns its id, or None when the store failed (logged).
 
-        Text over :attr:`max_item_chars` is stored cut to it.
+        Text over :attr:`max_item_chars` is stored cut to it. Its vector
+        follows on the background thread.
         """
         text = text.strip()
         if not text:
@@ -251,16 +383,19 @@ class MemoryStore:
         text = self._fitted(text, kind)
         try:
             with self._lock:
-                cur = self._conn().execute(
+                db = self._conn()
+                db.execute(
                     "INSERT INTO memories (user_id, kind, role, text, created) VALUES (?,?,?,?,?)",
                     (user_id, kind, role, text, time.time() if at is None else at),
                 )
-            return cur.lastrowid
+                rowid = db.last_insert_rowid()
         except MemoryUnavailableError:
             return None
-        except sqlite3.Error as exc:
+        except apsw.Error as exc:
             self._call_failed("remember", exc)
             return None
+        self._written()
+        return rowid
 
     def remember_many(self, rows: Iterable[tuple[str, Kind, str, str, float]]) -> None:
         """Bulk insert ``(user_id, kind, role, text, created)`` rows in one transaction.
@@ -269,17 +404,22 @@ class MemoryStore:
         """
         with self._lock:
             db = self._conn()
-            db.execute("BEGIN")
-            db.executemany(
-                "INSERT INTO memories (user_id, kind, role, text, created) VALUES (?,?,?,?,?)",
-                ((u, k, r, self._fitted(t, k), c) for u, k, r, t, c in rows),
-            )
-            db.execute("COMMIT")
+            with db:
+                db.executemany(
+                    "INSERT INTO memories (user_id, kind, role, text, created) VALUES (?,?,?,?,?)",
+                    ((u, k, r, self._fitted(t, k), c) for u, k, r, t, c in rows),
+                )
+        self._written()
+
+    def _written(self) -> None:
+        if self._indexer is not None:
+            self._indexer.wake()
 
     def forget(self, user_id: str, query: str) -> int:
         """Delete the user's memories that contain every significant word of ``query``.
 
-        Returns how many were deleted (0 when nothing matched or the store failed).
+        Their vectors go with them. Returns how many were deleted (0 when
+        nothing matched or the store failed).
         """
         match = _match_query(query, conjunction="AND")
         if not match:
@@ -287,27 +427,82 @@ class MemoryStore:
         try:
             with self._lock:
                 db = self._conn()
-                db.execute("BEGIN")
-                cur = db.execute(
-                    "DELETE FROM memories WHERE user_id = ? AND id IN "
-                    "(SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?)",
-                    (user_id, match),
-                )
-                db.execute("COMMIT")
-            return cur.rowcount
+                with db:
+                    db.execute(
+                        "DELETE FROM memories WHERE user_id = ? AND id IN "
+                        "(SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?)",
+                        (user_id, match),
+                    )
+                    return db.changes()
         except MemoryUnavailableError:
             return 0
-        except sqlite3.Error as exc:
-            self._rollback()
+        except apsw.Error as exc:
             self._call_failed("forget", exc)
             return 0
 
-    def _rollback(self) -> None:
-        if self._db is not None and self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+    def unembedded(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """``(id, text)`` of up to ``limit`` memories with an id above ``after``, in id order."""
+        with self._lock:
+            return list(
+                self._conn().execute(
+                    "SELECT id, text FROM memories WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit),
+                )
+            )
+
+    def write_vectors(self, ids: Sequence[int], vectors: np.ndarray, *, done: int) -> None:
+        """Store the vectors of memories ``ids`` and that every id up to ``done`` has one.
+
+        One transaction: a kill leaves all of it or none. A memory deleted
+        since it was read gets no vector.
+        """
+        with self._lock:
+            db = self._conn()
+            with db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO memories_vec (rowid, user_id, embedding, vector) "
+                    "SELECT id, user_id, vec_quantize_binary(?1), ?1 FROM memories WHERE id = ?2",
+                    (
+                        (np.asarray(v, dtype=np.float32).tobytes(), i)
+                        for i, v in zip(ids, vectors, strict=True)
+                    ),
+                )
+                db.execute("UPDATE memory_vectors_state SET done = max(done, ?)", (done,))
+
+    def prepare_vectors(self, model: str, dimensions: int) -> int:
+        """Make the vector table for ``model``; returns the last id already embedded.
+
+        Vectors of another model are dropped (they will be rebuilt), never mixed.
+        """
+        with self._lock:
+            db = self._conn()
+            with db:
+                row = db.execute("SELECT model, done FROM memory_vectors_state").fetchone()
+                if row is not None and row[0] != model:
+                    logger.info(f"memory: vectors of {row[0]} dropped, re-embedding with {model}")
+                    db.execute(_DROP_VECTORS)
+                    row = None
+                db.execute(_VECTOR_SCHEMA.format(dimensions=int(dimensions)))
+                if row is None:
+                    db.execute(
+                        "INSERT INTO memory_vectors_state (id, model, done) VALUES (1, ?, 0)",
+                        (model,),
+                    )
+                    return 0
+                return int(row[1])
 
     # -- reading ---------------------------------------------------------
+
+    def embed_query(self, text: str) -> np.ndarray | None:
+        """The turn's query vector (None until the encoder is loaded); the last one is kept."""
+        encoder = self.encoder
+        if encoder is None or not text:
+            return None
+        if self._last_query is not None and self._last_query[0] == text:
+            return self._last_query[1]
+        vector = encoder.encode([text])[0]
+        self._last_query = (text, vector)
+        return vector
 
     def recall(
         self,
@@ -317,57 +512,183 @@ class MemoryStore:
         limit: int = 8,
         now: float | None = None,
         candidates: int = 200,
+        query_vector: np.ndarray | None = None,
+        lexical: bool = True,
     ) -> list[MemoryItem]:
-        """Memories relevant to ``text``: BM25 relevance weighted by recency, best first.
+        """Memories relevant to ``text``, best first.
 
-        The candidates are the ``candidates`` most recently stored matches
-        (FTS5 walks its index newest first and stops there, so the cost stays
-        flat as the store grows to 100,000 items and beyond); they are then
-        ranked by BM25 times the recency decay.
+        By BM25 relevance weighted by recency: the candidates are the
+        ``candidates`` most recently stored matches (FTS5 walks its index
+        newest first and stops there, so the cost stays flat as the store
+        grows to 100,000 items and beyond); they are then ranked by BM25 times
+        the recency decay. Given ``query_vector`` (the turn's embedding), also
+        by meaning: the nearest vectors (cosine similarity of at least
+        ``min_similarity``, times the recency decay), and the two lists fused
+        by reciprocal rank. ``lexical=False`` leaves BM25 out (benchmarks).
 
         Returns an empty list when nothing matches or the store failed (logged,
         ``MEMORY_ERRORS``); it never raises.
         """
-        match = _match_query(text)
-        if not match or self._db is None:
-            return []
         now = time.time() if now is None else now
         try:
-            with self._lock:
-                rows = (
-                    self._conn()
-                    .execute(
-                        "SELECT m.id, m.kind, m.role, m.text, m.created, f.score "
-                        "FROM (SELECT rowid, bm25(memories_fts) AS score FROM memories_fts "
-                        "      WHERE memories_fts MATCH ? ORDER BY rowid DESC LIMIT ?) AS f "
-                        "JOIN memories AS m ON m.id = f.rowid WHERE m.user_id = ?",
-                        (match, candidates, user_id),
-                    )
-                    .fetchall()
-                )
+            lexical_items = self._by_words(user_id, text, now, candidates) if lexical else []
+            if query_vector is None:
+                return lexical_items[:limit]
+            meaning = self._by_meaning(user_id, query_vector, now)
         except MemoryUnavailableError:
             return []
-        except sqlite3.Error as exc:
+        except apsw.Error as exc:
             self._call_failed("recall", exc)
             return []
+        return fuse(lexical_items, meaning)[:limit]
+
+    def _recency(self, created: float, now: float) -> float:
+        return 0.5 ** (max(0.0, now - created) / self._half_life_s)
+
+    def _by_words(self, user_id: str, text: str, now: float, candidates: int) -> list[MemoryItem]:
+        match = _match_query(text)
+        if not match:
+            return []
+        with self._lock:
+            rows = list(
+                self._conn().execute(
+                    "SELECT m.id, m.kind, m.role, m.text, m.created, f.score "
+                    "FROM (SELECT rowid, bm25(memories_fts) AS score FROM memories_fts "
+                    "      WHERE memories_fts MATCH ? ORDER BY rowid DESC LIMIT ?) AS f "
+                    "JOIN memories AS m ON m.id = f.rowid WHERE m.user_id = ?",
+                    (match, candidates, user_id),
+                )
+            )
         items = []
         for mid, kind, role, body, created, rank in rows:
-            age = max(0.0, now - created)
-            recency = 0.5 ** (age / self._half_life_s)
             # bm25() is negative (more negative = better); facts weigh a little more.
             relevance = -rank * (1.25 if kind == "fact" else 1.0)
-            items.append(MemoryItem(mid, kind, role, body, created, relevance * recency))
+            items.append(
+                MemoryItem(mid, kind, role, body, created, relevance * self._recency(created, now))
+            )
         items.sort(key=lambda i: i.score, reverse=True)
-        return items[:limit]
+        return items
+
+    def _by_meaning(self, user_id: str, query: np.ndarray, now: float) -> list[MemoryItem]:
+        if self.encoder is None:
+            return []
+        blob = np.asarray(query, dtype=np.float32).tobytes()
+        with self._lock:
+            rows = list(
+                self._conn().execute(
+                    "SELECT m.id, m.kind, m.role, m.text, m.created, "
+                    "       1.0 - vec_distance_cosine(v.vector, ?1) "
+                    "FROM (SELECT rowid, vector FROM memories_vec "
+                    "      WHERE embedding MATCH vec_quantize_binary(?1) AND k = ?2 "
+                    "      AND user_id = ?3) AS v "
+                    "JOIN memories AS m ON m.id = v.rowid",
+                    (blob, self._semantic_candidates, user_id),
+                )
+            )
+        items = [
+            MemoryItem(mid, kind, role, body, created, similarity * self._recency(created, now))
+            for mid, kind, role, body, created, similarity in rows
+            if similarity >= self._min_similarity
+        ]
+        items.sort(key=lambda i: i.score, reverse=True)
+        return items
 
     def count(self, user_id: str | None = None) -> int:
         """Number of memories (of one user, or all)."""
-        db = self._conn()
-        if user_id is None:
-            return db.execute("SELECT count(*) FROM memories").fetchone()[0]
-        return db.execute("SELECT count(*) FROM memories WHERE user_id = ?", (user_id,)).fetchone()[
-            0
-        ]
+        with self._lock:
+            db = self._conn()
+            if user_id is None:
+                return db.execute("SELECT count(*) FROM memories").fetchone()[0]
+            return db.execute(
+                "SELECT count(*) FROM memories WHERE user_id = ?", (user_id,)
+            ).fetchone()[0]
+
+
+def _load_sqlite_vec(db: apsw.Connection) -> bool:
+    """Load sqlite-vec into ``db``; False (logged) when it cannot be: BM25 recall only."""
+    try:
+        import sqlite_vec
+
+        db.enable_load_extension(True)
+        db.load_extension(sqlite_vec.loadable_path())
+        db.enable_load_extension(False)
+    except (ImportError, apsw.Error) as exc:
+        logger.warning(f"memory: sqlite-vec not loaded ({exc}); recall by words only")
+        return False
+    return True
+
+
+class _Indexer:
+    """The store's background thread: load the encoder, then embed what has no vector.
+
+    Embeds memories in id order, ``batch`` at a time, and sleeps until the
+    store is written to again. A failure is logged and counted
+    (``MEMORY_ERRORS``) and retried after ``retry_s``; recall goes on by BM25.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        load: Callable[[], Embedder],
+        *,
+        batch: int = 32,
+        retry_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._load = load
+        self._batch = batch
+        self._retry_s = retry_s
+        self.encoder: Embedder | None = None
+        #: The last memory id embedded (None until the encoder is loaded).
+        self.done: int | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-vectors", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                if self.encoder is None:
+                    started = time.perf_counter()
+                    encoder = self._load()
+                    self.done = self._store.prepare_vectors(encoder.model, encoder.dimensions)
+                    self.encoder = encoder
+                    logger.info(
+                        f"memory: {encoder.model} loaded in {time.perf_counter() - started:.2f} s"
+                    )
+                self._embed_all()
+            except MemoryUnavailableError:
+                return
+            except Exception as exc:  # memory must never stop the conversation
+                MEMORY_ERRORS.inc()
+                logger.error(f"memory: embedding failed ({exc}); retrying in {self._retry_s} s")
+                self._stopping.wait(self._retry_s)
+                continue
+            self._wake.wait()
+
+    def _embed_all(self) -> None:
+        """Embed every memory after :attr:`done`, a batch a transaction."""
+        assert self.encoder is not None
+        assert self.done is not None
+        while not self._stopping.is_set():
+            rows = self._store.unembedded(self.done, self._batch)
+            if not rows:
+                return
+            vectors = self.encoder.encode([text for _, text in rows])
+            self._store.write_vectors([mid for mid, _ in rows], vectors, done=rows[-1][0])
+            self.done = rows[-1][0]
 
 
 class TurnMemory:
@@ -398,11 +719,18 @@ class TurnMemory:
     def recalled(self, user_text: str) -> str:
         """The memory block for a turn, within the token budget (empty: nothing to add).
 
-        Turns of this conversation are left out: they are in the context already.
+        Recalled by words and, once the encoder is loaded, by meaning (the
+        turn embedded once). Turns of this conversation are left out: they
+        are in the context already.
         """
         if not self._config.enabled or not user_text:
             return ""
-        items = self.store.recall(self._user_id, user_text, limit=self._config.recall_limit)
+        items = self.store.recall(
+            self._user_id,
+            user_text,
+            limit=self._config.recall_limit,
+            query_vector=self.store.embed_query(user_text),
+        )
         items = [i for i in items if i.kind == "fact" or i.created < self._since]
         return render_block(fit_to_budget(items, self._config.token_budget))
 

@@ -1,0 +1,230 @@
+"""Recall by meaning: sentence vectors in sqlite-vec, fused with BM25; durable under kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+import sqlite_vec
+
+from pipecat_app.twin.config import MemoryConfig
+from pipecat_app.twin.embedding import SENTENCE_MODEL, sentence_encoder
+from pipecat_app.twin.memory import MemoryStore, TurnMemory
+
+DOG = "I have a labrador called Rex"
+OTHERS = [
+    "My sister Alice lives in Lisbon",
+    "The garage code is 4711",
+    "I drink my coffee black",
+    "The dentist appointment is on Friday",
+]
+
+
+def semantic_store(path: Path) -> MemoryStore:
+    store = MemoryStore(path, encoder=sentence_encoder)
+    assert store.open()
+    return store
+
+
+def raw(path: Path) -> apsw.Connection:
+    """A second connection with sqlite-vec, as the store's (apsw: the same SQLite library)."""
+    db = apsw.Connection(str(path))
+    db.enable_load_extension(True)
+    db.load_extension(sqlite_vec.loadable_path())
+    return db
+
+
+def test_my_dog_finds_the_labrador_by_meaning_where_bm25_finds_nothing(tmp_path):
+    store = semantic_store(tmp_path / "m.sqlite3")
+    for text in [DOG, *OTHERS]:
+        store.remember("ana", text)
+    assert store.wait_indexed()
+    question = "What do you know about my dog?"
+    assert store.recall("ana", question) == []
+    vector = store.embed_query(question)
+    hybrid = store.recall("ana", question, query_vector=vector)
+    assert hybrid[0].text == DOG
+    # Unrelated memories stay out (below min_similarity), so the prompt is not padded.
+    assert [i.text for i in hybrid] == [DOG]
+    # Another user's memories are not searched by meaning either.
+    assert store.recall("bob", question, query_vector=vector) == []
+
+
+def test_a_memory_in_both_lists_outranks_one_found_by_words_alone(tmp_path):
+    store = semantic_store(tmp_path / "m.sqlite3")
+    store.remember("ana", "Rex the labrador loves the beach")
+    store.remember("ana", "The beach umbrella is in the garage")
+    assert store.wait_indexed()
+    question = "Where does my dog like to go, the beach?"
+    by_words = store.recall("ana", question)
+    assert {i.text for i in by_words} == {
+        "Rex the labrador loves the beach",
+        "The beach umbrella is in the garage",
+    }
+    hybrid = store.recall("ana", question, query_vector=store.embed_query(question))
+    assert hybrid[0].text == "Rex the labrador loves the beach"
+
+
+def test_memories_written_before_the_vectors_exist_are_recalled_by_words_then_by_meaning(
+    tmp_path,
+):
+    path = tmp_path / "m.sqlite3"
+    plain = MemoryStore(path)  # no encoder: no vectors are written
+    assert plain.open()
+    plain.remember("ana", DOG)
+    plain.close()
+    store = semantic_store(path)
+    # Right after opening, before the thread has embedded anything: BM25 still recalls it.
+    assert store.recall("ana", "labrador")[0].text == DOG
+    assert store.wait_indexed()
+    question = "tell me about my dog"
+    assert store.recall("ana", question, query_vector=store.embed_query(question))[0].text == DOG
+
+
+def test_turn_memory_recalls_by_meaning_once_the_model_is_loaded(tmp_path):
+    config = MemoryConfig(path=tmp_path / "m.sqlite3")
+    store = MemoryStore.from_config(config)
+    turn = TurnMemory(store, config, "ana")
+    turn.open()
+    try:
+        store.remember("ana", DOG)
+        assert store.wait_indexed()
+        assert DOG in turn.recalled("Do you remember my dog's name?")
+    finally:
+        turn.close()
+
+
+def test_forget_deletes_the_vector_with_its_text(tmp_path):
+    path = tmp_path / "m.sqlite3"
+    store = semantic_store(path)
+    store.remember("ana", DOG)
+    store.remember("ana", OTHERS[0])
+    assert store.wait_indexed()
+    assert store.forget("ana", "labrador Rex") == 1
+    question = "my dog"
+    assert DOG not in [
+        i.text for i in store.recall("ana", question, query_vector=store.embed_query(question))
+    ]
+    store.close()
+    db = raw(path)
+    assert db.execute("SELECT count(*) FROM memories_vec").fetchone()[0] == 1
+
+
+def test_vectors_of_another_model_are_dropped_and_rebuilt(tmp_path):
+    path = tmp_path / "m.sqlite3"
+    store = semantic_store(path)
+    store.remember("ana", DOG)
+    assert store.wait_indexed()
+    store.close()
+    db = raw(path)
+    db.execute("UPDATE memory_vectors_state SET model = 'some-older-model'")
+    db.close()
+    store = semantic_store(path)
+    assert store.wait_indexed()
+    store.close()
+    db = raw(path)
+    assert db.execute("SELECT model, done FROM memory_vectors_state").fetchall() == [
+        (SENTENCE_MODEL, 1)
+    ]
+    assert db.execute("SELECT count(*) FROM memories_vec").fetchone()[0] == 1
+
+
+# A writer process: remembers numbered memories (its background thread
+# embedding them) and forgets older ones, which have their vectors by then,
+# until it is killed.
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import time
+    from pipecat_app.twin.embedding import sentence_encoder
+    from pipecat_app.twin.memory import MemoryStore
+
+    store = MemoryStore(sys.argv[1], encoder=sentence_encoder)
+    assert store.open()
+    while store.encoder is None:
+        time.sleep(0.01)
+    n = 0
+    while True:
+        n += 1
+        store.remember("ana", f"memory {n} about the dog and the garden, whole {n}")
+        if n % 7 == 0:
+            store.forget("ana", f"memory {n // 7} whole")
+        time.sleep(0.002)
+        if n == 40:
+            print("ready", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_kill_9_while_writing_leaves_whole_rows_and_no_vector_without_its_text(tmp_path, round_):
+    path = tmp_path / "m.sqlite3"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LOGURU_LEVEL": "WARNING"},
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "ready"
+        # Kill once vectors are being written too, at a different moment each round.
+        db = raw(path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with db:
+                tables = db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'memories_vec'"
+                ).fetchone()[0]
+                if tables and db.execute("SELECT count(*) FROM memories_vec").fetchone()[0] > 20:
+                    break
+            time.sleep(0.05)
+        db.close()
+        time.sleep(0.05 * round_)
+        writer.send_signal(signal.SIGKILL)
+        assert writer.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+
+    store = MemoryStore(path)
+    assert store.open(), store.error  # opens, and passes quick_check
+    store.close()
+    db = raw(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('integrity-check')")
+    texts = [t for (t,) in db.execute("SELECT text FROM memories")]
+    assert len(texts) >= 40
+    for text in texts:  # no partial row: each text as it was written
+        n = text.split()[1]
+        assert text == f"memory {n} about the dog and the garden, whole {n}"
+    orphans = db.execute(
+        "SELECT count(*) FROM memories_vec AS v LEFT JOIN memories AS m ON m.id = v.rowid "
+        "WHERE m.id IS NULL"
+    ).fetchone()[0]
+    assert orphans == 0
+    vectors, done = db.execute(
+        "SELECT (SELECT count(*) FROM memories_vec), done FROM memory_vectors_state"
+    ).fetchone()
+    assert vectors > 20
+    # Every memory up to the recorded progress has its vector; the rest get theirs on reopening.
+    missing = db.execute(
+        "SELECT count(*) FROM memories AS m WHERE m.id <= ? AND NOT EXISTS "
+        "(SELECT 1 FROM memories_vec AS v WHERE v.rowid = m.id)",
+        (done,),
+    ).fetchone()[0]
+    assert missing == 0
+    db.close()
+    again = semantic_store(path)
+    assert again.wait_indexed()
+    question = "the dog in the garden"
+    assert again.recall("ana", question, query_vector=again.embed_query(question), lexical=False)
+    again.close()
