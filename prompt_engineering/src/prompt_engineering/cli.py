@@ -35,7 +35,6 @@ from prompt_engineering import report
 from prompt_engineering.experts import discover
 from prompt_engineering.publish import ConsulTarget, FileTarget, Target
 from prompt_engineering.runner import EndpointDown, check_endpoint
-from prompt_engineering.scoring import score_prompt
 from prompt_engineering.settings import RunSettings
 from prompt_engineering.suite import load_cases, select
 
@@ -202,15 +201,7 @@ def run_child(settings: RunSettings, start: Path, iterations: int, checkpoint: P
 
 def held_out(prompt: str, settings: RunSettings) -> float:
     cases = select(load_cases(settings.cases_dir), "held_out", settings.held_out_limit)
-    result = asyncio.run(
-        score_prompt(
-            prompt,
-            cases,
-            settings.endpoints,
-            concurrency=settings.concurrency,
-            case_timeout_s=settings.case_timeout_s,
-        )
-    )
+    result = settings.score(prompt, cases)
     say(f"  held-out: {result.score:.3f} on {len(cases)} cases in {result.seconds:.1f}s")
     return result.score
 

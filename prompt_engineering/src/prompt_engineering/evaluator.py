@@ -19,7 +19,6 @@ the run and prints it) and raises: it is never a score.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -30,7 +29,6 @@ from openevolve.evaluation_result import EvaluationResult
 
 from prompt_engineering.candidate import rejection
 from prompt_engineering.runner import EndpointDown
-from prompt_engineering.scoring import score_prompt
 from prompt_engineering.settings import RunSettings
 from prompt_engineering.suite import load_cases, select
 
@@ -58,15 +56,7 @@ def _evaluate(program_path: str, stage: str) -> EvaluationResult:
     cases = train[: settings.stage1_cases] if stage == "stage1" else train
     started = time.time()
     try:
-        result = asyncio.run(
-            score_prompt(
-                prompt,
-                cases,
-                settings.endpoints,
-                concurrency=settings.concurrency,
-                case_timeout_s=settings.case_timeout_s,
-            )
-        )
+        result = settings.score(prompt, cases)
     except EndpointDown as exc:
         settings.fatal_path.write_text(str(exc), encoding="utf-8")
         raise

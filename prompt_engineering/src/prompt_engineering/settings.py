@@ -7,12 +7,15 @@ through the environment variable :data:`ENV`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from prompt_engineering.runner import Endpoint
+from prompt_engineering.scoring import SuiteResult, score_prompt
+from prompt_engineering.suite import Case
 
 #: Environment variable holding the path of the run's settings JSON.
 ENV = "PROMPT_EVOLVE_SETTINGS"
@@ -55,6 +58,20 @@ class RunSettings(BaseModel):
             )
             for url in self.assistant_urls
         ]
+
+    def score(self, prompt: str, cases: list[Case]) -> SuiteResult:
+        """Score ``prompt`` on ``cases`` with this run's experts, concurrency and case
+        timeout (raises :class:`~prompt_engineering.runner.EndpointDown` like
+        :func:`~prompt_engineering.scoring.score_prompt`)."""
+        return asyncio.run(
+            score_prompt(
+                prompt,
+                cases,
+                self.endpoints,
+                concurrency=self.concurrency,
+                case_timeout_s=self.case_timeout_s,
+            )
+        )
 
     @property
     def path(self) -> Path:
