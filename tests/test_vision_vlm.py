@@ -5,7 +5,10 @@ loopback OpenAI-compatible server this test runs: it validates the shape
 llama-server's multimodal chat takes (a user message whose content holds a
 text part and an ``image_url`` part with a ``data:image/jpeg;base64,`` URI
 that decodes to the uploaded photo) and answers like llama-server. The
-fallback is shown with a server that fails and one that hangs. With
+fallback is shown with a server that fails and one that hangs. Found through
+Consul, the same server is named by Consul's health answer for the experts
+tagged ``vision`` (tests/api_fixtures/consul/, served by the fixture server
+in place of Consul, with the loopback server's port). With
 TWIN_VLM_URL set (an OpenAI-compatible base URL ending in /v1, e.g.
 llama-server --mmproj), the live test asks a real model.
 """
@@ -21,9 +24,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from helpers.fixture_api import FIXTURES_ROOT, FixtureAPI
 from helpers.vision import photo, running_vision
 from PIL import Image
 
@@ -87,15 +93,8 @@ def _upload(url: str, question: str | None = None) -> httpx.Response:
     )
 
 
-def test_vlm_request_carries_the_image_as_a_data_uri(tmp_path):
-    with (
-        loopback_vlm("answer") as (vlm_url, seen),
-        running_vision(
-            tmp_path,
-            {"VLM__URL": vlm_url, "VLM__MODEL": "smolvlm", "VLM__API_KEY": '"k-123"'},
-        ) as vision,
-    ):
-        response = _upload(vision.url, "What is she wearing?")
+def _check_chat_request(response: httpx.Response, seen: list[dict]) -> None:
+    """The answer is the VLM's and its one request had llama-server's multimodal shape."""
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["describer"] == "vlm"
@@ -123,22 +122,104 @@ def test_vlm_request_carries_the_image_as_a_data_uri(tmp_path):
         assert sent.size == (512, 512)
 
 
-@pytest.mark.parametrize(("mode", "reason"), [("fail", "500"), ("hang", "timed out")])
-def test_vlm_failure_falls_back_to_the_default_describer(tmp_path, mode, reason):
+def test_vlm_request_carries_the_image_as_a_data_uri(tmp_path):
     with (
-        loopback_vlm(mode) as (vlm_url, seen),
-        running_vision(tmp_path, {"VLM__URL": vlm_url, "VLM__TIMEOUT_S": "1"}) as vision,
+        loopback_vlm("answer") as (vlm_url, seen),
+        running_vision(
+            tmp_path,
+            {"VLM__URL": vlm_url, "VLM__MODEL": "smolvlm", "VLM__API_KEY": '"k-123"'},
+        ) as vision,
     ):
+        response = _upload(vision.url, "What is she wearing?")
+    _check_chat_request(response, seen)
+
+
+def _consul_naming(root: Path, vlm_url: str | None) -> str:
+    """The Consul fixture of the experts tagged vision, its instance moved onto ``vlm_url``.
+
+    ``vlm_url`` None: Consul answers that no expert carries the tag (an empty list).
+    """
+    name = "health_service_llm-expert_vision"
+    raw = yaml.safe_load((FIXTURES_ROOT / "consul" / f"{name}.yaml").read_text())
+    port = int(vlm_url.rsplit(":", 1)[1].split("/")[0]) if vlm_url else 0
+    for response in raw["responses"]:
+        if vlm_url is None:
+            response["json"] = []
+        for entry in response["json"]:
+            entry["Service"]["Port"] = port
+            for tagged in entry["Service"]["TaggedAddresses"].values():
+                tagged["Port"] = port
+    (root / "consul").mkdir(parents=True)
+    (root / "consul" / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    return name
+
+
+def test_vlm_found_through_consul_as_the_expert_tagged_vision(tmp_path):
+    with loopback_vlm("answer") as (vlm_url, seen):
+        fixture = _consul_naming(tmp_path / "fixtures", vlm_url)
+        with (
+            FixtureAPI("consul", [fixture], root=tmp_path / "fixtures") as consul,
+            running_vision(
+                tmp_path,
+                {
+                    "VLM__CONSUL_ADDR": consul.url,
+                    "VLM__CONSUL_TOKEN": '"c-456"',
+                    "VLM__MODEL": "smolvlm",
+                    "VLM__API_KEY": '"k-123"',
+                },
+            ) as vision,
+        ):
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{vision.url}/health", timeout=5).json()["vlm"]["url"] != vlm_url:
+                assert time.monotonic() < deadline, vision.log()
+                time.sleep(0.2)
+            response = _upload(vision.url, "What is she wearing?")
+    _check_chat_request(response, seen)
+    asked = consul.requests_to("GET", "/v1/health/service/llm-expert")
+    assert asked, consul.unmatched
+    assert not consul.unmatched
+    for request in asked:
+        assert request.query["tag"] == ["vision"]
+        assert request.query["passing"] in (["1"], ["true"])
+        assert request.header("X-Consul-Token") == "c-456"
+
+
+def test_no_vlm_while_consul_names_no_expert_that_can_see(tmp_path):
+    fixture = _consul_naming(tmp_path / "fixtures", None)
+    with (
+        loopback_vlm("answer") as (_, seen),
+        FixtureAPI("consul", [fixture], root=tmp_path / "fixtures") as consul,
+        running_vision(tmp_path, {"VLM__CONSUL_ADDR": consul.url}) as vision,
+    ):
+        deadline = time.monotonic() + 30
+        while not consul.requests:
+            assert time.monotonic() < deadline, vision.log()
+            time.sleep(0.2)
         response = _upload(vision.url)
-        metrics = httpx.get(f"{vision.url}/metrics", timeout=5).text
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["describer"] == "default"
-    assert body["description"].startswith("One person, facing the camera.")
-    assert reason in body["fallback"]
-    assert "the default describer answered" in body["fallback"]
-    assert len(seen) == 1
-    assert 'vision_errors_total{kind="vlm"} 1.0' in metrics
+        health = httpx.get(f"{vision.url}/health", timeout=5).json()
+    assert health["vlm"] == {"url": None, "error": None}
+    assert health["status"] == "ok"
+    assert response.json()["describer"] == "default"
+    assert response.json()["fallback"] is None
+    assert seen == []
+
+
+def test_consul_failing_is_reported_in_health_and_the_default_describer_answers(tmp_path):
+    with (
+        FixtureAPI("consul", []) as consul,
+        running_vision(tmp_path, {"VLM__CONSUL_ADDR": consul.url}) as vision,
+    ):
+        deadline = time.monotonic() + 30
+        while not consul.unmatched:
+            assert time.monotonic() < deadline, vision.log()
+            time.sleep(0.2)
+        health = httpx.get(f"{vision.url}/health", timeout=5).json()
+        response = _upload(vision.url)
+        address = consul.url
+    assert health["status"] == "degraded"
+    assert health["vlm"]["url"] is None
+    assert f"Consul at {address}" in health["vlm"]["error"]
+    assert response.json()["describer"] == "default"
 
 
 @pytest.mark.live
