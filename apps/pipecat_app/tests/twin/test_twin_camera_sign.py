@@ -23,12 +23,11 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from pipecat_app.twin.observation import CLOSE, LABEL, OPEN
 from pipecat_app.twin.service import TwinService
 
 from .conftest import LlamaServer, until
-from .twin_turns import ask, expert, recording_proxy, sse
+from .twin_turns import ask, expert, loopback, recording_proxy, send, sse
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -75,19 +74,10 @@ def snapshot_camera(image: bytes) -> Iterator[str]:
             pass
 
         def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(image)))
-            self.end_headers()
-            self.wfile.write(image)
+            send(self, "image/png", image)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Camera)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/snapshot"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback(Camera) as port:
+        yield f"http://127.0.0.1:{port}/snapshot"
 
 
 @pytest.fixture
@@ -189,20 +179,11 @@ def obedient_expert() -> Iterator[Obedient]:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.requests.append(request)
             body = forget_call() if obeys(request) else sse("I see a sign on a wall.")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send(self, "text/event-stream", body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with loopback(Handler) as port:
+        state.url = f"http://127.0.0.1:{port}/v1"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def test_a_sign_read_by_the_camera_cannot_make_an_obedient_expert_forget(

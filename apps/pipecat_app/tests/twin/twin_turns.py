@@ -32,6 +32,29 @@ from pipecat_app.twin.toolbox import ToolBox
 from pipecat_app.twin.tools import builtin_tools
 
 
+@contextmanager
+def loopback(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """``handler`` served on 127.0.0.1 from a thread until the block ends; yields the port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def send(
+    handler: BaseHTTPRequestHandler, content_type: str, body: bytes, status: int = 200
+) -> None:
+    """Answer the handler's request with ``body``."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def expert(name: str, base_url: str, *, tool_calls: bool = False) -> dict[str, Any]:
     """A ``[[twin.experts]]`` entry for a general expert at ``base_url``."""
     return {
@@ -125,33 +148,24 @@ def replay_server(streams: list[bytes | Reply]) -> Iterator[Replay]:
             item = state.streams.pop(0) if state.streams else None
             reply = Reply(item) if isinstance(item, bytes) else item
             if reply is None or self.path != "/v1/chat/completions":
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                send(self, "text/plain", b"", status=404)
+                return
+            if not reply.drop:
+                send(self, reply.content_type, reply.body)
                 return
             self.send_response(200)
             self.send_header("Content-Type", reply.content_type)
-            if reply.drop:
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(reply.body), reply.body))
-                self.wfile.flush()
-                # No last chunk: the connection drops mid-reply.
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-                return
-            self.send_header("Content-Length", str(len(reply.body)))
+            self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.write(reply.body)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(reply.body), reply.body))
+            self.wfile.flush()
+            # No last chunk: the connection drops mid-reply.
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with loopback(Handler) as port:
+        state.url = f"http://127.0.0.1:{port}/v1"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def sse(*texts: str, finish: bool = True) -> bytes:
@@ -217,17 +231,9 @@ def recording_proxy(upstream: str) -> Iterator[RecordingProxy]:
                 timeout=120,
             )
             state.statuses.append(answer.status_code)
-            self.send_response(answer.status_code)
-            self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
-            self.send_header("Content-Length", str(len(answer.content)))
-            self.end_headers()
-            self.wfile.write(answer.content)
+            content_type = answer.headers.get("Content-Type", "text/plain")
+            send(self, content_type, answer.content, status=answer.status_code)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with loopback(Handler) as port:
+        state.port = port
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
