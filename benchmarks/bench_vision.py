@@ -7,7 +7,9 @@ Runs the installed ``twin-vision serve`` as its own process and measures:
   and the client's round trip;
 - frames per second the camera loop sustains, its sampling rate set far
   above what it can do, from a local HTTP snapshot camera;
-- the service's peak resident memory (``VmHWM``) after all of it.
+- the service's peak resident memory (``VmHWM``) after all of it;
+- the machine's load average before and after, since the latencies are
+  wall-clock times and another job on the same cores stretches them.
 
     python benchmarks/bench_vision.py --out DIR [--frames 40] [--ocr-frames 8] [--seconds 20]
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -136,6 +139,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="camera loop run")
     args = parser.parse_args()
     frames = [frame_jpeg(name) for name in PHOTOS]
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         with running_vision(Path(tmp)) as vision:
             without = describe_latency(vision.url, frames, args.frames, ocr=False)
@@ -148,6 +152,11 @@ def main() -> None:
         "describe_with_ocr": with_ocr,
         "camera_loop_fps": fps,
         "peak_rss_mb": peak,
+        "load_average_1min": {
+            "before": round(load_before, 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
+        "cpu_count": os.cpu_count(),
         "goal_p50_without_ocr_ms": 50,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -161,6 +170,8 @@ def main() -> None:
     ):
         print(f"{label:<34}{block['p50']:>10}{block['p95']:>10}")
     print(f"camera loop: {fps} frames/s; peak memory {peak} MB")
+    load = numbers["load_average_1min"]
+    print(f"load average {load['before']} before, {load['after']} after, on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

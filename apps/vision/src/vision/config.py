@@ -101,12 +101,12 @@ class DetectConfig(ConfigSection):
     """The embedded default describer (OpenCV and RapidOCR, offline on any CPU)."""
 
     detect_width: int = Field(
-        384,
+        320,
         ge=160,
         le=1920,
         description="Faces and people are looked for on a copy this wide (or the image's "
-        "own width if smaller); text is read at full size. Narrower is faster; at 320 the "
-        "profile face in scikit-image's camera photo (as JPEG) is missed.",
+        "own width if smaller); text is read at full size. Narrower is faster; faces "
+        "under 32 pixels of this copy (vision.detect.MIN_FACE) are not looked for.",
     )
     person_threshold: float = Field(
         1.0,
