@@ -25,7 +25,7 @@ from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from prompt_engineering.cli import shipped_prompt
+from pipecat_app.twin.config import shipped_prompt
 from prompt_engineering.evolve import package_file
 from prompt_engineering.runner import Endpoint
 from prompt_engineering.scoring import score_prompt
@@ -72,7 +72,7 @@ def main() -> int:
         url = server.base_url
     try:
         cases = select(load_cases(), "all", args.cases)
-        prompt = shipped_prompt().read_text(encoding="utf-8").strip()
+        prompt = shipped_prompt()
         endpoint = Endpoint(url, max_tokens=args.max_tokens)
         result = asyncio.run(score_prompt(prompt, cases, endpoint, concurrency=args.concurrency))
         mutation_s = time_mutation(url, prompt, args.mutator_max_tokens)

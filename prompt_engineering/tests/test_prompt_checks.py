@@ -141,3 +141,13 @@ def test_a_limited_selection_spreads_over_categories():
     picked = select(load_cases(), "train", 5)
     counts = collections.Counter(c.category for c in picked)
     assert len(counts) == 5
+
+
+def test_the_starting_prompt_is_the_one_file_twinservice_ships_with(tmp_path):
+    from pipecat_app.config import DEMO_CONFIG, load_config
+    from pipecat_app.twin.config import SHIPPED_PROMPT, PromptConfig
+
+    text = SHIPPED_PROMPT.read_text(encoding="utf-8").strip()
+    assert PromptConfig().text == text  # TwinService's default without a file
+    assert load_config(DEMO_CONFIG).twin.prompt.file == str(SHIPPED_PROMPT)  # the app's config
+    # prompt-evolve starts from it: tests/test_prompt_evolve_job.py reads its report.

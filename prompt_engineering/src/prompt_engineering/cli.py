@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from pipecat_app.twin.config import DiscoveryConfig
+from pipecat_app.twin.config import SHIPPED_PROMPT, DiscoveryConfig
 
 from prompt_engineering import report
 from prompt_engineering.experts import discover
@@ -39,13 +39,6 @@ from prompt_engineering.settings import RunSettings
 from prompt_engineering.suite import load_cases, select
 
 DEFAULT_URL = "http://127.0.0.1:8080/v1"
-
-
-def shipped_prompt() -> Path:
-    """The system prompt file TwinService ships with (``twin.prompt.file`` of the app's config)."""
-    from pipecat_app.config import DEMO_CONFIG, load_config
-
-    return Path(load_config(DEMO_CONFIG).twin.prompt.file)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -208,7 +201,7 @@ def held_out(prompt: str, settings: RunSettings) -> float:
 
 def evolve(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run (see module doc); returns the report."""
-    start = (args.start_prompt or shipped_prompt()).resolve()
+    start = (args.start_prompt or SHIPPED_PROMPT).resolve()
     model, tool_calls = args.assistant_model, False
     if args.consul_service:
         experts = asyncio.run(discover(consul_config(args), args.expert_domain))

@@ -69,6 +69,28 @@ from pipecat_app.twin.api_tls import ApiTLS
 
 _HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
 
+# The system prompt TwinService ships with, one file: the default of
+# ``twin.prompt.text``, the embedded config's ``twin.prompt.file`` and the
+# starting prompt of prompt_engineering/. Inside the installed wheel
+# (``pipecat_app/_config``), else in the source tree (editable install).
+_PACKAGE = Path(__file__).resolve().parents[1]
+SHIPPED_PROMPT = next(
+    (
+        path
+        for path in (
+            _PACKAGE / "_config" / "prompts" / "system.md",
+            _PACKAGE.parents[1] / "config" / "prompts" / "system.md",
+        )
+        if path.is_file()
+    ),
+    _PACKAGE.parents[1] / "config" / "prompts" / "system.md",
+)
+
+
+def shipped_prompt() -> str:
+    """The text of :data:`SHIPPED_PROMPT`."""
+    return SHIPPED_PROMPT.read_text(encoding="utf-8").strip()
+
 
 def _regex(key: str) -> Callable[[str], str]:
     """A validator: the value of ``key`` must compile as a regular expression."""
@@ -178,17 +200,15 @@ class PromptConfig(ConfigSection):
     Attributes:
         file: Local default system prompt (used until, or unless, Consul KV has one).
             ``load_config`` makes a relative path relative to the config file.
-        text: Inline default used when ``file`` is empty or missing.
+        text: Inline default used when ``file`` is empty or missing; by
+            default the prompt TwinService ships with (:data:`SHIPPED_PROMPT`).
         consul_key: Consul KV key that ``prompt_engineering/`` publishes evolved
             prompts to; watched with blocking queries and applied without a
             restart. Empty: no Consul watch.
     """
 
     file: str = ""
-    text: str = (
-        "You are Twin, a helpful voice assistant. Answer briefly and clearly, "
-        "in one to three sentences, without lists or markup."
-    )
+    text: str = Field(default_factory=shipped_prompt)
     consul_key: str = ""
 
 
