@@ -31,7 +31,16 @@ def test_twin_overhead_benchmark_runs_and_writes_its_numbers(tmp_path: Path) -> 
     run_bench("bench_twin.py", tmp_path, "--memories", "200", "--turns", "5")
     numbers = json.loads((tmp_path / "twin.json").read_text())
     assert (numbers["memories"], numbers["turns"]) == (200, 5)
-    assert set(numbers["stages_ms"]) >= {"route", "recall", "context", "total"}
+    assert set(numbers["stages_ms"]) >= {"route", "embed", "recall", "context", "total"}
+    assert set(numbers["stages_cpu_ms"]) == set(numbers["stages_ms"])
+
+
+def test_recall_benchmark_runs_and_writes_recall_at_3_three_ways(tmp_path: Path) -> None:
+    run_bench("bench_recall.py", tmp_path, "--distractors", "0", "--rounds", "1")
+    numbers = json.loads((tmp_path / "recall.json").read_text())
+    assert set(numbers["recall_at_3"]) == {"paraphrase", "lexical"}
+    assert set(numbers["recall_at_3"]["paraphrase"]) == {"bm25", "vectors", "hybrid", "questions"}
+    assert numbers["model"]["load_s"] > 0
 
 
 def test_routing_benchmark_runs_and_writes_both_routers_figures(tmp_path: Path) -> None:

@@ -281,7 +281,7 @@ class MemoryStore:
     def open(self) -> bool:
         """Open (and create) the database; on failure log, count and run without memory.
 
-        With an encoder, sqlite-vec is loaded and the background thread starts
+        sqlite-vec is loaded; with an encoder the background thread starts
         (it loads the encoder, then embeds what has no vector yet).
         """
         try:
@@ -290,7 +290,8 @@ class MemoryStore:
             db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             db.execute("PRAGMA synchronous = NORMAL")
-            vectors = self._load_encoder is not None and _load_sqlite_vec(db)
+            # Always: a memory deleted here deletes its vector too (a trigger).
+            vectors = _load_sqlite_vec(db)
             db.execute(_SCHEMA)
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
