@@ -30,6 +30,7 @@ import httpx
 import pytest
 import yaml
 from helpers.fixture_api import FIXTURES_ROOT, FixtureAPI
+from helpers.tls import make_ca, tls_front
 from helpers.vision import photo, running_vision
 from PIL import Image
 
@@ -182,6 +183,38 @@ def test_vlm_found_through_consul_as_the_expert_tagged_vision(tmp_path):
         assert request.query["tag"] == ["vision"]
         assert request.query["passing"] in (["1"], ["true"])
         assert request.header("X-Consul-Token") == "c-456"
+
+
+def _vlm_url_in_health(vision_url: str, want: str | None, timeout: float = 30) -> dict:
+    """``/health`` once its ``vlm.url`` is ``want`` (or its error is set, for None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = httpx.get(f"{vision_url}/health", timeout=5).json()
+        if (health["vlm"]["url"] == want) if want else health["vlm"]["error"]:
+            return health
+        assert time.monotonic() < deadline, health
+        time.sleep(0.2)
+
+
+def test_consul_over_https_is_trusted_through_the_configured_ca(tmp_path):
+    (tmp_path / "ca").mkdir()
+    certs = make_ca(tmp_path / "ca")
+    with loopback_vlm("answer") as (vlm_url, _):
+        fixture = _consul_naming(tmp_path / "fixtures", vlm_url)
+        with (
+            FixtureAPI("consul", [fixture], root=tmp_path / "fixtures") as consul,
+            tls_front(consul.url, certs) as https_url,
+        ):
+            with running_vision(
+                tmp_path,
+                {"VLM__CONSUL_ADDR": https_url, "VLM__CONSUL_CA_FILE": f'"{certs.ca}"'},
+            ) as vision:
+                _vlm_url_in_health(vision.url, vlm_url)
+            # Without the CA, the system's CAs refuse Consul's certificate.
+            with running_vision(tmp_path, {"VLM__CONSUL_ADDR": https_url}) as vision:
+                health = _vlm_url_in_health(vision.url, None)
+    assert health["vlm"]["url"] is None
+    assert "CERTIFICATE_VERIFY_FAILED" in health["vlm"]["error"]
 
 
 def test_no_vlm_while_consul_names_no_expert_that_can_see(tmp_path):

@@ -35,9 +35,9 @@ __all__ = ["ConfigError", "VisionConfig", "load_config"]
 
 ENV_PREFIX = "TWIN_VISION__"
 #: Keys whose environment override is a string as written (secrets are never numbers).
-VERBATIM_KEYS = frozenset({("server", "access_token")})
+VERBATIM_KEYS = frozenset({("server", "access_token"), ("vlm", "api_key"), ("vlm", "consul_token")})
 #: Paths relative to the config file's directory; empty means none.
-PATHS = ("server.tls_cert_file", "server.tls_key_file")
+PATHS = ("server.tls_cert_file", "server.tls_key_file", "vlm.consul_ca_file")
 
 
 class ServerConfig(ServerSection):
@@ -138,6 +138,10 @@ class VLMConfig(ConfigSection):
     max_tokens: int = Field(96, ge=8, description="Longest answer.")
     consul_addr: str = Field("", description="Consul agent to find the VLM in; empty: don't.")
     consul_token: SecretStr = Field(SecretStr(""), description="Consul ACL token.")
+    consul_ca_file: Path | None = Field(
+        None,
+        description="PEM CA that signed an https consul_addr's certificate (none: system CAs).",
+    )
     consul_service: str = Field("llm-expert", description="Consul service of the experts.")
     consul_tag: str = Field("vision", description="Tag that marks an expert that can see.")
     consul_refresh_s: float = Field(15.0, gt=0.0, description="Seconds between Consul looks.")

@@ -95,6 +95,7 @@ class VLMLocator:
             port=addr.port or (443 if addr.scheme == "https" else 8500),
             scheme=addr.scheme or "http",
             token=self.config.consul_token.get_secret_value() or None,
+            verify=str(self.config.consul_ca_file) if self.config.consul_ca_file else None,
         )
         _, entries = client.health.service(
             self.config.consul_service, tag=self.config.consul_tag, passing=True
