@@ -720,6 +720,9 @@ def run_job_tasks(tmp_path: Path, nomad_url: str, consul_url: str, ca: Path) -> 
                 "pipecat_app_nomad_ca_path": str(ca),
                 "pipecat_app_consul_api_addr": consul_url,
                 "pipecat_app_consul_ca_path": str(ca),
+                # The prompt-evolve job's own token and submission:
+                # tests/test_prompt_evolve_job.py.
+                "pipecat_app_prompt_evolve": False,
                 # As after the wheelhouse step.
                 "_pipecat_app_source_hash": SOURCE_HASH,
             },

@@ -39,11 +39,17 @@ import hcl2
 import yaml
 from ansible import constants as C
 from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS_DIR = REPO / "jobs"
 ROLES_DIR = REPO / "roles"
+
+# What ansible-playbook does once at start: without it a role variable that
+# calls a lookup (``lookup('ansible.builtin.file', ...)``) cannot be
+# evaluated here as Ansible evaluates it.
+init_plugin_loader()
 
 _HCL_OPTIONS = hcl2.SerializationOptions(
     with_comments=False,

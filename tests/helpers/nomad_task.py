@@ -10,6 +10,9 @@ themselves, with the runtime values a Nomad client would supply:
 - directories: ``NOMAD_ALLOC_DIR``, ``NOMAD_TASK_DIR``, ``NOMAD_SECRETS_DIR``
   (a fresh allocation directory laid out like Nomad's: ``alloc/``,
   ``<task>/local``, ``<task>/secrets``);
+- meta: ``NOMAD_META_<key>`` (and upper-cased) from the job's, group's and
+  task's ``meta`` blocks, with a dispatch's meta on top (a parameterized
+  job's ``nomad job dispatch -meta key=value``);
 - ``NOMAD_JOB_NAME``, ``NOMAD_JOB_ID``, ``NOMAD_GROUP_NAME``,
   ``NOMAD_TASK_NAME``, ``NOMAD_ALLOC_ID``, ``NOMAD_NAMESPACE``,
   ``NOMAD_REGION``, ``NOMAD_DC``, ``node.unique.name``;
@@ -113,6 +116,9 @@ class TaskSpec:
     mounts: tuple[Mount, ...]
     checks: tuple[Check, ...]
     env_templates: tuple[str, ...]
+    meta: Mapping[str, str] = field(default_factory=dict)
+    #: A parameterized job's dispatch meta keys: (required, optional); None otherwise.
+    dispatch_keys: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     kill_signal: str = "SIGINT"
     kill_timeout: float = 5.0
 
@@ -139,6 +145,15 @@ class TaskSpec:
             str(t["data"]) for t in body.blocks("template") if bool(t.get("env", False))
         )
         datacenters = job.get("datacenters") or ["dc1"]
+        meta = {
+            k: str(v) for b in (job, grp, body) for m in b.blocks("meta") for k, v in m.body.items()
+        }
+        dispatch_keys = None
+        for p in job.blocks("parameterized"):
+            dispatch_keys = (
+                tuple(p.get("meta_required", [])),
+                tuple(p.get("meta_optional", [])),
+            )
         return cls(
             job_id=job.id,
             namespace=str(job.get("namespace", "default")),
@@ -154,6 +169,8 @@ class TaskSpec:
             mounts=mounts,
             checks=checks,
             env_templates=env_templates,
+            meta=meta,
+            dispatch_keys=dispatch_keys,
             kill_signal=str(body.get("kill_signal", "SIGINT")),
             kill_timeout=parse_duration(body.get("kill_timeout", "5s")),
         )
@@ -242,6 +259,9 @@ class LocalTask:
         ip: Address the task's ports are on (``NOMAD_IP_<label>``).
         node_name: ``${node.unique.name}``.
         node_meta: The client's node meta (``${meta.<key>}``).
+        dispatch_meta: A dispatch's meta, over the job's (``NOMAD_META_<key>``);
+            a key the job does not declare in ``parameterized`` fails, as Nomad
+            refuses the dispatch.
         ports: Label -> port for dynamic ports (default: a free port each).
         template_env: Values of the variables the task's ``env = true``
             templates would write (API keys from Nomad Variables...).
@@ -256,6 +276,7 @@ class LocalTask:
     ip: str = "127.0.0.1"
     node_name: str = "local"
     node_meta: Mapping[str, str] = field(default_factory=dict)
+    dispatch_meta: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, int] = field(default_factory=dict)
     template_env: Mapping[str, str] = field(default_factory=dict)
     netns: str | None = None
@@ -305,6 +326,19 @@ class LocalTask:
             "node.datacenter": spec.datacenter,
             "node.region": spec.region,
         }
+        if self.dispatch_meta or spec.dispatch_keys:
+            required, optional = spec.dispatch_keys or ((), ())
+            unknown = sorted(set(self.dispatch_meta) - set(required) - set(optional))
+            missing = sorted(set(required) - set(self.dispatch_meta))
+            if spec.dispatch_keys is None or unknown or missing:
+                raise ValueError(
+                    f"nomad job dispatch of {spec.job_id} would be refused: "
+                    f"not parameterized={spec.dispatch_keys is None}, unknown meta {unknown}, "
+                    f"missing meta {missing}"
+                )
+        for key, value in {**spec.meta, **self.dispatch_meta}.items():
+            runtime[f"NOMAD_META_{key}"] = value
+            runtime[f"NOMAD_META_{key.upper()}"] = value
         for label, port in self.port_values.items():
             runtime[f"NOMAD_PORT_{label}"] = str(port)
             runtime[f"NOMAD_HOST_PORT_{label}"] = str(port)
@@ -430,6 +464,22 @@ class LocalTask:
                 return
             time.sleep(interval)
         raise TimeoutError(f"checks of {self.spec.name!r} not passing after {timeout}s: {details}")
+
+    def wait(self, timeout: float) -> int:
+        """Wait for a task that ends on its own (a batch job's); its exit code.
+
+        Raises:
+            TimeoutError: Still running after ``timeout`` seconds (then stopped).
+        """
+        assert self._process is not None, "not started"
+        try:
+            return self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            log = self.log()[-4000:]
+            raise TimeoutError(
+                f"task {self.spec.name!r} still running after {timeout}s; log:\n{log}"
+            ) from None
 
     def stop(self) -> int | None:
         """Send ``kill_signal``, wait ``kill_timeout``, then SIGKILL; the exit code."""
