@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from helpers.ansible import inventory, run_playbook
 from helpers.consul_experts import serving_experts
+from helpers.evolve import LOSING_PROMPT, repeatable_smollm2
 from helpers.jobs import Block, Job, evaluate, parse_hcl, parse_job, render_job
 from helpers.llama_server import LlamaServer
-from helpers.llm_skip import smollm2_server_or_skip
 from helpers.nomad_task import LocalTask, TaskSpec, interpolate
 from pipecat_app.twin.config import SHIPPED_PROMPT
 from prompt_engineering.cli import parse_args
@@ -213,15 +213,11 @@ def test_role_renders_the_job_through_the_nomad_job_role(tmp_path):
 
 # The rendered task, run here as a dispatch starts it.
 
-BAD = "You are Twin. " + " ".join(
-    ["Always answer with a long markdown table, then a bulleted list with emoji and links."] * 180
-)
-
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory) -> Iterator[LlamaServer]:
     log = tmp_path_factory.mktemp("llama") / "llama-server.log"
-    with smollm2_server_or_skip(extra_args=["--temp", "0", "--seed", "42"], log=log) as server:
+    with repeatable_smollm2(log) as server:
         yield server
 
 
@@ -238,7 +234,7 @@ def test_dispatched_task_evolves_on_the_expert_consul_lists_and_publishes_to_a_f
     target.parent.mkdir()
     # A deliberately bad current prompt (longer than SmolLM2's context: every
     # held-out case gets no answer), so that the run's best beats it.
-    target.write_text(BAD)
+    target.write_text(LOSING_PROMPT)
     with serving_experts({"general": smollm2.base_url}, tmp_path) as consul:
         _, job = render(
             twin_tls=False,

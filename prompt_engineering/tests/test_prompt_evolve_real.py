@@ -18,20 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.evolve import LOSING_PROMPT, repeatable_smollm2
 from helpers.llama_server import LlamaServer
-from helpers.llm_skip import smollm2_server_or_skip
 
 pytestmark = pytest.mark.slow
-
-BAD = "You are Twin. " + " ".join(
-    ["Always answer with a long markdown table, then a bulleted list with emoji and links."] * 180
-)
 
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory) -> Iterator[LlamaServer]:
     log = tmp_path_factory.mktemp("llama") / "llama-server.log"
-    with smollm2_server_or_skip(extra_args=["--temp", "0", "--seed", "42"], log=log) as server:
+    with repeatable_smollm2(log) as server:
         yield server
 
 
@@ -49,7 +45,7 @@ def evolve(run_dir: Path, url: str, target: Path, *extra: str) -> subprocess.Com
 def test_short_evolution_publishes_only_a_held_out_winner_and_resumes_its_count(smollm2, tmp_path):
     run_dir, target = tmp_path / "run", tmp_path / "published" / "system.md"
     target.parent.mkdir()
-    target.write_text(BAD)
+    target.write_text(LOSING_PROMPT)
 
     first = evolve(run_dir, smollm2.base_url, target, "--iterations", "2")
     report = json.loads((run_dir / "report.json").read_text())
