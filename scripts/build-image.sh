@@ -13,15 +13,9 @@
 #                     scripts/check-fetch.sh); builds and imports nothing
 set -euo pipefail
 
-DOWNLOAD_ONLY=0
-case "${1:-}" in
-  "") ;;
-  --download-only) DOWNLOAD_ONLY=1 ;;
-  *)
-    echo "usage: $0 [--download-only]" >&2
-    exit 2
-    ;;
-esac
+# shellcheck source=lib/flag.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/flag.sh"
+DOWNLOAD_ONLY=$(flag_given --download-only "$@")
 
 IMAGE="${TWIN_TEST_IMAGE:-localhost/twin-debian:bookworm}"
 SUITE="${TWIN_TEST_SUITE:-bookworm}"

@@ -19,15 +19,9 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONFIGURE_ONLY=0
-case "${1:-}" in
-  "") ;;
-  --configure-only) CONFIGURE_ONLY=1 ;;
-  *)
-    echo "usage: $0 [--configure-only]" >&2
-    exit 2
-    ;;
-esac
+# shellcheck source=lib/flag.sh
+source "${REPO}/scripts/lib/flag.sh"
+CONFIGURE_ONLY=$(flag_given --configure-only "$@")
 
 log() { echo "build-llama-server: $*" >&2; }
 die() {
