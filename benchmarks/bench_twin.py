@@ -140,7 +140,7 @@ def fill_memory(path: Path, count: int, user_id: str, embedded: int) -> float:
     store.prepare_vectors(encoder.model, encoder.dimensions)
     for first in range(0, count, 5000):
         ids = list(range(first + 1, min(count, first + 5000) + 1))
-        store.write_vectors(ids, np.stack([vectors[(i - 1) % embedded] for i in ids]), done=ids[-1])
+        store.write_vectors(ids, np.stack([vectors[(i - 1) % embedded] for i in ids]))
     store.close()
     return time.perf_counter() - start
 

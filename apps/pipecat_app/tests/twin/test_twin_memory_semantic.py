@@ -130,9 +130,8 @@ def test_vectors_of_another_model_are_dropped_and_rebuilt(tmp_path):
     assert store.wait_indexed()
     store.close()
     db = raw(path)
-    assert db.execute("SELECT model, done FROM memory_vectors_state").fetchall() == [
-        (SENTENCE_MODEL, 1)
-    ]
+    assert db.execute("SELECT model FROM memory_vectors_state").fetchall() == [(SENTENCE_MODEL,)]
+    assert db.execute("SELECT count(*) FROM memories_unembedded").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM memories_vec").fetchone()[0] == 1
 
 
@@ -155,7 +154,7 @@ WRITER = textwrap.dedent(
         n += 1
         store.remember("ana", f"memory {n} about the dog and the garden, whole {n}")
         if n % 7 == 0:
-            store.forget("ana", f"memory {n // 7} whole")
+            store.forget("ana", f"memory {n // 7 + 10} whole")  # that one memory
         time.sleep(0.002)
         if n == 40:
             print("ready", flush=True)
@@ -211,17 +210,20 @@ def test_kill_9_while_writing_leaves_whole_rows_and_no_vector_without_its_text(t
         "WHERE m.id IS NULL"
     ).fetchone()[0]
     assert orphans == 0
-    vectors, done = db.execute(
-        "SELECT (SELECT count(*) FROM memories_vec), done FROM memory_vectors_state"
-    ).fetchone()
+    vectors = db.execute("SELECT count(*) FROM memories_vec").fetchone()[0]
     assert vectors > 20
-    # Every memory up to the recorded progress has its vector; the rest get theirs on reopening.
-    missing = db.execute(
-        "SELECT count(*) FROM memories AS m WHERE m.id <= ? AND NOT EXISTS "
-        "(SELECT 1 FROM memories_vec AS v WHERE v.rowid = m.id)",
-        (done,),
+    # Every memory has its vector or waits for one (embedded on reopening), and no more.
+    lost = db.execute(
+        "SELECT count(*) FROM memories AS m WHERE NOT EXISTS "
+        "(SELECT 1 FROM memories_vec AS v WHERE v.rowid = m.id) AND NOT EXISTS "
+        "(SELECT 1 FROM memories_unembedded AS u WHERE u.id = m.id)"
     ).fetchone()[0]
-    assert missing == 0
+    assert lost == 0
+    waiting_for_nothing = db.execute(
+        "SELECT count(*) FROM memories_unembedded AS u LEFT JOIN memories AS m ON m.id = u.id "
+        "WHERE m.id IS NULL"
+    ).fetchone()[0]
+    assert waiting_for_nothing == 0
     db.close()
     again = semantic_store(path)
     assert again.wait_indexed()

@@ -178,6 +178,9 @@ class MemoryConfig(ConfigSection):
         semantic_candidates: Memories compared by exact cosine similarity per
             turn: the nearest by hamming distance of their binary-quantised
             vectors. More finds more at 100,000 memories, at some cost per turn.
+        semantic_window: Episodes (turns) recalled by meaning are those among
+            about the newest ``semantic_window`` memories; facts are searched
+            all. Each 20,000 more cost a few milliseconds per turn.
         min_similarity: Cosine similarity (-1 to 1) a memory needs to be
             recalled by meaning; below it only BM25 can recall it.
     """
@@ -191,6 +194,7 @@ class MemoryConfig(ConfigSection):
     semantic: bool = True
     embedding_threads: int = Field(default=1, ge=1, le=16)
     semantic_candidates: int = Field(default=100, ge=1, le=1000)
+    semantic_window: int = Field(default=20_000, ge=1000)
     min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
 
 

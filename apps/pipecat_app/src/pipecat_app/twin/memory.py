@@ -16,11 +16,13 @@ project's venv Python has a ``sqlite3`` that cannot), so tests and nodes load
 sqlite-vec the same way.
 
 Vectors are written off the turn path: a background thread
-(:class:`_Indexer`) loads the encoder, embeds the memories that have no vector
-yet in id order, and writes each batch in one transaction together with how
-far it got. A vector row is inserted only while its memory exists (``INSERT
-... SELECT ... WHERE id = ?``) and deleted with it (a trigger), so a kill
-at any moment leaves no vector without its text. Memories without a vector
+(:class:`_Indexer`) loads the encoder, embeds the memories that wait for a
+vector (``memories_unembedded``, filled by a trigger in the transaction that
+writes the memory) and writes each batch in one transaction that also takes
+them off that list. A vector row is inserted only while its memory exists
+(``INSERT ... SELECT ... WHERE id = ?``) and deleted with it (a trigger), so
+a kill at any moment leaves no vector without its text, and no memory that
+neither has a vector nor waits for one. Memories without a vector
 (written before the model loaded, or while the thread catches up) are still
 recalled by BM25.
 
@@ -72,27 +74,41 @@ CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
 END;
 CREATE TABLE IF NOT EXISTS memory_vectors_state (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
-    model TEXT NOT NULL,
-    done  INTEGER NOT NULL
+    model TEXT NOT NULL
 );
 """
 
 # The vectors: binary-quantised for sqlite-vec's brute-force KNN (hamming
 # distance over 48 bytes a memory), with the float vector beside it for the
-# exact cosine of the candidates. Made once the encoder (and so its size) is known.
+# exact cosine of the candidates. Made once the encoder (and so its size) is
+# known. Partitioned by user, kind and id block (``_BLOCK`` ids each; all
+# facts in block 0), so a turn compares every fact of its user but only the
+# episodes of recent blocks. Each partition costs sqlite-vec a scan of its own.
 _VECTOR_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_vec USING vec0 (
-    user_id TEXT PARTITION KEY, embedding BIT[{dimensions}], +vector BLOB
+    user_id TEXT PARTITION KEY, kind TEXT PARTITION KEY, block INTEGER PARTITION KEY,
+    embedding BIT[{dimensions}], +vector BLOB
 );
 CREATE TRIGGER IF NOT EXISTS memories_vec_ad AFTER DELETE ON memories BEGIN
     DELETE FROM memories_vec WHERE rowid = old.id;
+    DELETE FROM memories_unembedded WHERE id = old.id;
+END;
+CREATE TABLE IF NOT EXISTS memories_unembedded (id INTEGER PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS memories_unembedded_ai AFTER INSERT ON memories BEGIN
+    INSERT OR IGNORE INTO memories_unembedded (id) VALUES (new.id);
 END;
 """
+# The memories that wait for a vector are listed in the same transaction that
+# writes them (a trigger), not found by comparing ids: SQLite hands the id of
+# a deleted newest row out again.
 _DROP_VECTORS = """
 DROP TRIGGER IF EXISTS memories_vec_ad;
+DROP TRIGGER IF EXISTS memories_unembedded_ai;
 DROP TABLE IF EXISTS memories_vec;
+DROP TABLE IF EXISTS memories_unembedded;
 DELETE FROM memory_vectors_state;
 """
+_BLOCK = 4096
 # Reciprocal rank fusion's constant (Cormack et al.; also Elasticsearch's default).
 _RRF_K = 60
 
@@ -222,6 +238,8 @@ class MemoryStore:
             thread); None recalls by BM25 alone and keeps no vectors.
         semantic_candidates: Nearest memories by hamming distance of the
             binary-quantised vectors whose exact cosine similarity is then compared.
+        semantic_window: Episodes searched by meaning: those among about the
+            newest ``semantic_window`` memories (facts: all of them).
         min_similarity: Cosine similarity below which a memory is not recalled
             by meaning (BM25 may still find it).
     """
@@ -235,6 +253,7 @@ class MemoryStore:
         max_item_chars: int = _MAX_ITEM_CHARS,
         encoder: Callable[[], Embedder] | None = None,
         semantic_candidates: int = 100,
+        semantic_window: int = 20_000,
         min_similarity: float = 0.3,
     ) -> None:
         self._path = Path(path).expanduser()
@@ -243,6 +262,7 @@ class MemoryStore:
         self.max_item_chars = max_item_chars
         self._load_encoder = encoder
         self._semantic_candidates = semantic_candidates
+        self._semantic_window = semantic_window
         self._min_similarity = min_similarity
         self._db: apsw.Connection | None = None
         self._lock = threading.Lock()
@@ -265,6 +285,7 @@ class MemoryStore:
                 else None
             ),
             semantic_candidates=config.semantic_candidates,
+            semantic_window=config.semantic_window,
             min_similarity=config.min_similarity,
         )
 
@@ -322,13 +343,11 @@ class MemoryStore:
     def wait_indexed(self, timeout: float = 60.0) -> bool:
         """Wait until every memory written so far has its vector (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            last = self._conn().execute("SELECT coalesce(max(id), 0) FROM memories").fetchone()[0]
         while time.monotonic() < deadline:
             indexer = self._indexer
             if indexer is None:
                 return False
-            if indexer.done is not None and indexer.done >= last:
+            if indexer.encoder is not None and not self.unembedded(1):
                 return True
             time.sleep(0.02)
         return False
@@ -441,18 +460,19 @@ class MemoryStore:
             self._call_failed("forget", exc)
             return 0
 
-    def unembedded(self, after: int, limit: int) -> list[tuple[int, str]]:
-        """``(id, text)`` of up to ``limit`` memories with an id above ``after``, in id order."""
+    def unembedded(self, limit: int) -> list[tuple[int, str]]:
+        """``(id, text)`` of up to ``limit`` memories that wait for their vector, oldest first."""
         with self._lock:
             return list(
                 self._conn().execute(
-                    "SELECT id, text FROM memories WHERE id > ? ORDER BY id LIMIT ?",
-                    (after, limit),
+                    "SELECT m.id, m.text FROM memories_unembedded AS u "
+                    "JOIN memories AS m ON m.id = u.id ORDER BY u.id LIMIT ?",
+                    (limit,),
                 )
             )
 
-    def write_vectors(self, ids: Sequence[int], vectors: np.ndarray, *, done: int) -> None:
-        """Store the vectors of memories ``ids`` and that every id up to ``done`` has one.
+    def write_vectors(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Store the vectors of memories ``ids``; they no longer wait for one.
 
         One transaction: a kill leaves all of it or none. A memory deleted
         since it was read gets no vector.
@@ -461,36 +481,38 @@ class MemoryStore:
             db = self._conn()
             with db:
                 db.executemany(
-                    "INSERT OR REPLACE INTO memories_vec (rowid, user_id, embedding, vector) "
-                    "SELECT id, user_id, vec_quantize_binary(?1), ?1 FROM memories WHERE id = ?2",
+                    "INSERT OR REPLACE INTO memories_vec "
+                    "(rowid, user_id, kind, block, embedding, vector) "
+                    "SELECT id, user_id, kind, "
+                    f"CASE kind WHEN 'fact' THEN 0 ELSE id / {_BLOCK} END, "
+                    "vec_quantize_binary(?1), ?1 "
+                    "FROM memories WHERE id = ?2",
                     (
                         (np.asarray(v, dtype=np.float32).tobytes(), i)
                         for i, v in zip(ids, vectors, strict=True)
                     ),
                 )
-                db.execute("UPDATE memory_vectors_state SET done = max(done, ?)", (done,))
+                db.executemany("DELETE FROM memories_unembedded WHERE id = ?", ((i,) for i in ids))
 
-    def prepare_vectors(self, model: str, dimensions: int) -> int:
-        """Make the vector table for ``model``; returns the last id already embedded.
+    def prepare_vectors(self, model: str, dimensions: int) -> None:
+        """Make the vector table for ``model``; on the first start every memory waits for one.
 
         Vectors of another model are dropped (they will be rebuilt), never mixed.
         """
         with self._lock:
             db = self._conn()
             with db:
-                row = db.execute("SELECT model, done FROM memory_vectors_state").fetchone()
+                row = db.execute("SELECT model FROM memory_vectors_state").fetchone()
                 if row is not None and row[0] != model:
                     logger.info(f"memory: vectors of {row[0]} dropped, re-embedding with {model}")
                     db.execute(_DROP_VECTORS)
                     row = None
                 db.execute(_VECTOR_SCHEMA.format(dimensions=int(dimensions)))
                 if row is None:
+                    db.execute("INSERT INTO memories_unembedded (id) SELECT id FROM memories")
                     db.execute(
-                        "INSERT INTO memory_vectors_state (id, model, done) VALUES (1, ?, 0)",
-                        (model,),
+                        "INSERT INTO memory_vectors_state (id, model) VALUES (1, ?)", (model,)
                     )
-                    return 0
-                return int(row[1])
 
     # -- reading ---------------------------------------------------------
 
@@ -571,19 +593,32 @@ class MemoryStore:
         return items
 
     def _by_meaning(self, user_id: str, query: np.ndarray, now: float) -> list[MemoryItem]:
+        """The user's facts and recent episodes nearest to ``query``, by similarity x recency.
+
+        sqlite-vec compares every vector of the partitions it is given (a
+        few milliseconds per 20,000), so episodes are searched in the id
+        blocks of about the newest ``semantic_window`` memories, facts in all.
+        """
         if self.encoder is None:
             return []
         blob = np.asarray(query, dtype=np.float32).tobytes()
         with self._lock:
+            db = self._conn()
+            newest = db.execute("SELECT coalesce(max(id), 0) FROM memories").fetchone()[0]
+            first_block = max(0, newest - self._semantic_window) // _BLOCK
             rows = list(
-                self._conn().execute(
+                db.execute(
                     "SELECT m.id, m.kind, m.role, m.text, m.created, "
                     "       1.0 - vec_distance_cosine(v.vector, ?1) "
                     "FROM (SELECT rowid, vector FROM memories_vec "
                     "      WHERE embedding MATCH vec_quantize_binary(?1) AND k = ?2 "
-                    "      AND user_id = ?3) AS v "
+                    "      AND user_id = ?3 AND kind = 'fact' "
+                    "      UNION ALL "
+                    "      SELECT rowid, vector FROM memories_vec "
+                    "      WHERE embedding MATCH vec_quantize_binary(?1) AND k = ?2 "
+                    "      AND user_id = ?3 AND kind = 'episode' AND block >= ?4) AS v "
                     "JOIN memories AS m ON m.id = v.rowid",
-                    (blob, self._semantic_candidates, user_id),
+                    (blob, self._semantic_candidates, user_id, first_block),
                 )
             )
         items = [
@@ -640,8 +675,6 @@ class _Indexer:
         self._batch = batch
         self._retry_s = retry_s
         self.encoder: Embedder | None = None
-        #: The last memory id embedded (None until the encoder is loaded).
-        self.done: int | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory-vectors", daemon=True)
@@ -664,7 +697,7 @@ class _Indexer:
                 if self.encoder is None:
                     started = time.perf_counter()
                     encoder = self._load()
-                    self.done = self._store.prepare_vectors(encoder.model, encoder.dimensions)
+                    self._store.prepare_vectors(encoder.model, encoder.dimensions)
                     self.encoder = encoder
                     logger.info(
                         f"memory: {encoder.model} loaded in {time.perf_counter() - started:.2f} s"
@@ -680,16 +713,14 @@ class _Indexer:
             self._wake.wait()
 
     def _embed_all(self) -> None:
-        """Embed every memory after :attr:`done`, a batch a transaction."""
+        """Embed every memory that waits for its vector, a batch a transaction."""
         assert self.encoder is not None
-        assert self.done is not None
         while not self._stopping.is_set():
-            rows = self._store.unembedded(self.done, self._batch)
+            rows = self._store.unembedded(self._batch)
             if not rows:
                 return
             vectors = self.encoder.encode([text for _, text in rows])
-            self._store.write_vectors([mid for mid, _ in rows], vectors, done=rows[-1][0])
-            self.done = rows[-1][0]
+            self._store.write_vectors([mid for mid, _ in rows], vectors)
 
 
 class TurnMemory:
