@@ -24,6 +24,9 @@ from helpers.ports import free_port
 from loguru import logger
 
 from pipecat_app.config import DEMO_CONFIG
+from pipecat_app.twin.config import RoutingConfig
+from pipecat_app.twin.discovery import Expert
+from pipecat_app.twin.router import RouteDecision, Router
 from pipecat_app.twin.service import NO_EXPERT_REPLY
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ __all__ = [
     "app_environ",
     "assert_the_model_answered",
     "assert_the_spoken_answer_came_from_the_model",
+    "expected_decision",
     "expert_environ",
     "free_port",
     "hear_the_spoken_answer",
@@ -126,6 +130,17 @@ def expert_environ(base_url: str) -> dict[str, str]:
         f'base_url = "{base_url}", model = "smollm2-135m", tool_calls = false}}'
     )
     return {"TWIN_APP__TWIN__EXPERTS": f"[{expert}]"}
+
+
+def expected_decision(transcript: str, expert_url: str) -> RouteDecision:
+    """The app's router's decision on ``transcript`` with ``expert_environ``'s one expert.
+
+    One domain alone: every turn is like its examples, with probability 1.
+    """
+    expert = Expert(EXPERT, "general", "Everyday conversation", expert_url)
+    decision = Router(RoutingConfig()).route(transcript, [expert])
+    assert decision.reason == "similarity", decision
+    return decision
 
 
 def app_environ(state_dir: Path, expert_url: str | None = None) -> dict[str, str]:
@@ -238,8 +253,8 @@ def assert_the_model_answered(
     return record
 
 
-def question_wav(path: Path) -> Path:
-    """12 s for a fake microphone to play in a loop: "What is the capital of France?", silence.
+def question_wav(path: Path, question: str = "What is the capital of France?") -> Path:
+    """12 s for a fake microphone to play in a loop: ``question``, then silence.
 
     The silence leaves room for the answer before the question comes again.
     """
@@ -247,8 +262,8 @@ def question_wav(path: Path) -> Path:
 
     from pipecat_app.config import PiperTTSConfig
 
-    question = synthesize("What is the capital of France?", PiperTTSConfig(provider="piper"))
-    return write_wav(path, silence(1.0) + question + silence(11.0 - len(question) / 32000))
+    spoken = synthesize(question, PiperTTSConfig(provider="piper"))
+    return write_wav(path, silence(1.0) + spoken + silence(11.0 - len(spoken) / 32000))
 
 
 def _heard_the_question(app: App) -> bool:

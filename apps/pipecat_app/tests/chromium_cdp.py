@@ -86,8 +86,16 @@ INBOUND_AUDIO = """
 class Chromium:
     """A headless Chromium with a fake microphone that plays ``wav`` in a loop."""
 
-    def __init__(self, wav: Path, profile: Path, port: int, home: Path | None = None) -> None:
-        """``home``: the HOME Chromium reads its NSS certificate store from (``trust_ca``)."""
+    def __init__(
+        self,
+        wav: Path,
+        profile: Path,
+        port: int,
+        home: Path | None = None,
+        video: Path | None = None,
+    ) -> None:
+        """``home``: the HOME Chromium reads its NSS certificate store from (``trust_ca``);
+        ``video``: a y4m file (``C420``) the fake camera plays in a loop."""
         if CHROMIUM is None:
             raise FileNotFoundError("chromium is not installed (scripts/apt-packages.txt)")
         self.port = port
@@ -107,6 +115,7 @@ class Chromium:
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={wav}",
+                *([f"--use-file-for-fake-video-capture={video}"] if video else []),
                 "--autoplay-policy=no-user-gesture-required",
                 f"--remote-debugging-port={port}",
                 "about:blank",
