@@ -344,7 +344,11 @@ class ExpertClient:
             ExpertError: the expert failed (see :class:`ExpertError` for the kinds).
         """
         if expert.tool_calls:
-            gen = self._native(expert, messages, tools, choice)
+            params: dict[str, Any] = {"messages": messages}
+            if tools and choice != "none":
+                params["tools"] = openai_tools(tools)
+                params["tool_choice"] = choice
+            gen = self._native(expert, params)
         else:
             gen = self._fallback(expert, messages, tools, choice)
         said = False
@@ -424,17 +428,9 @@ class ExpertClient:
         finally:
             await stream.close()
 
-    async def _native(
-        self,
-        expert: Expert,
-        messages: list[dict[str, Any]],
-        tools: Sequence[Tool],
-        choice: ToolChoice,
-    ) -> AsyncIterator[Event]:
-        params: dict[str, Any] = {"messages": messages}
-        if tools and choice != "none":
-            params["tools"] = openai_tools(tools)
-            params["tool_choice"] = choice
+    async def _native(self, expert: Expert, params: dict[str, Any]) -> AsyncIterator[Event]:
+        """Text deltas, then the native tool calls the expert made (``params``: the
+        request's messages, and its ``tools`` and ``tool_choice`` if any)."""
         calls: dict[int, dict[str, str]] = {}
         async for delta in self._deltas(expert, params):
             for piece in delta.calls:
@@ -463,7 +459,7 @@ class ExpertClient:
         if not tools or choice == "none":
             # Nothing to call: a plain streamed answer. JSON-schema constrained
             # decoding is several times slower per token on llama-server.
-            async for event in self._native(expert, messages, (), "none"):
+            async for event in self._native(expert, {"messages": messages}):
                 yield event
             return
         schema = fallback_schema(tools, choice)

@@ -496,13 +496,14 @@ class TwinLLMProcessor(FrameProcessor):
             ],
         )
         for call in calls.calls:
-            arguments = call_arguments(call.arguments)
+            # What pipecat's in-progress and result frames both say of the call.
+            named: dict[str, Any] = {
+                "function_name": call.name,
+                "tool_call_id": call.id,
+                "arguments": call_arguments(call.arguments),
+            }
             await self.broadcast_frame(
-                FunctionCallInProgressFrame,
-                function_name=call.name,
-                tool_call_id=call.id,
-                arguments=arguments,
-                cancel_on_interruption=True,
+                FunctionCallInProgressFrame, **named, cancel_on_interruption=True
             )
             try:
                 result = await self._toolbox.call(call.name, call.arguments, user_words=user_words)
@@ -514,10 +515,5 @@ class TwinLLMProcessor(FrameProcessor):
             logger.info(f"twin: tool {call.name} -> {result}")
             exchange.append(result_message(call, result))
             await self.broadcast_frame(
-                FunctionCallResultFrame,
-                function_name=call.name,
-                tool_call_id=call.id,
-                arguments=arguments,
-                result=result,
-                run_llm=False,
+                FunctionCallResultFrame, **named, result=result, run_llm=False
             )
