@@ -32,6 +32,7 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
@@ -40,6 +41,7 @@ from pipecat_app.pipeline import Twin, make_vad, text_pipeline, voice_pipeline
 from pipecat_app.providers import make_stt, make_tts
 from pipecat_app.turn_metrics import TurnMetricsObserver
 from pipecat_app.twin.config import TwinConfig
+from pipecat_app.twin.route_label import ROUTE_MESSAGE_TYPE, RouteLabel
 
 if TYPE_CHECKING:
     from pipecat_app.twin import ClusterView
@@ -161,7 +163,7 @@ class VoiceSession(_Session):
 
 
 class _AnswerSink(FrameProcessor):
-    """Hands the answer's text to the waiting ``ask`` and passes every frame on.
+    """Hands the answer's text and routing label to the waiting ``ask``; passes every frame on.
 
     ``None`` in the queue means the session was closed; an ``InterruptionFrame``
     marks the end of an interrupted turn's frames.
@@ -174,7 +176,12 @@ class _AnswerSink(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(
-            frame, LLMTextFrame | LLMFullResponseEndFrame | ErrorFrame | InterruptionFrame
+            frame,
+            LLMTextFrame
+            | LLMFullResponseEndFrame
+            | ErrorFrame
+            | InterruptionFrame
+            | RTVIServerMessageFrame,
         ):
             self.queue.put_nowait(frame)
         await self.push_frame(frame, direction)
@@ -203,6 +210,8 @@ class TextSession(_Session):
         self._turns = 0  # turns running or waiting for the one running
         self._idle_since = time.monotonic()
         self.closed_reason: str | None = None
+        #: The routing label of the last turn an expert answered (None: no expert did).
+        self.route: RouteLabel | None = None
 
     async def start(self) -> None:
         """Start the twin and the pipeline in the background."""
@@ -239,6 +248,7 @@ class TextSession(_Session):
                     raise SessionClosed(self.closed_reason)
                 while not self._sink.queue.empty():
                     self._sink.queue.get_nowait()
+                self.route = None
                 await self.worker.queue_frame(
                     LLMMessagesAppendFrame(
                         messages=[{"role": "user", "content": text}], run_llm=True
@@ -250,6 +260,9 @@ class TextSession(_Session):
                         frame = await self._next_frame()
                         if isinstance(frame, LLMTextFrame):
                             yield frame.text
+                        elif isinstance(frame, RTVIServerMessageFrame):
+                            if frame.data.get("type") == ROUTE_MESSAGE_TYPE:
+                                self.route = RouteLabel.model_validate(frame.data)
                         elif isinstance(frame, ErrorFrame):
                             logger.warning(f"turn error: {frame.error}")
                             if frame.fatal:

@@ -1,12 +1,16 @@
 """Typed conversations over HTTP and a websocket, for people without a microphone.
 
 - ``POST /api/chat`` with ``{"text": "...", "session_id": "..."}`` answers
-  ``{"session_id": "...", "text": "..."}``; leave ``session_id`` out to start
+  ``{"session_id": "...", "text": "...", "routing": {...}}``; leave ``session_id`` out to start
   a conversation and send it back to continue it.
 - ``/ws/chat`` (websocket): send ``{"text": "..."}`` (or plain text); the answer
   streams back as ``{"type": "text", "text": "..."}`` pieces and ends with
-  ``{"type": "end"}``; errors come as ``{"type": "error", "error": "..."}``.
+  ``{"type": "end", "routing": {...}}``; errors come as ``{"type": "error", "error": "..."}``.
   One websocket is one conversation.
+
+``routing`` is the turn's routing label (which expert answered and why:
+:class:`~pipecat_app.twin.route_label.RouteLabel`, the data of the voice
+sessions' RTVI server message); it is left out when no expert answered.
 
 Both take the same text: a string of at most :data:`MAX_TEXT_CHARS`
 characters that is not blank (:class:`ChatRequest`, :class:`ChatMessage`);
@@ -41,6 +45,7 @@ from starlette.websockets import WebSocketDisconnected
 from pipecat_app.config import AppConfig
 from pipecat_app.endpoints.sessions import Refused, SessionRegistry, Slot
 from pipecat_app.session import SessionClosed, TextSession, TwinFactory, twin_service
+from pipecat_app.twin.route_label import RouteLabel
 
 T = TypeVar("T")
 
@@ -73,6 +78,7 @@ class ChatResponse(BaseModel):
 
     session_id: str
     text: str
+    routing: RouteLabel | None = None
 
 
 class ChatMessage(BaseModel):
@@ -162,7 +168,7 @@ class TextSessions:
             # A first turn that failed leaves a conversation its client cannot name.
             if slot is not None and not answered:
                 await self.sessions.close(slot, "abandoned")
-        return ChatResponse(session_id=session_id, text=text)
+        return ChatResponse(session_id=session_id, text=text, routing=session.route)
 
     async def converse(self, websocket: WebSocket) -> None:
         """One websocket conversation, from accept to close."""
@@ -333,4 +339,7 @@ async def _answer(websocket: WebSocket, session: TextSession, text: str) -> None
     except (TimeoutError, RuntimeError) as exc:
         await websocket.send_json({"type": "error", "error": str(exc)})
         return
-    await websocket.send_json({"type": "end"})
+    end: dict[str, Any] = {"type": "end"}
+    if session.route is not None:
+        end["routing"] = session.route.model_dump()
+    await websocket.send_json(end)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -49,6 +50,8 @@ class Expert:
     tool_calls: bool = False
     api_key: str = "none"
     examples: tuple[str, ...] = ()
+    #: Where it runs: the Consul node; for a configured expert, its URL's host.
+    node: str = ""
 
     @classmethod
     def from_config(cls, cfg: ExpertConfig) -> Expert:
@@ -63,6 +66,7 @@ class Expert:
             tool_calls=cfg.tool_calls,
             api_key=cfg.api_key,
             examples=tuple(cfg.examples),
+            node=urlsplit(cfg.base_url).hostname or "",
         )
 
 
@@ -117,6 +121,7 @@ def experts_from_health(entries: Sequence[dict[str, Any]]) -> list[Expert]:
                 context_length=context_length,
                 tool_calls=_truthy(meta.get("tool_calls")),
                 examples=_examples(meta),
+                node=node.get("Node") or address,
             )
         )
     experts.sort(key=lambda e: e.name)

@@ -73,6 +73,7 @@ from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta, ToolCalls
 from pipecat_app.twin.memory import MemoryStore, TurnMemory, estimate_tokens
 from pipecat_app.twin.observation import unavailable
 from pipecat_app.twin.prompt import PromptSource
+from pipecat_app.twin.route_label import route_label, route_message
 from pipecat_app.twin.router import NoExpertsError, RouteDecision, Router, RoutingState
 from pipecat_app.twin.toolbox import Tool, ToolBox
 from pipecat_app.twin.tools import builtin_tools, describe_scene
@@ -250,7 +251,9 @@ class _Turn:
     offer_tools: bool = True
     spoken: list[str] = field(default_factory=list)
     first_token: bool = False
+    first_text_at: float | None = None  # when the answer's first text left
     answered_by: Expert | None = None  # the expert that finished the answer
+    failed: list[Expert] = field(default_factory=list)  # experts that failed this turn
 
     @property
     def text(self) -> str:
@@ -398,6 +401,17 @@ class TwinLLMProcessor(FrameProcessor):
         finally:
             if decision is not None:
                 self._routing_state.commit(decision, turn.answered_by)
+            if decision is not None and turn.answered_by is not None:
+                # A system frame: it reaches the client before the end frame does.
+                label = route_label(
+                    decision,
+                    turn.answered_by,
+                    turn.failed,
+                    started=turn.started,
+                    first_text=turn.first_text_at,
+                    ended=time.monotonic(),
+                )
+                await self.push_frame(route_message(label))
             end = LLMFullResponseEndFrame()
             end.metadata[ANSWERED_BY] = turn.answered_by.name if turn.answered_by else None
             await self.push_frame(end)
@@ -407,6 +421,7 @@ class TwinLLMProcessor(FrameProcessor):
     async def _say(self, turn: _Turn, text: str) -> None:
         if not turn.first_token:
             turn.first_token = True
+            turn.first_text_at = time.monotonic()
             TURN_STAGE.labels(stage="llm_ttfb").observe(time.monotonic() - turn.started)
         turn.spoken.append(text)
         await self.push_frame(LLMTextFrame(text))
@@ -424,6 +439,7 @@ class TwinLLMProcessor(FrameProcessor):
             except ExpertError as exc:
                 EXPERT_ERRORS.labels(expert=exc.expert.name, kind=exc.kind).inc()
                 self._router.mark_failed(exc.expert)
+                turn.failed.append(exc.expert)
                 logger.error(f"twin: expert {exc}")
                 # Half a sentence said: end it before the next expert or the apology.
                 if ending := cut_off_ending(turn.text):
