@@ -14,6 +14,7 @@ import apsw
 import pytest
 import sqlite_vec
 
+from pipecat_app.config import ConfigError, load_config
 from pipecat_app.twin.config import MemoryConfig
 from pipecat_app.twin.embedding import SENTENCE_MODEL, sentence_encoder
 from pipecat_app.twin.memory import MemoryStore, TurnMemory
@@ -230,3 +231,20 @@ def test_kill_9_while_writing_leaves_whole_rows_and_no_vector_without_its_text(t
     question = "the dog in the garden"
     assert again.recall("ana", question, query_vector=again.embed_query(question), lexical=False)
     again.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("semantic_window = 10", "greater than or equal to 1000"),
+        ("semantic_candidates = 0", "greater than or equal to 1"),
+        ("min_similarity = 1.5", "less than or equal to 1"),
+        ("embedding_threads = 0", "greater than or equal to 1"),
+    ],
+)
+def test_a_memory_setting_out_of_range_is_refused_naming_the_key(tmp_path, setting, message):
+    config = tmp_path / "app.toml"
+    config.write_text(f"[twin.memory]\n{setting}\n")
+    key = setting.split(" = ")[0]
+    with pytest.raises(ConfigError, match=rf"twin\.memory\.{key}: Input should be {message}"):
+        load_config(config)
