@@ -244,8 +244,8 @@ def test_dispatched_task_evolves_on_the_expert_consul_lists_and_publishes_to_a_f
             pipecat_app_prompt_evolve_publish_file=str(target),
             pipecat_app_prompt_evolve_concurrency=1,
             pipecat_app_prompt_evolve_extra_args=[
-                "--train-limit", "2", "--held-out-limit", "2", "--stage1-cases", "1",
-                "--stage1-threshold", "0", "--max-tokens", "32", "--mutator-max-tokens", "160",
+                "--train-limit", "1", "--held-out-limit", "1", "--stage1-cases", "1",
+                "--stage1-threshold", "0", "--max-tokens", "32", "--mutator-max-tokens", "128",
                 "--temperature", "0", "--seed", "7",
             ],
         )  # fmt: skip
