@@ -14,7 +14,7 @@ SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/m
 PYTEST_ARGS ?=
 PXE_PYTEST_ARGS ?=
 
-.PHONY: help deps check-fetch lint unit pxe-tests molecule molecule-and-pxe test test-live bench demo llama-server collection clean evolve
+.PHONY: help deps check-fetch lint checks suites unit pxe-tests molecule molecule-and-pxe test test-live bench demo llama-server collection clean evolve
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,20 +41,22 @@ molecule: deps ## Every molecule scenario: converge, idempotence, verify.
 	@set -e; for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; start=$$(date +%s); \
 	  molecule test -s $$s; echo "=== molecule $$s took $$(( $$(date +%s) - start )) s"; done
 
-# molecule and the network boots mostly wait (on containers, on emulated
-# firmware), so they run side by side; the boots' output follows molecule's.
+# On two cores most of the test time is waiting (on containers, emulated
+# firmware, model servers, browsers), so the long suites run side by side:
+# checks = the fresh-fetch check beside lint; suites = pytest beside molecule
+# beside the network boots. The background targets' output follows the first's.
+checks: deps ## make check-fetch and make lint side by side.
+	@scripts/side-by-side.sh check-fetch lint
+
+suites: deps ## make unit, make molecule and make pxe-tests side by side.
+	@scripts/side-by-side.sh unit molecule pxe-tests
+
 molecule-and-pxe: deps ## make molecule and make pxe-tests side by side.
-	@mkdir -p .cache; rm -f .cache/pxe-tests.rc; \
-	  ( $(MAKE) --no-print-directory pxe-tests > .cache/pxe-tests.log 2>&1; echo $$? > .cache/pxe-tests.rc ) & \
-	  $(MAKE) --no-print-directory molecule; molecule_rc=$$?; wait; \
-	  echo "=== make pxe-tests (ran beside molecule)"; cat .cache/pxe-tests.log; \
-	  pxe_rc=$$(cat .cache/pxe-tests.rc); \
-	  [ "$$molecule_rc" = 0 ] || { echo "make molecule failed ($$molecule_rc)"; exit 1; }; \
-	  [ "$$pxe_rc" = 0 ] || { echo "make pxe-tests failed ($$pxe_rc)"; exit 1; }
+	@scripts/side-by-side.sh molecule pxe-tests
 
 # The fresh-fetch check runs before anything can use a cached build, and each
 # stage prints its time (CI reads them from its log).
-TEST_STAGES := deps check-fetch lint unit molecule-and-pxe
+TEST_STAGES := deps checks suites
 test: ## Everything a change must pass: set-up, fresh-fetch check, lint, pytest, molecule, network boots.
 	@set -e; for stage in $(TEST_STAGES); do start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$stage; \

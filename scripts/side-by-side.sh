@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Run make targets side by side: the first in the foreground (its output
+# streams), the others in the background with their output kept in
+# .cache/<target>.log and printed, with their times, once all have ended.
+# Exits non-zero if any target failed, naming each one that did.
+#
+#   scripts/side-by-side.sh unit molecule pxe-tests
+set -uo pipefail
+cd "$(dirname "$0")/.."
+(($# >= 1)) || { echo "usage: $0 TARGET [TARGET ...]" >&2; exit 2; }
+mkdir -p .cache
+MAKE=${MAKE:-make}
+
+declare -A pids starts
+for target in "${@:2}"; do
+  starts[$target]=$(date +%s)
+  "${MAKE}" --no-print-directory "${target}" > ".cache/${target}.log" 2>&1 &
+  pids[$target]=$!
+done
+
+failed=()
+start=$(date +%s)
+"${MAKE}" --no-print-directory "$1" || failed+=("$1")
+echo "side-by-side: $1 took $(($(date +%s) - start)) s"
+
+for target in "${@:2}"; do
+  wait "${pids[$target]}" || failed+=("${target}")
+  echo "=== make ${target} (ran beside $1; log .cache/${target}.log)"
+  cat ".cache/${target}.log"
+  echo "side-by-side: ${target} ended $(($(stat -c %Y ".cache/${target}.log") - starts[$target])) s after it started"
+done
+
+if ((${#failed[@]})); then
+  echo "side-by-side: failed: ${failed[*]}" >&2
+  exit 1
+fi
