@@ -431,7 +431,7 @@ class ToolsConfig(ConfigSection):
         r"|see|look|cluster|experts?|jobs?|nodes?|status)\b"
     )
     visual_trigger: str = (
-        r"(?i)\b(see|sees|seeing|look|looks|looking|camera|scene|show|showing|holding"
+        r"(?i)\b(see|sees|seeing|look|looks|looking|camera|scene|showing|holding"
         r"|wearing|in front of|door|sign|anyone|anybody|someone|somebody)\b"
     )
     destructive_trigger: str = r"(?i)\b(forget|delete|erase|remove|wipe)\b"
