@@ -71,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--consul-ca-file", default="", help="default $CONSUL_CACERT")
     p.add_argument("--consul-client-cert", default="", help="default $CONSUL_CLIENT_CERT")
     p.add_argument("--consul-client-key", default="", help="default $CONSUL_CLIENT_KEY")
+    p.add_argument(
+        "--judge-url",
+        default=None,
+        help="an OpenAI-compatible URL of a model that also rates the answers 0..10: the "
+        "metric judge_score, separate from the checks' score (optional)",
+    )
+    p.add_argument("--judge-model", default=None, help="default: the assistant's model")
     p.add_argument("--mutator-url", default=os.environ.get("PROMPT_EVOLVE_MUTATOR_URL"))
     p.add_argument("--mutator-model", default=None, help="default: the assistant's model")
     p.add_argument("--mutator-max-tokens", type=int, default=None, help="default: openevolve.yaml")
@@ -217,6 +224,8 @@ def evolve(args: argparse.Namespace) -> dict[str, Any]:
         assistant_tool_calls=tool_calls,
         mutator_url=args.mutator_url or urls[0],
         mutator_model=args.mutator_model or model,
+        judge_url=args.judge_url,
+        judge_model=args.judge_model or model,
         mutator_max_tokens=args.mutator_max_tokens,
         max_tokens=args.max_tokens,
         train_limit=args.train_limit,
@@ -228,7 +237,8 @@ def evolve(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         temperature=args.temperature,
     )
-    for url in dict.fromkeys([*settings.assistant_urls, settings.mutator_url]):
+    judge = [settings.judge_url] if settings.judge_url else []
+    for url in dict.fromkeys([*settings.assistant_urls, settings.mutator_url, *judge]):
         check_endpoint(url)
     oe_dir = settings.run_dir / "openevolve"
     checkpoint = None

@@ -11,14 +11,18 @@ Each returns an ``EvaluationResult``: ``combined_score`` in [0, 1] (mean
 case score), ``check_<kind>`` pass rates, the MAP-Elites features
 ``prompt_words`` and ``tool_use_rate``, and the failing cases as the
 ``failing_cases`` artifact, which OpenEvolve puts into the next mutation
-prompt. A candidate that is the mutating model's thinking rather than a
-prompt scores 0 with the reason as the ``rejected`` artifact, without a case
-being run. A dead endpoint writes the run's ``fatal.txt`` (the CLI stops
-the run and prints it) and raises: it is never a score.
+prompt. With the run's ``judge_url``, also ``judge_score``: an LLM judge's
+rating of the answers (:mod:`prompt_engineering.judge`), a separate score
+that ``combined_score`` never includes. A candidate that is the mutating
+model's thinking rather than a prompt scores 0 with the reason as the
+``rejected`` artifact, without a case being run. A dead endpoint (or judge)
+writes the run's ``fatal.txt`` (the CLI stops the run and prints it) and
+raises: it is never a score.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -28,6 +32,7 @@ from loguru import logger
 from openevolve.evaluation_result import EvaluationResult
 
 from prompt_engineering.candidate import rejection
+from prompt_engineering.judge import judge_score
 from prompt_engineering.runner import EndpointDown
 from prompt_engineering.settings import RunSettings
 from prompt_engineering.suite import load_cases, select
@@ -60,10 +65,27 @@ def _evaluate(program_path: str, stage: str) -> EvaluationResult:
     except EndpointDown as exc:
         settings.fatal_path.write_text(str(exc), encoding="utf-8")
         raise
+    judged: dict[str, float] = {}
+    if settings.judge_url:
+        try:
+            rating = asyncio.run(
+                judge_score(
+                    result,
+                    settings.judge_url,
+                    settings.judge_model,
+                    concurrency=settings.concurrency,
+                )
+            )
+        except EndpointDown as exc:
+            settings.fatal_path.write_text(str(exc), encoding="utf-8")
+            raise
+        if rating is not None:
+            judged["judge_score"] = rating
     _record(
         settings,
         {
             "stage": stage,
+            **judged,
             "score": result.score,
             "seconds": result.seconds,
             "cases": len(cases),
@@ -78,6 +100,7 @@ def _evaluate(program_path: str, stage: str) -> EvaluationResult:
             "tool_use_rate": result.tool_use_rate,
             "cases": float(len(cases)),
             "seconds": result.seconds,
+            **judged,
         },
         artifacts={"failing_cases": result.failures()},
     )

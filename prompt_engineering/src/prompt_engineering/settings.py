@@ -44,6 +44,8 @@ class RunSettings(BaseModel):
     case_timeout_s: float = 180.0
     seed: int = 42
     temperature: float = 0.7
+    judge_url: str | None = None
+    judge_model: str = "smollm2-135m"
 
     @property
     def endpoints(self) -> list[Endpoint]:
