@@ -157,11 +157,7 @@ class TwinService:
         self.config = config
         self._owns_cluster = cluster is None
         self.cluster = cluster or ClusterView(config)
-        self.memory = MemoryStore(
-            config.memory.path,
-            half_life_days=config.memory.half_life_days,
-            max_item_chars=config.memory.max_item_chars,
-        )
+        self.memory = MemoryStore.from_config(config.memory)
         self.turn_memory = TurnMemory(self.memory, config.memory, config.user_id)
         self.router = Router(config.routing)
         self.routing_state = RoutingState()
