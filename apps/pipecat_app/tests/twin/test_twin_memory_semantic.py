@@ -15,9 +15,10 @@ import pytest
 import sqlite_vec
 
 from pipecat_app.config import ConfigError, load_config
-from pipecat_app.twin.config import MemoryConfig
+from pipecat_app.twin.config import MemoryConfig, TwinConfig
 from pipecat_app.twin.embedding import SENTENCE_MODEL, sentence_encoder
 from pipecat_app.twin.memory import MemoryStore, TurnMemory
+from pipecat_app.twin.service import TwinLLMProcessor, TwinService
 
 DOG = "I have a labrador called Rex"
 OTHERS = [
@@ -248,3 +249,23 @@ def test_a_memory_setting_out_of_range_is_refused_naming_the_key(tmp_path, setti
     key = setting.split(" = ")[0]
     with pytest.raises(ConfigError, match=rf"twin\.memory\.{key}: Input should be {message}"):
         load_config(config)
+
+
+@pytest.mark.anyio
+async def test_twin_service_recalls_by_meaning_into_the_turns_system_message(tmp_path):
+    config = TwinConfig.model_validate(
+        {
+            "memory": {"path": str(tmp_path / "m.sqlite3")},
+            "experts": [{"name": "a", "domain": "general", "base_url": "http://127.0.0.1:9/v1"}],
+        }
+    )
+    twin = TwinService(config)
+    (turn_stage,) = twin.processors()
+    assert isinstance(turn_stage, TwinLLMProcessor)
+    await twin.start()
+    try:
+        twin.memory.remember(config.user_id, DOG)
+        assert twin.memory.wait_indexed()
+        assert DOG in turn_stage.system_message("What do you know about my dog?")
+    finally:
+        await twin.stop()
