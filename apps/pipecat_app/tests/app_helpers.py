@@ -24,6 +24,9 @@ from helpers.ports import free_port
 from loguru import logger
 
 from pipecat_app.config import DEMO_CONFIG
+from pipecat_app.twin.config import RoutingConfig
+from pipecat_app.twin.discovery import Expert
+from pipecat_app.twin.router import RouteDecision, Router
 from pipecat_app.twin.service import NO_EXPERT_REPLY
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ __all__ = [
     "app_environ",
     "assert_the_model_answered",
     "assert_the_spoken_answer_came_from_the_model",
+    "expected_decision",
     "expert_environ",
     "free_port",
     "hear_the_spoken_answer",
@@ -126,6 +130,17 @@ def expert_environ(base_url: str) -> dict[str, str]:
         f'base_url = "{base_url}", model = "smollm2-135m", tool_calls = false}}'
     )
     return {"TWIN_APP__TWIN__EXPERTS": f"[{expert}]"}
+
+
+def expected_decision(transcript: str, expert_url: str) -> RouteDecision:
+    """The app's router's decision on ``transcript`` with ``expert_environ``'s one expert.
+
+    One domain alone: every turn is like its examples, with probability 1.
+    """
+    expert = Expert(EXPERT, "general", "Everyday conversation", expert_url)
+    decision = Router(RoutingConfig()).route(transcript, [expert])
+    assert decision.reason == "similarity", decision
+    return decision
 
 
 def app_environ(state_dir: Path, expert_url: str | None = None) -> dict[str, str]:

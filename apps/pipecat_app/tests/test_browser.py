@@ -9,20 +9,35 @@ model (llama-server generated tokens; the logged answer is not TwinService's
 fallback reply and names the expert), and the page's WebRTC stats show audio
 energy arriving from the app. This machine has no internet, and the page may
 not ask for anything outside the app: home networks often have none either.
+
+Each page also shows who answered (the routing label, an RTVI server
+message): ``/voice`` in its conversation, beside the transcribed question and
+the answer; the prebuilt client among its events.
 """
+
+import itertools
+import json
+import re
+import time
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from helpers.llama_server import tokens_predicted
 
 from app_helpers import (
+    EXPERT,
+    App,
     app_environ,
     assert_the_spoken_answer_came_from_the_model,
+    expected_decision,
     free_port,
     hear_the_spoken_answer,
     question_wav,
     start_app,
 )
 from chromium_cdp import CHROMIUM, Chromium
+from pipecat_app.twin.route_label import ROUTE_MESSAGE_TYPE
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,7 +46,7 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("page", ["/", "/voice"], ids=["prebuilt_client", "voice_page"])
-def test_browser_without_internet_speaks_over_webrtc_and_receives_the_spoken_answer(
+def test_browser_without_internet_speaks_over_webrtc_and_receives_the_spoken_answer_and_who_gave_it(
     llama, tmp_path, page
 ):
     wav = question_wav(tmp_path / "question.wav")
@@ -49,6 +64,10 @@ def test_browser_without_internet_speaks_over_webrtc_and_receives_the_spoken_ans
             chromium.wait_for_console("[local media] microphone level observer running")
         chromium.click_button("connect")
         heard = hear_the_spoken_answer(chromium, app)
+        if page == "/voice":
+            assert_the_conversation_shows_who_answered_and_why(chromium, app, llama.base_url)
+        else:
+            assert_the_events_show_who_answered(chromium, app, llama.base_url)
     finally:
         chromium.close()
         app.stop()
@@ -56,3 +75,61 @@ def test_browser_without_internet_speaks_over_webrtc_and_receives_the_spoken_ans
     assert_the_spoken_answer_came_from_the_model(
         app, heard, tokens_predicted(llama.url) - tokens_before
     )
+
+
+# The /voice page's conversation: each entry's kind (user, assistant), text and routing label.
+CONVERSATION = """
+[...document.querySelectorAll('#conversation .turn')].map((turn) => ({
+  kind: turn.classList.contains('user') ? 'user' : 'assistant',
+  text: turn.querySelector('.text').textContent,
+  route: turn.querySelector('.route') ? turn.querySelector('.route').textContent : null,
+}))
+"""
+
+
+def assert_the_conversation_shows_who_answered_and_why(
+    chromium: Chromium, app: App, expert_url: str, timeout: float = 30
+) -> None:
+    """``/voice`` shows the question as transcribed, the logged answer and its routing label."""
+    deadline = time.monotonic() + timeout
+    shown: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        shown = chromium.evaluate(CONVERSATION)
+        for turn in app.turns():
+            if "capital" not in turn["transcript"].lower() or turn["interrupted"]:
+                continue
+            decision = expected_decision(turn["transcript"], expert_url)
+            label = (
+                f"answered by {EXPERT} (general) on {urlsplit(expert_url).hostname}"
+                f" · similarity {decision.score:.2f}"
+            )
+            for said, answer in itertools.pairwise(shown):
+                if (
+                    said["kind"] == "user"
+                    and turn["transcript"].strip() in said["text"]
+                    and answer["kind"] == "assistant"
+                    and answer["text"] == turn["answer"]
+                    and answer["route"] is not None
+                ):
+                    assert re.fullmatch(
+                        re.escape(label) + r" · first words after \d+\.\d\d s", answer["route"]
+                    ), (answer["route"], label)
+                    return
+        time.sleep(1)
+    raise AssertionError(
+        f"the page shows no answered question with its label: {shown}; turns: {app.turns()}"
+    )
+
+
+def assert_the_events_show_who_answered(chromium: Chromium, app: App, expert_url: str) -> None:
+    """The prebuilt client lists the routing label among its events as a server message."""
+    transcript = next(t["transcript"] for t in app.turns() if "capital" in t["transcript"].lower())
+    decision = expected_decision(transcript, expert_url)
+    shown = chromium.wait_for_text(f'Server message: {{"type":"{ROUTE_MESSAGE_TYPE}"', 30)
+    line = next(
+        x for x in shown.splitlines() if "Server message: " in x and ROUTE_MESSAGE_TYPE in x
+    )
+    label = json.loads(line.split("Server message: ", 1)[1])
+    assert (label["expert"], label["domain"]) == (EXPERT, "general"), label
+    assert label["node"] == urlsplit(expert_url).hostname, label
+    assert (label["reason"], label["score"]) == (decision.reason, round(decision.score, 3)), label

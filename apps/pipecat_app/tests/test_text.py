@@ -19,8 +19,16 @@ from helpers.llama_server import LlamaServer, tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
 from websockets.sync.client import connect
 
-from app_helpers import App, app_environ, assert_the_model_answered, expert_environ, start_app
+from app_helpers import (
+    App,
+    app_environ,
+    assert_the_model_answered,
+    expected_decision,
+    expert_environ,
+    start_app,
+)
 from pipecat_app.config import DEMO_CONFIG
+from pipecat_app.twin.route_label import RouteLabel
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +48,10 @@ def test_http_chat_answers_and_continues_the_same_conversation(llama, chat_app):
     )
     assert first.status_code == 200, first.text
     body = first.json()
-    assert_the_model_answered(body["text"], tokens_predicted(llama.url) - before, chat_app.turns)
+    record = assert_the_model_answered(
+        body["text"], tokens_predicted(llama.url) - before, chat_app.turns
+    )
+    assert RouteLabel.model_validate(body["routing"]).expert == record["expert"]
     before = tokens_predicted(llama.url)
     again = httpx.post(
         f"{chat_app.url}/api/chat",
@@ -88,8 +99,17 @@ def test_websocket_chat_streams_the_answer_then_ends(llama, chat_app):
             pieces.append(message["text"])
         ws.send("   ")
         assert json.loads(ws.recv(timeout=30)) == {"type": "error", "error": "empty text"}
-    assert_the_model_answered("".join(pieces), tokens_predicted(llama.url) - before, chat_app.turns)
+    record = assert_the_model_answered(
+        "".join(pieces), tokens_predicted(llama.url) - before, chat_app.turns
+    )
     assert len(pieces) >= 2, "the answer did not stream"
+    # The end names the expert that answered and why, as the voice pages' RTVI message does.
+    label = RouteLabel.model_validate(message["routing"])
+    decision = expected_decision("Describe the sea in three sentences.", llama.base_url)
+    assert (label.expert, label.domain, label.node) == (record["expert"], "general", "127.0.0.1")
+    assert (label.reason, label.score, label.failed) == ("similarity", round(decision.score, 3), [])
+    assert label.latency_ms is not None
+    assert 0 < label.latency_ms <= label.answer_ms
 
 
 def test_text_turns_are_counted_in_turn_latency(chat_app):

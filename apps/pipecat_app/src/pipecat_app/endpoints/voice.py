@@ -17,8 +17,9 @@ after its answer (speech models loading included) is dropped.
 The prebuilt client's microphone handling would load Daily's call-machine
 bundle from the internet; ``prebuilt_client.py`` serves it with a local media layer
 instead, so it needs nothing but the app. ``/voice`` is a small page of plain
-WebRTC against ``/api/offer`` (no framework, one file). Its camera toggle
-sends the camera as the offer's video track with ``request_data``
+WebRTC against ``/api/offer`` (no framework); it shows the conversation from
+the RTVI messages on its data channel (``/voice/conversation.js``). Its camera
+toggle sends the camera as the offer's video track with ``request_data``
 ``{"camera": true}``: that session's transport then takes video too
 (``video_in_enabled``, the camera captured at ``CAMERA_FPS``), and
 TwinService's ``describe_scene`` sends the latest frame to the vision service.
@@ -55,6 +56,8 @@ from pipecat_app.endpoints.sessions import Refused, SessionRegistry, Slot
 from pipecat_app.session import TwinFactory, VoiceSession, twin_service
 
 VOICE_PAGE = Path(__file__).resolve().parent.parent / "static" / "voice.html"
+#: The voice page's conversation view (what was said, which expert answered and why).
+CONVERSATION_JS = VOICE_PAGE.with_name("conversation.js")
 
 #: Camera frames a second a session with the camera on takes (the latest is described).
 CAMERA_FPS = 1
@@ -254,6 +257,10 @@ class WebRTCSessions:
         @router.get("/voice", include_in_schema=False)
         async def voice() -> FileResponse:
             return FileResponse(VOICE_PAGE, media_type="text/html")
+
+        @router.get("/voice/conversation.js", include_in_schema=False)
+        async def conversation() -> FileResponse:
+            return FileResponse(CONVERSATION_JS, media_type="text/javascript")
 
         @router.post("/start")
         async def start(request: Request) -> dict[str, Any]:
