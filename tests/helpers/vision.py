@@ -2,7 +2,8 @@
 
 :func:`running_vision` starts ``twin-vision serve`` (the installed console
 script of apps/vision) with settings given as ``TWIN_VISION__*`` environment
-overrides, waits for ``/health`` and stops it afterwards. :func:`photo`
+overrides (HTTPS when they name ``SERVER__TLS_CERT_FILE``, its CA given as
+``ca``), waits for ``/health`` and stops it afterwards. :func:`photo`
 encodes one of scikit-image's bundled photos (no download) as JPEG or PNG.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -51,9 +53,14 @@ class VisionProcess:
 
 @contextmanager
 def running_vision(
-    tmp_path: Path, settings: Mapping[str, str] | None = None, timeout: float = 60.0
+    tmp_path: Path,
+    settings: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    *,
+    ca: Path | None = None,
 ) -> Iterator[VisionProcess]:
-    """``twin-vision serve`` on a free port with ``settings`` (``SECTION__KEY``: value)."""
+    """``twin-vision serve`` on a free port with ``settings`` (``SECTION__KEY``: value);
+    ``ca``: the CA that signed ``SERVER__TLS_CERT_FILE``, trusted by the health check."""
     executable = shutil.which("twin-vision")
     assert executable, "twin-vision is not installed (uv sync)"
     port = free_port()
@@ -65,14 +72,16 @@ def running_vision(
         process = subprocess.Popen(
             [executable, "serve"], stdout=log, stderr=subprocess.STDOUT, env=env
         )
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if (settings or {}).get("SERVER__TLS_CERT_FILE") else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
+    verify = ssl.create_default_context(cafile=ca) if ca else True
     running = VisionProcess(url, process, log_path)
     try:
         deadline = time.monotonic() + timeout
         while True:
             assert process.poll() is None, f"twin-vision exited:\n{running.log()}"
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=2, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

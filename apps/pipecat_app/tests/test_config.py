@@ -335,6 +335,33 @@ def test_check_command_hides_the_access_token(tmp_path, capsys):
     assert "sekrit-token" not in capsys.readouterr().out
 
 
+def test_the_vision_token_from_the_environment_is_taken_as_written_and_never_shown(
+    tmp_path, capsys
+):
+    path = write(tmp_path, "")
+    environ = {"TWIN_APP__TWIN__TOOLS__VISION_TOKEN": "1e5"}
+    config = load_config(path, environ=environ)
+    assert config.twin.tools.vision_token.get_secret_value() == "1e5"
+    assert "1e5" not in repr(config.twin.tools)
+    path = write(tmp_path, '[twin.tools]\nvision_token = "sekrit-vision"\n')
+    assert main(["check", "--config", str(path)]) == 0
+    assert "sekrit-vision" not in capsys.readouterr().out
+
+
+def test_a_vision_token_a_header_cannot_carry_names_the_key_and_hides_the_token(tmp_path):
+    path = write(tmp_path, '[twin.tools]\nvision_token = "sekrit vision\\n"\n')
+    with pytest.raises(ConfigError, match=r"twin\.tools\.vision_token holds white space") as err:
+        load_config(path, environ={})
+    assert "sekrit" not in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["ftp://vision:8090", "vision:8090", "http:///describe"])
+def test_a_vision_url_that_is_not_http_names_the_key(tmp_path, url):
+    path = write(tmp_path, f'[twin.tools]\nvision_url = "{url}"\n')
+    with pytest.raises(ConfigError, match=r"twin\.tools\.vision_url .* is not an http\(s\) URL"):
+        load_config(path, environ={})
+
+
 def test_the_discovery_ca_and_client_certificate_are_relative_to_the_config_file(tmp_path):
     certs = make_ca(tmp_path)
     path = write(

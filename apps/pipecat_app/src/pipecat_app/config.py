@@ -12,9 +12,9 @@ case-insensitive), e.g. ``TWIN_APP__SERVER__PORT=9000`` or
 TOML value when it parses as one (``9000``, ``true``, ``"text"``,
 ``["a", "b"]``) and as a plain string otherwise.
 
-A secret's override (``server.access_token``) is taken as written, or as the
-TOML string it quotes, never as a number: ``TWIN_APP__SERVER__ACCESS_TOKEN=0123``
-is the token "0123".
+A secret's override (``server.access_token``, ``twin.tools.vision_token``) is
+taken as written, or as the TOML string it quotes, never as a number:
+``TWIN_APP__SERVER__ACCESS_TOKEN=0123`` is the token "0123".
 
 Paths: a relative ``stt.model_dir``, ``tts.voice_dir``,
 ``server.tls_cert_file``, ``server.tls_key_file``, ``twin.memory.path``,
@@ -55,7 +55,7 @@ __all__ = ["DEMO_CONFIG", "AppConfig", "ConfigError", "MetricsAccess", "load_con
 ENV_PREFIX = "TWIN_APP__"
 
 #: Keys whose environment override is a string as written (secrets are never numbers).
-VERBATIM_KEYS = frozenset({("server", "access_token")})
+VERBATIM_KEYS = frozenset({("server", "access_token"), ("twin", "tools", "vision_token")})
 
 #: Paths relative to the config file's directory; those in OPTIONAL_PATHS mean
 #: none when empty (the bundled model or voice, plain HTTP).

@@ -58,6 +58,7 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    SecretStr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -232,11 +233,13 @@ class DiscoveryConfig(ConfigSection):
             when env ``CONSUL_HTTP_SSL`` is true and ``http`` otherwise.
         consul_token: Consul ACL token; empty falls back to env ``CONSUL_HTTP_TOKEN``.
         ca_file: PEM file of the CA that signs Consul's and Nomad's HTTPS
-            certificates (the collection's CA). Empty: env ``CONSUL_CACERT``
-            for Consul and ``NOMAD_CACERT`` for Nomad, else the system's CAs.
-            Read at start: a file that cannot be read or holds no certificate
-            is a config error. Give an absolute path (a relative one is
-            opened from the working directory).
+            certificates (the collection's CA), and those of the vision service
+            and the experts when they speak HTTPS (:meth:`service_tls`). Empty:
+            env ``CONSUL_CACERT`` for Consul and ``NOMAD_CACERT`` for Nomad,
+            else (and for the services) the system's CAs. Read at start: a
+            file that cannot be read or holds no certificate is a config
+            error. Give an absolute path (a relative one is opened from the
+            working directory).
         client_cert_file: PEM client certificate shown to Consul and Nomad
             when they require one (mTLS: Consul's ``verify_incoming``, Nomad's
             ``verify_https_client``); with ``client_key_file``. Empty: env
@@ -305,6 +308,12 @@ class DiscoveryConfig(ConfigSection):
         """Nomad's CA and client certificate: config, else ``NOMAD_CACERT``,
         ``NOMAD_CLIENT_CERT`` and ``NOMAD_CLIENT_KEY``."""
         return _api_tls(self, "Nomad", "NOMAD")
+
+    def service_tls(self, service: str) -> ApiTLS:
+        """The trust for one of the cluster's own services over HTTPS (``service``: "the
+        vision service", "expert <name>"): ``ca_file``, the collection's CA, which signs
+        their certificates too; empty: the system's CAs. They ask for no client certificate."""
+        return ApiTLS(service, self.ca_file)
 
     def resolved_consul_token(self) -> str:
         """ACL token from config, else env ``CONSUL_HTTP_TOKEN``."""
@@ -405,9 +414,14 @@ class ToolsConfig(ConfigSection):
     Attributes:
         enabled: False advertises no tools.
         max_rounds: Most tool rounds in one turn before the model must answer.
-        vision_url: Base URL of the vision service for ``describe_scene``; empty:
-            discovered in Consul (service ``discovery.vision_service``) when
-            discovery mode is ``consul``.
+        vision_url: Base URL of the vision service for ``describe_scene``, an
+            ``http://`` or ``https://`` URL; empty: discovered in Consul (service
+            ``discovery.vision_service``, over the scheme its meta ``scheme``
+            names) when discovery mode is ``consul``. Its HTTPS certificate is
+            verified against ``twin.discovery.ca_file``.
+        vision_token: The vision service's access token (its
+            ``server.access_token``), sent as ``Authorization: Bearer``; empty:
+            none. Never logged nor shown in errors.
         timeout_s: Seconds a tool may take before it returns a timeout error.
         trigger: Regular expression; experts without native tool calls (the
             JSON-schema fallback) are offered tools only on turns it matches,
@@ -422,9 +436,13 @@ class ToolsConfig(ConfigSection):
             is refused in the tool layer.
     """
 
+    # The token stays out of validation errors (its input is not echoed).
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     enabled: bool = True
     max_rounds: int = Field(default=2, ge=1, le=8)
     vision_url: str = ""
+    vision_token: SecretStr = Field(default=SecretStr(""))
     timeout_s: float = Field(default=10.0, gt=0)
     trigger: str = (
         r"(?i)\b(remember|recall|forget|memory|memories|time|date|clock|camera|scene"
@@ -436,11 +454,25 @@ class ToolsConfig(ConfigSection):
     )
     destructive_trigger: str = r"(?i)\b(forget|delete|erase|remove|wipe)\b"
 
+    _vision_url_is_url = field_validator("vision_url")(
+        _http_url("twin.tools.vision_url", allow_empty=True)
+    )
     _trigger_compiles = field_validator("trigger")(_regex("twin.tools.trigger"))
     _visual_compiles = field_validator("visual_trigger")(_regex("twin.tools.visual_trigger"))
     _destructive_compiles = field_validator("destructive_trigger")(
         _regex("twin.tools.destructive_trigger")
     )
+
+    @field_validator("vision_token")
+    @classmethod
+    def _token_fits_a_header(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if token and not all(33 <= ord(c) <= 126 for c in token):
+            raise ValueError(
+                "twin.tools.vision_token holds white space or characters an HTTP header cannot "
+                "carry: set it to the vision service's access token alone (no newline)"
+            )
+        return value
 
 
 def _default_experts(data: dict[str, Any]) -> list[ExpertConfig]:

@@ -18,9 +18,11 @@ answer) is read from these snapshots too.
 
 Service metadata the expert jobs register (``ServiceMeta``, all strings):
 ``domain``, ``description``, ``model``, ``context_length``, ``tool_calls``
-(``"true"``/``"false"``) and optionally ``base_path`` (default ``/v1``) and
-``example_1`` ... ``example_N`` (the domain's example utterances, in order,
-N <= 16).
+(``"true"``/``"false"``) and optionally ``base_path`` (default ``/v1``),
+``scheme`` (``http`` or ``https``, default ``http``; the vision job writes
+``https`` when it serves TLS) and ``example_1`` ... ``example_N`` (the
+domain's example utterances, in order, N <= 16). An ``https`` service's
+certificate is verified against ``twin.discovery.ca_file``.
 """
 
 from __future__ import annotations
@@ -105,6 +107,13 @@ def experts_from_health(entries: Sequence[dict[str, Any]]) -> list[Expert]:
             logger.warning(f"discovery: {service.get('ID')!r} has no address/port, skipped")
             continue
         meta = service.get("Meta") or {}
+        scheme = (meta.get("scheme") or "http").strip().lower()
+        if scheme not in ("http", "https"):
+            logger.warning(
+                f"discovery: {service.get('ID')!r} has meta scheme {scheme!r}, "
+                "not http or https, skipped"
+            )
+            continue
         try:
             context_length = int(meta.get("context_length") or 2048)
         except ValueError:
@@ -116,7 +125,7 @@ def experts_from_health(entries: Sequence[dict[str, Any]]) -> list[Expert]:
                 name=service.get("ID") or f"{service.get('Service')}-{address}-{port}",
                 domain=meta.get("domain") or "general",
                 description=meta.get("description") or "",
-                base_url=f"http://{host}:{port}{base_path}",
+                base_url=f"{scheme}://{host}:{port}{base_path}",
                 model=meta.get("model") or "default",
                 context_length=context_length,
                 tool_calls=_truthy(meta.get("tool_calls")),

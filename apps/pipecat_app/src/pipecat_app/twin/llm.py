@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 
+from pipecat_app.twin.api_tls import ApiTLS, describe_failure
 from pipecat_app.twin.discovery import Expert
 from pipecat_app.twin.toolbox import Tool
 
@@ -293,15 +295,25 @@ class ExpertClient:
         timeout_s: Longest wait for the first chunk and between chunks.
         max_tokens: Cap on generated tokens per request.
         temperature: Sampling temperature.
+        tls: The CA an ``https`` expert's certificate must be signed by
+            (``twin.discovery.ca_file``: ``DiscoveryConfig.service_tls``); None:
+            the system's CAs.
     """
 
     def __init__(
-        self, *, timeout_s: float = 20.0, max_tokens: int = 256, temperature: float = 0.3
+        self,
+        *,
+        timeout_s: float = 20.0,
+        max_tokens: int = 256,
+        temperature: float = 0.3,
+        tls: ApiTLS | None = None,
     ) -> None:
         self._timeout_s = timeout_s
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._clients: dict[tuple[str, str], AsyncOpenAI] = {}
+        self._tls = tls or ApiTLS("an expert")
+        self._ssl: ssl.SSLContext | None = None
 
     @property
     def max_tokens(self) -> int:
@@ -312,11 +324,14 @@ class ExpertClient:
         key = (expert.base_url, expert.api_key)
         client = self._clients.get(key)
         if client is None:
+            if self._ssl is None:
+                self._ssl = self._tls.ssl_context()
             client = AsyncOpenAI(
                 base_url=expert.base_url,
                 api_key=expert.api_key or "none",
                 max_retries=0,
                 timeout=httpx.Timeout(self._timeout_s, connect=min(3.0, self._timeout_s)),
+                http_client=openai.DefaultAsyncHttpxClient(verify=self._ssl),
             )
             self._clients[key] = client
         return client
@@ -399,7 +414,9 @@ class ExpertClient:
         except openai.APITimeoutError as exc:
             raise ExpertError(expert, "timeout", str(exc)) from exc
         except openai.APIConnectionError as exc:
-            raise ExpertError(expert, "connect", str(exc)) from exc
+            # A refused certificate says which CA was trusted and what to set.
+            reason = describe_failure(exc, self._tls, expert.base_url)
+            raise ExpertError(expert, "connect", reason if "TLS" in reason else str(exc)) from exc
         except openai.APIStatusError as exc:
             raise ExpertError(expert, "http", f"HTTP {exc.status_code}: {exc.message}") from exc
         try:

@@ -164,6 +164,7 @@ class TwinService:
         self.client = client or ExpertClient(
             timeout_s=config.routing.expert_timeout_s,
             max_tokens=config.routing.max_answer_tokens,
+            tls=config.discovery.service_tls("an expert"),
         )
         self.camera = UserCamera()
         if toolbox is None:

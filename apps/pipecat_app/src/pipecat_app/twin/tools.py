@@ -5,7 +5,10 @@
 found in Consul; it sends the latest frame of the user's browser camera as
 ``POST <url>/describe`` with an ``image/jpeg`` body and ``?question=``, or,
 without one, ``{"question": str}``, which describes the node camera's newest
-frame; the answer's description and findings come back as a marked
+frame; ``twin.tools.vision_token`` goes as ``Authorization: Bearer``, an
+``https`` service's certificate is verified against ``twin.discovery.ca_file``,
+and a refusal (401, 403) or an untrusted certificate is an error that says what
+to set; the answer's description and findings come back as a marked
 observation, :mod:`.observation`) and ``cluster_status``
 (experts and jobs from the Consul and Nomad APIs through py-consul and
 python-nomad; needs Consul to answer discovery's watch). :func:`builtin_tools` binds them to one
@@ -162,6 +165,21 @@ def _nomad_api(config: DiscoveryConfig) -> nomad.Nomad:
 DEFAULT_SCENE_QUESTION = "Describe the scene briefly."
 
 
+def _refused(base: str, response: httpx.Response, *, sent_token: bool) -> str:
+    """Why the vision service refused us, and what to set."""
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    said = f" ({detail})" if isinstance(detail, str) else ""
+    fix = (
+        "twin.tools.vision_token is not the service's server.access_token: set it to that token"
+        if sent_token
+        else "it requires an access token: set twin.tools.vision_token to its server.access_token"
+    )
+    return f"vision service at {base} refused the request, {response.status_code}{said}; {fix}"
+
+
 async def describe_scene(
     ctx: ToolContext, question: str = DEFAULT_SCENE_QUESTION
 ) -> dict[str, Any]:
@@ -183,8 +201,13 @@ async def describe_scene(
         )
     question = question or DEFAULT_SCENE_QUESTION
     frame = await asyncio.to_thread(ctx.camera_frame)
+    tls = ctx.discovery.service_tls("the vision service")
+    token = ctx.tools.vision_token.get_secret_value()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with httpx.AsyncClient(timeout=ctx.tools.timeout_s) as client:
+        async with httpx.AsyncClient(
+            timeout=ctx.tools.timeout_s, verify=tls.ssl_context(), headers=headers
+        ) as client:
             if frame is not None:
                 response = await client.post(
                     f"{base}/describe",
@@ -194,10 +217,13 @@ async def describe_scene(
                 )
             else:
                 response = await client.post(f"{base}/describe", json={"question": question})
+            if response.status_code in (401, 403):
+                raise ToolError("unavailable", _refused(base, response, sent_token=bool(token)))
             response.raise_for_status()
             body = response.json()
     except httpx.HTTPError as exc:
-        raise ToolError("unavailable", f"vision service at {base} failed: {exc}") from exc
+        reason = describe_failure(exc, tls, base)
+        raise ToolError("unavailable", f"vision service at {base} failed: {reason}") from exc
     description = body.get("description") if isinstance(body, dict) else None
     if not isinstance(description, str):
         raise ToolError("failed", f"vision service at {base} answered without a description")
