@@ -49,6 +49,14 @@ DISCOVERY_ERRORS = Counter(
     "Failed Consul discovery requests (the last known expert set stays in use).",
     registry=REGISTRY,
 )
+SPECULATIONS = Counter(
+    "twin_speculations_total",
+    "Speculative turns (answered at a short pause, before the turn ended) by outcome:"
+    " confirmed (the answer was used), withdrawn (the user went on), tool (it wanted"
+    " a tool or the scene, so it was withdrawn and the turn answered again).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 TOOL_CALLS = Counter(
     "twin_tool_calls_total",
     "Tool calls by tool and outcome (ok, invalid_arguments, error).",

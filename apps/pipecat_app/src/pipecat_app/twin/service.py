@@ -27,6 +27,18 @@ when the user's own words ask for it (``user_words`` to
 interruption cancels the running turn (pipecat cancels the processor's
 frame task) and the stream is closed.
 
+A speculative context frame (``LLMContextFrame.speculation``: pipecat's
+``EagerUserTurnStrategies`` guessed the turn ended at a short pause) is
+answered behind pipecat's :class:`~pipecat.turns.speculation_gate.SpeculationGate`,
+as pipecat's ``LLMService`` does: the answer is held until the turn is
+confirmed (``UserStoppedSpeakingFrame`` releases it) and dropped when the
+guess is withdrawn (``EagerEndOfTurnCancelFrame``, which also cancels the turn
+and so closes the expert's stream). Until it is confirmed a turn changes
+nothing: its routing state, route label and memory are settled only on
+confirmation (:meth:`TwinLLMProcessor.settle`), and a tool call (or a visual
+turn's scene) withdraws the speculation instead of running, so the turn is
+answered again once the user has finished.
+
 Streaming uses the ``openai`` client pipecat depends on rather than an
 ``OpenAILLMService`` per expert; :mod:`pipecat_app.twin.llm` says why.
 """
@@ -37,12 +49,14 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
 from pipecat.adapters.llm.services.open_ai_adapter import OpenAILLMAdapter
 from pipecat.frames.frames import (
+    EagerEndOfTurnCancelFrame,
     ErrorFrame,
     Frame,
     FunctionCallCancelFrame,
@@ -55,6 +69,7 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     UserImageRawFrame,
+    UserStoppedSpeakingFrame,
 )
 from pipecat.processors.aggregators.llm_context import (
     LLMContext,
@@ -62,8 +77,9 @@ from pipecat.processors.aggregators.llm_context import (
     standard_message_text,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.turns.speculation_gate import SpeculationGate
 
-from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, TURN_STAGE
+from pipecat_app.metrics import EXPERT_ERRORS, ROUTING_DECISIONS, SPECULATIONS, TURN_STAGE
 from pipecat_app.twin.camera import UserCamera
 from pipecat_app.twin.cluster import ClusterView
 from pipecat_app.twin.config import ToolsConfig, TwinConfig
@@ -88,6 +104,10 @@ NO_EXPERT_REPLY = "Sorry, I cannot reach any of my language models right now. Pl
 CUT_OFF = "…"
 # A sentence's end, then closing quotes (straight or typographic) or brackets.
 _SENTENCE_END = re.compile("[.!?\u2026][\"'\u201d\u2019)\\]]*$")
+
+
+class SpeculationWithdrawn(Exception):
+    """A speculative turn reached something it may not do before the turn is confirmed."""
 
 
 def cut_off_ending(text: str) -> str:
@@ -251,6 +271,7 @@ class _Turn:
     first_text_at: float | None = None  # when the answer's first text left
     answered_by: Expert | None = None  # the expert that finished the answer
     failed: list[Expert] = field(default_factory=list)  # experts that failed this turn
+    withdrawn: bool = False  # a speculation this turn withdrew itself (a tool call)
 
     @property
     def text(self) -> str:
@@ -313,18 +334,52 @@ class TwinLLMProcessor(FrameProcessor):
         self._tools = tools
         self._camera = camera
         self._adapter = OpenAILLMAdapter()
+        # Holds a speculative answer until its turn is confirmed (push_frame).
+        self._gate = SpeculationGate(name=f"{self}::SpeculationGate")
+        # A finished speculative turn's settle(), run when the turn is confirmed.
+        self._unconfirmed: Callable[[], Awaitable[None]] | None = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Run a turn for each context frame; pass everything else on."""
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
-            if frame.speculation:
-                return  # provisional context: nothing may reach the user
+            # Told before the turn starts, so a confirmation that overtakes the
+            # answer (system frames do) is already counted when it arrives.
+            self._unconfirmed = None
+            self._gate.begin_speculation(frame.speculation)
             await self._turn(frame.context)
+        elif isinstance(frame, EagerEndOfTurnCancelFrame):
+            if self._gate.is_speculating:
+                SPECULATIONS.labels(outcome="withdrawn").inc()
+                await self._start_interruption()  # cancels the turn: the stream closes
+            await self.push_frame(frame, direction)
         elif isinstance(frame, UserImageRawFrame) and self._camera is not None:
             self._camera.keep(frame)
         else:
             await self.push_frame(frame, direction)
+
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        """Push through the speculation gate; settle a held turn its confirmation released."""
+        for gated, gated_direction in self._gate.process(frame, direction):
+            await super().push_frame(gated, gated_direction)
+        if self._unconfirmed is not None and not self._gate.is_speculating:
+            settle, self._unconfirmed = self._unconfirmed, None
+            if isinstance(frame, UserStoppedSpeakingFrame):
+                SPECULATIONS.labels(outcome="confirmed").inc()
+                await settle()
+
+    async def _withdraw(self, why: str) -> None:
+        """Withdraw this turn's speculation, as pipecat's LLMService does for a tool call.
+
+        The cancel frame goes both ways: down it discards what the gate held,
+        up it tells the user aggregator to answer the turn again once it ends.
+        """
+        logger.debug(f"twin: speculative turn wants {why}; withdrawing it")
+        SPECULATIONS.labels(outcome="tool").inc()
+        await self.broadcast_frame(EagerEndOfTurnCancelFrame)
+        raise SpeculationWithdrawn(why)
 
     def system_message(self, user_text: str) -> str:
         """The system prompt plus the memory recalled for this turn, within the token budget."""
@@ -346,6 +401,8 @@ class TwinLLMProcessor(FrameProcessor):
             return None
         if re.search(trigger, user_words) is None:
             return None
+        if self._gate.is_speculating:
+            await self._withdraw("the scene")
         result = await self._toolbox.call(
             scene.name, {"question": user_words[:500]}, user_words=user_words
         )
@@ -395,25 +452,43 @@ class TwinLLMProcessor(FrameProcessor):
                 await self._say(turn, NO_EXPERT_REPLY)
                 return
             await self._answer(decision, system, history, turn)
+        except SpeculationWithdrawn:
+            turn.withdrawn = True
         finally:
-            if decision is not None:
-                self._routing_state.commit(decision, turn.answered_by)
-            if decision is not None and turn.answered_by is not None:
-                # A system frame: it reaches the client before the end frame does.
-                label = route_label(
-                    decision,
-                    turn.answered_by,
-                    turn.failed,
-                    started=turn.started,
-                    first_text=turn.first_text_at,
-                    ended=time.monotonic(),
-                )
-                await self.push_frame(route_message(label))
+            ended = time.monotonic()
+            if turn.withdrawn:
+                pass
+            elif self._gate.is_speculating:  # held, or cancelled and about to be dropped
+                self._unconfirmed = lambda: self.settle(decision, turn, user_text, ended)
+            else:
+                await self.settle(decision, turn, user_text, ended)
             end = LLMFullResponseEndFrame()
             end.metadata[ANSWERED_BY] = turn.answered_by.name if turn.answered_by else None
             await self.push_frame(end)
-            self._turn_memory.remember_turn("user", user_text)
-            self._turn_memory.remember_turn("assistant", turn.text)
+
+    async def settle(
+        self, decision: RouteDecision | None, turn: _Turn, user_text: str, ended: float
+    ) -> None:
+        """What a turn changes once it is the user's: routing state, route label, memory.
+
+        Run at the turn's end, or, for a speculative turn, when the turn is
+        confirmed (its label then follows the released answer).
+        """
+        if decision is not None:
+            self._routing_state.commit(decision, turn.answered_by)
+        if decision is not None and turn.answered_by is not None:
+            # A system frame: it reaches the client before the end frame does.
+            label = route_label(
+                decision,
+                turn.answered_by,
+                turn.failed,
+                started=turn.started,
+                first_text=turn.first_text_at,
+                ended=ended,
+            )
+            await self.push_frame(route_message(label))
+        self._turn_memory.remember_turn("user", user_text)
+        self._turn_memory.remember_turn("assistant", turn.text)
 
     async def _say(self, turn: _Turn, text: str) -> None:
         if not turn.first_token:
@@ -484,6 +559,8 @@ class TwinLLMProcessor(FrameProcessor):
                     calls = event
             if calls is None:
                 return
+            if self._gate.is_speculating:  # no tool runs before the turn is confirmed
+                await self._withdraw("a tool call")
             await self._run_tools(calls, exchange, "".join(said), turn.user_words)
 
     async def _run_tools(
