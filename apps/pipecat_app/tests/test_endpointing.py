@@ -10,9 +10,8 @@ handed (no LLM is needed to decide where a turn ends).
 import asyncio
 import re
 
-import numpy as np
 import pytest
-from helpers.speech import silence, synthesize
+from helpers.speech import silence, split_between_words, synthesize
 from pipecat.frames.frames import Frame, LLMContextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -24,17 +23,23 @@ pytestmark = pytest.mark.slow
 
 
 class _TurnRecorder(FrameProcessor):
-    """Keeps the user text of every context the user aggregator releases."""
+    """Keeps the user text of every context the user aggregator releases.
+
+    ``speculative``: those of the contexts sent on a guessed end of turn
+    (``stt.eager_end_of_turn``), which a confirmation keeps without a new context.
+    """
 
     def __init__(self) -> None:
         super().__init__(name="turn-recorder")
         self.turns: list[str] = []
+        self.speculative: list[str] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
             users = [m for m in frame.context.get_messages() if m.get("role") == "user"]
-            self.turns.append(str(users[-1].get("content", "")) if users else "")
+            text = str(users[-1].get("content", "")) if users else ""
+            (self.speculative if frame.speculation else self.turns).append(text)
         await self.push_frame(frame, direction)
 
 
@@ -55,34 +60,19 @@ class _ListeningOnly:
         return None
 
 
-def split_between_words(pcm: bytes, near: float, rate: int = 16000) -> tuple[bytes, bytes]:
-    """Cut one spoken sentence in the quietest 10 ms between its words nearest ``near``.
-
-    Speaking the two halves as separate sentences would give the first half a
-    sentence's falling end, which smart-turn rightly hears as a finished turn.
-    """
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-    hop = rate // 100
-    rms = np.sqrt([np.mean(samples[i : i + hop] ** 2) for i in range(0, len(samples) - hop, hop)])
-    loud = np.flatnonzero(rms > 500)
-    inside = np.arange(loud[0] + 20, loud[-1] - 20)
-    quiet = inside[rms[inside] < 150]
-    assert quiet.size, "no gap between words found"
-    cut = int(quiet[np.argmin(np.abs(quiet - near * len(rms)))]) * hop
-    return pcm[: cut * 2], pcm[cut * 2 :]
-
-
 def words(text: str) -> list[str]:
     return re.sub(r"[^a-z ]", "", text.lower()).split()
 
 
+@pytest.mark.parametrize("eager", [False, True], ids=["smart-turn", "eager"])
 @pytest.mark.parametrize("pause_s", [0.2])
-def test_a_pause_inside_a_sentence_does_not_end_the_turn(tmp_path, pause_s):
+def test_a_pause_inside_a_sentence_does_not_end_the_turn(tmp_path, pause_s, eager):
     config = load_config(
         DEMO_CONFIG,
         environ={
             "TWIN_APP__TWIN__MEMORY__PATH": str(tmp_path / "memory.sqlite3"),
             "TWIN_APP__VAD__TURN_STOP_TIMEOUT_S": "20",
+            "TWIN_APP__STT__EAGER_END_OF_TURN": str(eager).lower(),
         },
     )
     sentence = synthesize("What is the capital city of France?", config.tts)  # type: ignore[arg-type]
@@ -95,12 +85,24 @@ def test_a_pause_inside_a_sentence_does_not_end_the_turn(tmp_path, pause_s):
             await spoken.done.wait()
             # Smart-turn's own silence limit is 3 s; wait past it for a late second turn.
             deadline = asyncio.get_running_loop().time() + 20
-            while not twin.recorder.turns and asyncio.get_running_loop().time() < deadline:
+            while not committed() and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(4.0)
-            return list(twin.recorder.turns)
+            return committed()
+
+    def committed() -> list[str]:
+        """The user turns the aggregator wrote into the context (both modes do)."""
+        return [
+            str(m.get("content")) for m in twin.context.get_messages() if m.get("role") == "user"
+        ]
 
     turns = asyncio.run(talk())
 
     assert len(turns) == 1, f"the turn ended inside the sentence: {turns}"
     assert {"capital", "france"} <= set(words(turns[0])), turns
+    if eager:  # the turn was answered at a guess, and the guess was the whole question
+        assert twin.recorder.speculative, "no end of turn was guessed"
+        assert not twin.recorder.turns
+        assert words(twin.recorder.speculative[-1]) == words(turns[0])
+    else:
+        assert twin.recorder.turns == turns

@@ -257,6 +257,28 @@ class WhisperSTTConfig(ConfigSection):
     warm_up: bool = Field(
         True, description="Transcribe a second of silence at start so the first turn is fast."
     )
+    eager_end_of_turn: bool = Field(
+        False,
+        description="Guess the end of the turn at a short pause and start the answer then "
+        "(pipecat's EagerUserTurnStrategies, in place of smart-turn); the answer is held "
+        "until eager_hold_s more silence confirms the turn, and dropped if the user goes on.",
+    )
+    eager_pause_s: float = Field(
+        0.2,
+        ge=MIN_VAD_STOP_SECS,
+        le=2.0,
+        description="With eager_end_of_turn: the VAD's stop_secs, the pause at which the "
+        "turn so far is transcribed and answered.",
+    )
+    eager_hold_s: float = Field(
+        0.4,
+        ge=0.0,
+        le=5.0,
+        description="With eager_end_of_turn: further silence before the turn ends "
+        "(eager_pause_s + eager_hold_s after the user's last word). The VAD hears the "
+        "user go on only after vad.start_secs of speech, so a pause inside a sentence "
+        "longer than eager_pause_s + eager_hold_s - vad.start_secs ends the turn.",
+    )
 
     @model_validator(mode="after")
     def _check_compute_type_fits_device(self) -> WhisperSTTConfig:

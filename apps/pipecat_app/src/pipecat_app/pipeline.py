@@ -31,10 +31,11 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.eager_end_of_turn_mixin import EagerEndOfTurnSTTServiceMixin
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
-from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.turns.user_turn_strategies import EagerUserTurnStrategies, UserTurnStrategies
 
-from pipecat_app.config import VADConfig
+from pipecat_app.config import STTConfig, VADConfig, WhisperSTTConfig
 
 
 class Twin(Protocol):
@@ -62,8 +63,12 @@ class Twin(Protocol):
         ...
 
 
-def make_vad(config: VADConfig) -> SileroVADAnalyzer:
-    """Silero VAD with the configured thresholds (over the process's one Silero model)."""
+def make_vad(config: VADConfig, stt: STTConfig | None = None) -> SileroVADAnalyzer:
+    """Silero VAD with the configured thresholds (over the process's one Silero model).
+
+    With ``stt.eager_end_of_turn`` the VAD stops at the STT's short pause
+    (``stt.eager_pause_s``), where the STT guesses the turn's end.
+    """
     # Imported here, as providers.py does: the text pipeline needs no speech models.
     from pipecat_app.speech_models import SharedSileroVADAnalyzer
 
@@ -71,7 +76,9 @@ def make_vad(config: VADConfig) -> SileroVADAnalyzer:
         params=VADParams(
             confidence=config.confidence,
             start_secs=config.start_secs,
-            stop_secs=config.stop_secs,
+            stop_secs=stt.eager_pause_s
+            if isinstance(stt, WhisperSTTConfig) and stt.eager_end_of_turn
+            else config.stop_secs,
             min_volume=config.min_volume,
         )
     )
@@ -88,14 +95,20 @@ def voice_pipeline(
     """The spoken conversation; user speech interrupts the bot (barge-in).
 
     The user's turn ends when pipecat's default says so (smart-turn v3), with
-    the process's one smart-turn model.
+    the process's one smart-turn model; or, with an STT that guesses the end
+    of the turn (``stt.eager_end_of_turn``), when the STT says so, and the
+    answer starts at its guess (``EagerUserTurnStrategies``, which replaces
+    smart-turn).
     """
     from pipecat_app.speech_models import SharedSmartTurnAnalyzer
 
+    eager = isinstance(stt, EagerEndOfTurnSTTServiceMixin) and stt.eager_end_of_turn_enabled
     user, assistant = LLMContextAggregatorPair(
         twin.context,
         user_params=LLMUserAggregatorParams(
-            user_turn_strategies=UserTurnStrategies(
+            user_turn_strategies=EagerUserTurnStrategies()
+            if eager
+            else UserTurnStrategies(
                 stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer())]
             ),
             user_turn_stop_timeout=turn_stop_timeout_s,

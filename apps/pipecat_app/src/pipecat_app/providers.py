@@ -6,6 +6,8 @@ are loaded once per process and shared (``speech_models``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
@@ -25,9 +27,16 @@ PIPER_STOP_TIMEOUT_S = 10.0
 def make_stt(config: STTConfig) -> STTService:
     """Speech-to-text: faster-whisper in process, or an OpenAI-compatible endpoint."""
     if isinstance(config, WhisperSTTConfig):
-        from pipecat_app.whisper_stt import DecodeOptions, TunedWhisperSTTService
+        from pipecat_app.whisper_stt import (
+            DecodeOptions,
+            EagerWhisperSTTService,
+            TunedWhisperSTTService,
+        )
 
-        return TunedWhisperSTTService(
+        eager: dict[str, Any] = {"hold_s": config.eager_hold_s} if config.eager_end_of_turn else {}
+        service = EagerWhisperSTTService if config.eager_end_of_turn else TunedWhisperSTTService
+        return service(
+            **eager,
             device=config.device,
             compute_type=config.compute_type,
             cpu_threads=config.resolved_cpu_threads() if config.device == "cpu" else 0,

@@ -147,7 +147,7 @@ class VoiceSession(_Session):
             make_stt(config.stt),
             self.twin,
             make_tts(config.tts),
-            make_vad(config.vad),
+            make_vad(config.vad, config.stt),
             config.vad.turn_stop_timeout_s,
         )
         self._make_worker(pipeline)

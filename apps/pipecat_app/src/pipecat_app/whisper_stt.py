@@ -22,12 +22,24 @@ pay CTranslate2's first-call cost.
 
 The model is the process's (``speech_models.whisper_model``): every session's
 service transcribes with the one loaded for its settings.
+
+:class:`EagerWhisperSTTService` (``stt.eager_end_of_turn``) also decides when
+the user's turn ends, for pipecat's ``EagerUserTurnStrategies``: the VAD stops
+at a short pause (``stt.eager_pause_s``), the turn so far is transcribed at
+once and sent as an ``EagerTranscriptionFrame`` (the LLM starts answering,
+held back), and the turn is committed (``TranscriptionFrame``,
+``ProposedUserStoppedSpeakingFrame``) after ``stt.eager_hold_s`` more silence;
+speech before then withdraws the guess (``EagerEndOfTurnCancelFrame``) and the
+next pause transcribes the whole turn again. pipecat's mixin for such services
+(``EagerEndOfTurnSTTServiceMixin``) sends the frames; pipecat has no segmenting
+STT that predicts turn ends, so the timing is here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,9 +50,19 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame, Frame, StartFrame, TranscriptionFrame
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    ProposedUserStartedSpeakingFrame,
+    ProposedUserStoppedSpeakingFrame,
+    StartFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
+from pipecat.turns.eager_end_of_turn_mixin import EagerEndOfTurnSTTServiceMixin
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.types import assert_given, require_given
 
@@ -203,3 +225,81 @@ class TunedWhisperSTTService(WhisperSTTService):
             await self._handle_transcription(text, True, language)
             logger.debug(f"Transcription: [{text}]")
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), language)
+
+
+class EagerWhisperSTTService(EagerEndOfTurnSTTServiceMixin, TunedWhisperSTTService):
+    """:class:`TunedWhisperSTTService` that guesses the end of the turn at a short pause.
+
+    Pair it with ``EagerUserTurnStrategies`` and a VAD whose ``stop_secs`` is
+    the short pause (see the module doc). The turn's audio is kept across the
+    pauses inside it, so each guess, and the committed transcript, is the
+    whole turn.
+
+    Args:
+        hold_s: Silence after the VAD's stop before the turn is committed.
+        **kwargs: :class:`TunedWhisperSTTService` arguments.
+    """
+
+    def __init__(self, *, hold_s: float, **kwargs: Any) -> None:
+        super().__init__(enable_eager_end_of_turn=True, **kwargs)
+        self._hold_s = hold_s
+        self._turn_audio = bytearray()  # the open turn's speech before its last pause
+        self._turn_open = False
+        self._stopped_at = 0.0  # when the VAD last said the user stopped
+        self._commit: asyncio.Task[None] | None = None
+
+    async def _handle_user_started_speaking(self, frame: VADUserStartedSpeakingFrame) -> None:
+        await super()._handle_user_started_speaking(frame)
+        if self._turn_open:  # the user went on: the guess, if one was made, is void
+            await self._cancel_commit()
+            await self._cancel_eager_end_of_turn()
+            return
+        self._turn_open = True
+        await self.broadcast_frame(ProposedUserStartedSpeakingFrame)
+
+    async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
+        self._user_speaking = False
+        self._stopped_at = time.monotonic()
+        self._turn_audio += self._audio_buffer
+        self._audio_buffer.clear()
+        if not self.is_usable:
+            self._turn_audio.clear()
+            return
+        pcm = bytes(self._turn_audio) + self._trailing_silence()
+        self._record_stt_audio_usage(pcm)
+        await self.emit_stt_usage_metrics()
+        await self._segment_queue.put(pcm)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """Transcribe the turn so far; guess its end, and commit it after the hold."""
+        async for frame in super().run_stt(audio):
+            if not isinstance(frame, TranscriptionFrame):
+                yield frame
+                continue
+            if self._user_speaking or not self._segment_queue.empty():
+                return  # the user went on: the next pause transcribes the whole turn
+            await self._push_eager_end_of_turn(
+                frame.text, user_id=frame.user_id, language=frame.language
+            )
+            await self._cancel_commit()
+            self._commit = self.create_task(self._commit_after_hold(frame), "eager-commit")
+            return
+        if not self._user_speaking and self._segment_queue.empty():
+            # Nothing said (noise): close the turn without a transcript.
+            await self._cancel_commit()
+            self._commit = self.create_task(self._commit_after_hold(None), "eager-commit")
+
+    async def _commit_after_hold(self, frame: TranscriptionFrame | None) -> None:
+        await asyncio.sleep(max(0.0, self._stopped_at + self._hold_s - time.monotonic()))
+        self._commit = None
+        self._turn_open = False
+        self._turn_audio.clear()
+        self._clear_eager_end_of_turn()
+        if frame is not None:
+            await self.push_frame(frame)
+        await self.broadcast_frame(ProposedUserStoppedSpeakingFrame)
+
+    async def _cancel_commit(self) -> None:
+        if self._commit is not None:
+            task, self._commit = self._commit, None
+            await self.cancel_task(task)
