@@ -83,6 +83,7 @@ CONVERSATION = """
   kind: turn.classList.contains('user') ? 'user' : 'assistant',
   text: turn.querySelector('.text').textContent,
   route: turn.querySelector('.route') ? turn.querySelector('.route').textContent : null,
+  latency: turn.querySelector('.latency') ? turn.querySelector('.latency').textContent : null,
 }))
 """
 
@@ -90,7 +91,8 @@ CONVERSATION = """
 def assert_the_conversation_shows_who_answered_and_why(
     chromium: Chromium, app: App, expert_url: str, timeout: float = 30
 ) -> None:
-    """``/voice`` shows the question as transcribed, the logged answer and its routing label."""
+    """``/voice`` shows the question as transcribed, the logged answer, its routing label and
+    the turn's latency."""
     deadline = time.monotonic() + timeout
     shown: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -110,10 +112,17 @@ def assert_the_conversation_shows_who_answered_and_why(
                     and answer["kind"] == "assistant"
                     and answer["text"] == turn["answer"]
                     and answer["route"] is not None
+                    and answer["latency"] is not None
                 ):
                     assert re.fullmatch(
                         re.escape(label) + r" · first words after \d+\.\d\d s", answer["route"]
                     ), (answer["route"], label)
+                    # The turn's latency as the app logs it: end of speech to first audio.
+                    heard = re.fullmatch(
+                        r"heard (\d+\.\d\d) s after you stopped speaking", answer["latency"]
+                    )
+                    assert heard, answer["latency"]
+                    assert float(heard[1]) == pytest.approx(turn["total_s"], abs=0.006), turn
                     return
         time.sleep(1)
     raise AssertionError(

@@ -39,7 +39,7 @@ from pipecat.workers.runner import WorkerRunner
 from pipecat_app.config import AppConfig
 from pipecat_app.pipeline import Twin, make_vad, text_pipeline, voice_pipeline
 from pipecat_app.providers import make_stt, make_tts
-from pipecat_app.turn_metrics import TurnMetricsObserver
+from pipecat_app.turn_metrics import Turn, TurnMetricsObserver
 from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.route_label import ROUTE_MESSAGE_TYPE, RouteLabel
 
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 TwinFactory = Callable[[TwinConfig], Twin]
 
+#: The ``type`` of the RTVI server message with a spoken turn's latency.
+TURN_LATENCY_MESSAGE_TYPE = "twin-turn-latency"
 #: Longest wait for an interrupted turn's frames to leave the pipeline.
 INTERRUPT_WAIT_S = 5.0
 
@@ -139,9 +141,10 @@ class VoiceSession(_Session):
         twin_factory: TwinFactory = twin_service,
         observers: Sequence[BaseObserver] = (),
     ) -> None:
-        self.turn_metrics = TurnMetricsObserver(voice=True)
+        self.turn_metrics = TurnMetricsObserver(voice=True, on_turn=self._heard)
         super().__init__(twin_factory(config.twin), [self.turn_metrics, *observers], rtvi=True)
         self.transport = transport
+        self._sending: set[asyncio.Task[None]] = set()
         pipeline = voice_pipeline(
             transport,
             make_stt(config.stt),
@@ -151,6 +154,20 @@ class VoiceSession(_Session):
             config.vad.turn_stop_timeout_s,
         )
         self._make_worker(pipeline)
+
+    def _heard(self, turn: Turn) -> None:
+        """Tell the client how soon the answer was heard, as an RTVI server message.
+
+        ``{"type": "twin-turn-latency", "latency_ms": ...}``: the end of the
+        user's speech to the answer's first audio (``TURN_LATENCY``), known
+        once that audio has left, which may be after the routing label.
+        """
+        if turn.total_secs is None or self.worker is None:
+            return
+        message = {"type": TURN_LATENCY_MESSAGE_TYPE, "latency_ms": round(turn.total_secs * 1000)}
+        task = asyncio.create_task(self.worker.rtvi.send_server_message(message))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def run(self) -> None:
         """Run until the worker ends (client disconnected or :meth:`stop`)."""

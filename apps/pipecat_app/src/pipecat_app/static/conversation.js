@@ -7,9 +7,13 @@
 // "bot-llm-text" (the answer as the expert streams it; pipecat's raw-text
 // successor is sent only to clients that negotiate it) and the
 // "server-message" whose data has type "twin-route" (TwinService's label,
-// sent once an expert has answered the turn; see twin/route_label.py).
+// sent once an expert has answered the turn; see twin/route_label.py) or
+// "twin-turn-latency" (the end of the user's speech to the answer's first
+// audio, sent once that audio has left; see session.py).
 
 export const ROUTE_MESSAGE_TYPE = "twin-route";
+// The app's message with a spoken turn's latency (session.py).
+export const TURN_LATENCY_MESSAGE_TYPE = "twin-turn-latency";
 
 function reasonText(reason, score) {
   switch (reason) {
@@ -58,6 +62,13 @@ export class Conversation {
     return this.answer;
   }
 
+  note(kind, text) {
+    const line = document.createElement("div");
+    line.className = `note ${kind}`;
+    line.textContent = text;
+    this.answering().append(line);
+  }
+
   receive(raw) {
     let message;
     try {
@@ -80,10 +91,10 @@ export class Conversation {
     } else if (message.type === "bot-llm-text") {
       this.answering().querySelector(".text").textContent += data.text;
     } else if (message.type === "server-message" && data.type === ROUTE_MESSAGE_TYPE) {
-      const route = document.createElement("div");
-      route.className = "route";
-      route.textContent = routeText(data);
-      this.answering().append(route);
+      this.note("route", routeText(data));
+    } else if (message.type === "server-message" && data.type === TURN_LATENCY_MESSAGE_TYPE) {
+      const secs = (data.latency_ms / 1000).toFixed(2);
+      this.note("latency", `heard ${secs} s after you stopped speaking`);
     }
   }
 }
