@@ -182,10 +182,11 @@ def nomad_env(tmp_path: Path) -> dict[str, str]:
 
 
 def plain(**overrides: Any) -> dict[str, Any]:
-    """Settings of a job without TLS, access token or Consul token (the demo's)."""
+    """Settings of a job without TLS, access tokens or Consul token (the demo's)."""
     return {
         "twin_tls": False,
         "pipecat_app_access_token_enable": False,
+        "pipecat_app_vision_token_enable": False,
         "pipecat_app_consul_acl": False,
         **overrides,
     }
@@ -384,6 +385,7 @@ def test_extra_env_reaches_the_task_environment():
 
 ACCESS_TOKEN = "Qm9sZC1hY2Nlc3MtdG9rZW4tZm9yLXRoZS10ZXN0cw"
 CONSUL_TOKEN = "5d0e8a71-3c2b-4f96-8a17-e9b4c6d2f035"
+VISION_TOKEN = "VmlzaW9uLXNlcnZpY2UtdG9rZW4tZm9yLXRlc3Rz"
 VARIABLE = "nomad/jobs/pipecat-app"
 
 
@@ -395,6 +397,7 @@ def secrets_variable(tmp_path: Path) -> dict[str, dict[str, str]]:
     items = {
         "access_token": ACCESS_TOKEN,
         "consul_token": CONSUL_TOKEN,
+        "vision_token": VISION_TOKEN,
         "tls_cert": certs.cert.read_text(),
         "tls_key": certs.key.read_text(),
         "ca_cert": certs.ca.read_text(),
@@ -413,6 +416,7 @@ def test_secrets_reach_the_task_from_the_jobs_nomad_variable_not_the_job_spec(tm
     env = task_env(job, nomad_env(tmp_path), variables)
     assert env["TWIN_APP__SERVER__ACCESS_TOKEN"] == ACCESS_TOKEN
     assert env["CONSUL_HTTP_TOKEN"] == CONSUL_TOKEN
+    assert env["TWIN_APP__TWIN__TOOLS__VISION_TOKEN"] == VISION_TOKEN
     # Certificate, key and CA as files in secrets/, for the task's user only.
     files = {str(t["destination"]): t for t in task.blocks("template") if not t.get("env", False)}
     for name in ("secrets/tls.pem", "secrets/tls.key", "secrets/ca.pem"):
@@ -433,21 +437,27 @@ def test_secrets_reach_the_task_from_the_jobs_nomad_variable_not_the_job_spec(tm
     assert config.twin.discovery.consul_addr == "https://127.0.0.1:8501"
     assert config.twin.discovery.nomad_addr == "https://127.0.0.1:4646"
     assert config.twin.discovery.resolved_consul_token() == ""  # only the env's, below
+    assert config.twin.tools.vision_token.get_secret_value() == VISION_TOKEN
     # The Consul health check asks over HTTPS.
     check = job.group("assistant").block("service").block("check")
     assert (check["protocol"], check["tls_skip_verify"]) == ("https", True)
     # Nothing secret in the job specification.
-    for secret in (ACCESS_TOKEN, CONSUL_TOKEN, "PRIVATE KEY"):
+    for secret in (ACCESS_TOKEN, CONSUL_TOKEN, VISION_TOKEN, "PRIVATE KEY"):
         assert secret not in text
 
 
-def test_access_token_and_consul_token_off_leave_no_env_template(tmp_path):
-    _, job = render(pipecat_app_access_token_enable=False, pipecat_app_consul_acl=False)
+def test_access_tokens_and_consul_token_off_leave_no_env_template(tmp_path):
+    _, job = render(
+        pipecat_app_access_token_enable=False,
+        pipecat_app_consul_acl=False,
+        pipecat_app_vision_token_enable=False,
+    )
     task = task_of(job)
     assert [t for t in task.blocks("template") if t.get("env", False)] == []
     env = task_env(job, nomad_env(tmp_path))
     assert "TWIN_APP__SERVER__ACCESS_TOKEN" not in env
     assert "CONSUL_HTTP_TOKEN" not in env
+    assert "TWIN_APP__TWIN__TOOLS__VISION_TOKEN" not in env
 
 
 def test_twin_tls_off_serves_plain_http_without_certificate_or_ca(tmp_path):
@@ -456,20 +466,39 @@ def test_twin_tls_off_serves_plain_http_without_certificate_or_ca(tmp_path):
     assert destinations == {"local/twin-app.toml", "local/system_prompt.md", "secrets/twin-app.env"}
     check = job.group("assistant").block("service").block("check")
     assert "protocol" not in check.body
-    variables = {VARIABLE: {"access_token": ACCESS_TOKEN, "consul_token": CONSUL_TOKEN}}
+    items = {"access_token": ACCESS_TOKEN, "consul_token": CONSUL_TOKEN}
+    variables = {VARIABLE: {**items, "vision_token": VISION_TOKEN}}
     env = task_env(job, nomad_env(tmp_path), variables)
     write_task_files(job, tmp_path, env, variables=variables)
     config = load_config(tmp_path / "twin-app.toml", environ=env)
     assert config.server.tls_cert_file is None
     assert config.twin.discovery.ca_file == ""
+    # A plain-http vision service may still require its token.
+    assert config.twin.tools.vision_token.get_secret_value() == VISION_TOKEN
     assert config.twin.discovery.consul_addr == "http://127.0.0.1:8500"
     assert config.server.access_token.get_secret_value() == ACCESS_TOKEN
+
+
+def test_cluster_services_over_https_alone_ship_the_ca_to_the_app(tmp_path):
+    # Consul and Nomad over plain HTTP; the vision service (twin_tls) over HTTPS.
+    _, job = render(consul_tls_enable=False, nomad_tls_enable=False)
+    assert "secrets/ca.pem" in templates_of(job)
+    variables = secrets_variable(tmp_path)
+    env = task_env(job, nomad_env(tmp_path), variables)
+    write_task_files(job, tmp_path, env, variables=variables)
+    config = load_config(tmp_path / "twin-app.toml", environ=env)
+    assert config.twin.discovery.consul_addr == "http://127.0.0.1:8500"
+    ca = Path(env["NOMAD_SECRETS_DIR"]) / "ca.pem"
+    assert config.twin.discovery.ca_file == str(ca)
+    assert config.twin.discovery.service_tls("the vision service").ca_file == str(ca)
+    assert ca.read_text().strip() == variables[VARIABLE]["ca_cert"].strip()
 
 
 def test_own_certificate_without_cluster_tls_ships_no_ca(tmp_path):
     _, job = render(
         consul_tls_enable=False,
         nomad_tls_enable=False,
+        pipecat_app_services_tls=False,
         pipecat_app_tls_cert_file="/srv/tls/assistant.pem",
         pipecat_app_tls_key_file="/srv/tls/assistant.key",
     )
@@ -777,8 +806,22 @@ def test_role_gives_the_job_its_token_certificate_and_consul_token_then_submits_
     [put] = nomad.requests_to("PUT", "/v1/var/nomad/jobs/pipecat-app")
     assert put.query == {"namespace": ["apps"], "cas": ["0"]}
     items = put.json()["Items"]
-    assert sorted(items) == ["access_token", "ca_cert", "consul_token", "tls_cert", "tls_key"]
+    assert sorted(items) == [
+        "access_token",
+        "ca_cert",
+        "consul_token",
+        "tls_cert",
+        "tls_key",
+        "vision_token",
+    ]
     assert items["access_token"] == token
+    # The vision service's token: the file the vision role generates, made
+    # here first (the assistant's play runs before the vision role's).
+    vision_token_file = tmp_path / ".credentials" / "vision.token"
+    assert items["vision_token"] == vision_token_file.read_text().strip()
+    assert re.fullmatch(r"[A-Za-z0-9]{43}", items["vision_token"])
+    assert items["vision_token"] != token
+    assert vision_token_file.stat().st_mode & 0o777 == 0o600
     assert items["consul_token"] == CONSUL_TOKEN  # the SecretID Consul answered with
     ca = tmp_path / ".credentials" / "ca" / "ca.pem"
     assert items["ca_cert"].strip() == ca.read_text().strip()
