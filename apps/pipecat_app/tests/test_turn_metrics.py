@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from pipecat.frames.frames import (
+    EagerTranscriptionFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -92,6 +93,28 @@ def test_voice_turn_runs_from_the_end_of_speech_to_the_first_audio(clock):
     assert stage("tts_ttfb", "sum") - before[1] == pytest.approx(0.3)
     assert latency("sum") - before[2] == pytest.approx(1.6)
     assert latency() - before[3] == 1
+
+
+def test_an_eager_turn_is_timed_from_its_last_pause_and_a_withdrawn_guess_is_not_a_turn(clock):
+    observer = TurnMetricsObserver(voice=True)
+    # A guess at a pause inside the question, withdrawn: the gate lets nothing out.
+    push(observer, clock, 100.0, VADUserStoppedSpeakingFrame(stop_secs=0.2, timestamp=100.0))
+    push(observer, clock, 100.3, EagerTranscriptionFrame("What time", "", "t"))
+    push(observer, clock, 100.3, LLMContextFrame(context=LLMContext(), speculation=True))
+    # The end of the question: guessed, answered at once, confirmed, spoken.
+    push(observer, clock, 101.0, VADUserStoppedSpeakingFrame(stop_secs=0.2, timestamp=101.0))
+    push(observer, clock, 101.3, EagerTranscriptionFrame("What time is it?", "", "t"))
+    push(observer, clock, 101.3, LLMContextFrame(context=LLMContext(), speculation=True))
+    push(observer, clock, 101.4, TranscriptionFrame("What time is it?", "", "t"))
+    push(observer, clock, 101.4, LLMTextFrame("Noon."))
+    push(observer, clock, 101.6, TTSStartedFrame())
+    push(observer, clock, 101.7, audio())
+
+    (turn,) = observer.turns
+    assert turn.transcript == "What time is it?"
+    assert turn.stt_secs == pytest.approx(0.3)
+    assert turn.llm_ttfb_secs == pytest.approx(0.1)
+    assert turn.total_secs == pytest.approx(0.9)
 
 
 def test_text_turn_ends_at_the_first_answer_text(clock):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.frames.frames import (
+    EagerTranscriptionFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -137,10 +138,16 @@ class TurnMetricsObserver(BaseObserver):
         downstream = data.direction == FrameDirection.DOWNSTREAM
         if isinstance(frame, VADUserStoppedSpeakingFrame) and downstream:
             self._begin(Turn(speech_end=frame.timestamp - frame.stop_secs, vad_stop=now))
-        elif isinstance(frame, TranscriptionFrame) and self._turn and not self._turn.transcript:
+        elif (
+            isinstance(frame, (TranscriptionFrame, EagerTranscriptionFrame))
+            and self._turn
+            and not self._turn.transcript
+        ):
             self._turn.transcript_at = now
             self._turn.transcript = frame.text
-        elif isinstance(frame, LLMContextFrame) and downstream and not frame.speculation:
+        elif isinstance(frame, LLMContextFrame) and downstream:
+            # A speculative context (stt.eager_end_of_turn) is the turn's request
+            # too: a withdrawn one says nothing, and the next pause begins a turn.
             if self._turn is None or self._turn.llm_request is not None:
                 self._begin(Turn())
             assert self._turn is not None
