@@ -17,7 +17,15 @@ the question's audio to the first audio of the answer, split into:
 - tts_ttfb: the TTS starting on the first sentence to its first audio (Piper).
 
 ``--set stt.beam_size=5`` (repeatable) overrides a config key as
-``TWIN_APP__STT__BEAM_SIZE=5`` would, to compare settings A/B.
+``TWIN_APP__STT__BEAM_SIZE=5`` would, to compare settings A/B;
+``--set stt.eager_end_of_turn=true`` measures the answer started at a guessed
+end of turn (and reports how many guesses were thrown away).
+
+Premature turn ends: ``--paused N`` more questions are each spoken with a
+pause of ``--pause-s`` (0.3 s) cut between two of their words
+(``helpers.speech.split_between_words``); a question the pipeline took for
+more than one user turn (user messages written to the conversation's context)
+ended prematurely. They are not in the latency figures.
 
 Writes ``DIR/voice.json`` (summary and every turn) and prints a table. The
 peak resident memory is this process's: it runs the pipeline and the models.
@@ -98,11 +106,43 @@ def _overrides(settings: list[str]) -> dict[str, str]:
     return environ
 
 
+def _user_turns(session: Any) -> int:
+    """User turns the aggregator has written into the conversation's context."""
+    return sum(1 for m in session.twin.context.get_messages() if m.get("role") == "user")
+
+
+def _speculations() -> dict[str, float]:
+    from pipecat_app.metrics import REGISTRY
+
+    return {
+        outcome: REGISTRY.get_sample_value("twin_speculations_total", {"outcome": outcome}) or 0.0
+        for outcome in ("confirmed", "withdrawn", "tool")
+    }
+
+
+async def _wait_answered(session: Any, transport: Any, answered: int) -> None:
+    """Until a turn after the first ``answered`` has been answered and its audio has ended."""
+    deadline = time.monotonic() + 90
+    while len(session.turn_metrics.turns) == answered and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    # Let the answer finish so the next question does not interrupt it.
+    while time.monotonic() < deadline:
+        last = transport.received[-1][0] if transport.received else 0.0
+        if time.time() - last > 1.5:
+            break
+        await asyncio.sleep(0.1)
+
+
 async def _run_turns(
-    base_url: str, state: Path, count: int, settings: dict[str, str]
+    base_url: str,
+    state: Path,
+    count: int,
+    settings: dict[str, str],
+    paused: int = 0,
+    pause_s: float = 0.3,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from helpers.audio_transport import AudioFileTransport
-    from helpers.speech import silence, synthesize
+    from helpers.speech import silence, split_between_words, synthesize
     from pipecat_app.config import DEMO_CONFIG, load_config
     from pipecat_app.session import VoiceSession
 
@@ -122,6 +162,13 @@ async def _run_turns(
     )
     rate = 16000
     questions = [(q, synthesize(q, config.tts, rate)) for q in (QUESTIONS * 2)[:count]]
+    # The longer questions, each cut between two words near its middle.
+    longest = sorted(QUESTIONS, key=len, reverse=True)
+    halves = [
+        (q, split_between_words(synthesize(q, config.tts, rate), near=0.5, rate=rate))
+        for q in (longest * 2)[:paused]
+    ]
+    speculated = _speculations()
 
     transport = AudioFileTransport(sample_rate_in=rate)
     session = VoiceSession(config, transport)
@@ -136,15 +183,7 @@ async def _run_turns(
             await spoken.done.wait()
             assert spoken.started_at is not None
             speech_end = spoken.started_at + _speech_length_s(pcm, rate)
-            deadline = time.monotonic() + 90
-            while len(session.turn_metrics.turns) == answered and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            # Let the answer finish so the next question does not interrupt it.
-            while time.monotonic() < deadline:
-                last = transport.received[-1][0] if transport.received else 0.0
-                if time.time() - last > 1.5:
-                    break
-                await asyncio.sleep(0.1)
+            await _wait_answered(session, transport, answered)
             if len(session.turn_metrics.turns) == answered:
                 results.append({"question": text, "answered": False})
                 print(f"  turn {index + 1:2d}: no answer", flush=True)
@@ -171,10 +210,24 @@ async def _run_turns(
                 f"{row['transcript']!r}",
                 flush=True,
             )
+        speculated = {k: v - speculated[k] for k, v in _speculations().items()}
+        for index, (text, (first, second)) in enumerate(halves):
+            answered, before = len(session.turn_metrics.turns), _user_turns(session)
+            spoken = transport.say(first + silence(pause_s, rate) + second + silence(0.3, rate))
+            await spoken.done.wait()
+            await _wait_answered(session, transport, answered)
+            await asyncio.sleep(1.0)  # a late second turn
+            user_turns = _user_turns(session) - before
+            results.append({"question": text, "paused": True, "user_turns": user_turns})
+            print(f"  paused {index + 1:2d}: {user_turns} user turn(s)  {text!r}", flush=True)
     finally:
         await session.stop()
         await asyncio.wait_for(run, 60)
-    return results, {"stt": config.stt.model_dump(mode="json"), "vad": config.vad.model_dump()}
+    return results, {
+        "stt": config.stt.model_dump(mode="json"),
+        "vad": config.vad.model_dump(),
+        "speculations": speculated,
+    }
 
 
 def _table(summary: dict[str, Any]) -> str:
@@ -188,6 +241,16 @@ def _table(summary: dict[str, Any]) -> str:
             "-" if stats[key] is None else f"{stats[key]:.3f}" for key in ("p50", "p95", "mean")
         ]
         lines.append(f"{stage:<14}" + "".join(f"{c:>9}" for c in cells))
+    premature = summary["premature_turn_ends"]
+    lines.append(
+        f"premature turn ends: {premature['count']}/{premature['questions']} questions "
+        f"with a {premature['pause_s']} s pause inside"
+    )
+    if any(summary["speculations"].values()):
+        lines.append(
+            "speculations (latency turns): "
+            + ", ".join(f"{k} {int(v)}" for k, v in summary["speculations"].items())
+        )
     lines.append(f"peak resident memory of the pipeline process: {summary['peak_rss_mb']} MiB")
     return "\n".join(lines)
 
@@ -203,6 +266,15 @@ def main() -> int:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="override a config key (repeatable), e.g. stt.beam_size=5",
+    )
+    parser.add_argument(
+        "--paused",
+        type=int,
+        default=10,
+        help="questions spoken with a pause inside, for premature turn ends",
+    )
+    parser.add_argument(
+        "--pause-s", type=float, default=0.3, help="the pause inside those questions"
     )
     args = parser.parse_args()
     if args.turns < 1:
@@ -222,19 +294,34 @@ def main() -> int:
     ) as llama:
         started = time.time()
         rows, used = asyncio.run(
-            _run_turns(llama.base_url, state, args.turns, _overrides(args.set))
+            _run_turns(
+                llama.base_url,
+                state,
+                args.turns,
+                _overrides(args.set),
+                paused=args.paused,
+                pause_s=args.pause_s,
+            )
         )
 
     answered = [r for r in rows if r.get("answered")]
+    paused = [r for r in rows if r.get("paused")]
     stages = ("total", "endpointing", "stt", "turn", "llm_ttfb", "tts_ttfb")
     summary = {
         "benchmark": "voice",
-        "turns": len(rows),
+        "turns": len(rows) - len(paused),
         "turns_answered": len(answered),
         "latency_s": {
             stage: _percentiles([r[f"{stage}_s"] for r in answered if r[f"{stage}_s"] is not None])
             for stage in stages
         },
+        "premature_turn_ends": {
+            "questions": len(paused),
+            "pause_s": args.pause_s,
+            "count": sum(1 for r in paused if r["user_turns"] > 1),
+            "unheard": sum(1 for r in paused if r["user_turns"] == 0),
+        },
+        "speculations": used["speculations"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "wall_s": round(time.time() - started, 1),
         "setup": {
