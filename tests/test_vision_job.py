@@ -23,6 +23,7 @@ from helpers.jobs import Job, evaluate, parse_job, render_job
 from helpers.jobs import role_vars as helpers_role_vars
 from helpers.nomad_task import LocalTask, TaskSpec, interpolate
 from helpers.vision import photo
+from pipecat_app.twin.discovery import experts_from_health
 from test_pipecat_app_job import ACCESS_TOKEN, CONSUL_TOKEN, render_consul_template
 from test_pipecat_app_job import secrets_variable as assistant_secrets
 from vision.config import load_config
@@ -93,6 +94,12 @@ def test_consul_service_vision_with_an_https_check_on_health(tmp_path):
     (check,) = service.blocks("check")
     assert (check["type"], check["path"], check["protocol"]) == ("http", "/health", "https")
     assert group.blocks("network")[0].labelled("port")["http"]["static"] == 8090
+    # The meta says so, and the app's discovery calls it over https.
+    meta = service.block("meta").body
+    assert meta["scheme"] == "https"
+    entry = {"Service": {"ID": "vision", "Address": "10.0.0.5", "Port": 8090, "Meta": meta}}
+    [found] = experts_from_health([entry])
+    assert found.base_url.startswith("https://10.0.0.5:8090")
 
 
 def test_task_runs_the_release_with_the_nodes_config_and_its_camera(tmp_path):
@@ -215,6 +222,7 @@ def test_plain_http_without_token_or_consul_acl_has_no_secret_templates(tmp_path
     assert task.blocks("template") == []
     (check,) = job.group("vision").blocks("service")[0].blocks("check")
     assert check["protocol"] == "http"
+    assert job.group("vision").blocks("service")[0].block("meta")["scheme"] == "http"
     env = task.block("env").body
     assert not any(
         name.startswith(("TWIN_VISION__SERVER__TLS", "TWIN_VISION__VLM")) for name in env
