@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers.tls import CertFiles, make_ca
+from helpers.tls import CertFiles, make_ca, tls_front
 from helpers.vision import VisionProcess, photo, running_vision
 
 from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
-from pipecat_app.twin.discovery import VisionDirectory, experts_from_health
+from pipecat_app.twin.discovery import Expert, VisionDirectory, experts_from_health
+from pipecat_app.twin.llm import ExpertClient, ExpertError, TextDelta
 from pipecat_app.twin.toolbox import Tool, ToolBox, ToolContext
 from pipecat_app.twin.tools import describe_scene, has_vision
 
 from .conftest import load_fixture, until
+from .twin_turns import replay_server, sse
 
 pytestmark = pytest.mark.anyio
 
@@ -152,3 +154,30 @@ def test_expert_meta_scheme_names_the_url_scheme_and_an_unknown_one_is_skipped()
 def test_expert_without_meta_scheme_is_plain_http():
     experts = experts_from_health(load_fixture("consul_health_llm-expert_100.json")["body"])
     assert {e.base_url.split("://")[0] for e in experts} == {"http"}
+
+
+async def _answer(client: ExpertClient, expert: Expert) -> str:
+    messages = [{"role": "user", "content": "hi"}]
+    try:
+        return "".join(
+            [e.text async for e in client.stream(expert, messages) if isinstance(e, TextDelta)]
+        )
+    finally:
+        await client.close()
+
+
+async def test_an_https_expert_is_verified_against_the_cluster_ca(tmp_path):
+    certs = make_ca(tmp_path)
+    tls = DiscoveryConfig(ca_file=str(certs.ca)).service_tls("an expert")
+    with (
+        replay_server([sse("Hello", " there.")]) as replay,
+        tls_front(replay.url, certs) as https_url,
+    ):
+        expert = Expert("general", "general", "", f"{https_url}/v1")
+        assert await _answer(ExpertClient(tls=tls), expert) == "Hello there."
+        with pytest.raises(ExpertError) as refused:
+            await _answer(ExpertClient(), expert)  # the system's CAs only
+    assert refused.value.kind == "connect"
+    assert "TLS certificate of an expert" in str(refused.value)
+    assert "not trusted" in str(refused.value)
+    assert len(replay.requests) == 1  # the refused handshake sent nothing
