@@ -14,7 +14,9 @@ What it answers (see ../README.md):
   scenario wrote ``/etc/<product>-stand-in.json``; it then serves
   ``GET /v1/status/leader`` at that file's ``url`` and nothing else. It
   answers "no leader" for ``leader_after_seconds`` after its start, as a
-  restarted agent does until it rejoins, then ``leader``.
+  restarted agent does until it rejoins, and to its first
+  ``no_leader_answers`` questions however late they come (so a check that
+  the caller waited does not depend on the machine's load), then ``leader``.
 - A plugin (``nomad-device-nvidia``) answers nothing, like the real one run by hand.
 
 Every call it answers is logged as one JSON line to syslog (the journal), tag
@@ -91,6 +93,7 @@ def agent() -> int:
     settings = json.loads(settings_file.read_text())
     url = urlsplit(settings["url"])
     started = time.monotonic()
+    no_leader_left = [int(settings.get("no_leader_answers", 0))]
 
     class LeaderOnly(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -98,7 +101,10 @@ def agent() -> int:
                 self.send_error(404, "stand-in: only /v1/status/leader")
                 return
             up_for = time.monotonic() - started
-            leader = settings["leader"] if up_for >= settings["leader_after_seconds"] else ""
+            waiting = up_for < settings["leader_after_seconds"] or no_leader_left[0] > 0
+            leader = "" if waiting else settings["leader"]
+            if waiting:
+                no_leader_left[0] -= 1
             log("leader", answer=leader)
             if not leader and NAME == "nomad":
                 status, body, kind = 500, NOMAD_NO_LEADER.encode(), "text/plain"
