@@ -44,6 +44,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.turns.user_turn_strategies import EagerUserTurnStrategies
 from pipecat.utils.time import time_now_iso8601
 
+from pipecat_app.metrics import REGISTRY
 from pipecat_app.twin.service import TwinService
 from pipecat_app.twin.toolbox import Tool, ToolBox, ToolContext
 
@@ -54,6 +55,10 @@ pytestmark = pytest.mark.anyio
 QUESTION = "What is the capital of France?"
 RECORDED = Path(__file__).resolve().parent.parent / "recorded"
 TOOL_ROUND = RECORDED / "llama-server_native_tool_round1.sse"  # four current_time calls
+
+
+def speculations(outcome: str) -> float:
+    return REGISTRY.get_sample_value("twin_speculations_total", {"outcome": outcome}) or 0.0
 
 
 def transcript(text: str) -> TranscriptionFrame:
@@ -111,6 +116,7 @@ def remembered(tmp_path: Path) -> list[tuple[str, str]]:
 async def test_a_confirmed_speculation_is_spoken_once_from_the_answer_already_under_way(
     tmp_path: Path,
 ):
+    confirmed = speculations("confirmed")
     with replay_server([sse("Paris", " is the capital.")]) as replay:
         twin = make_twin(tmp_path, [expert("a", replay.url)])
         down, _ = await converse(
@@ -129,6 +135,7 @@ async def test_a_confirmed_speculation_is_spoken_once_from_the_answer_already_un
     assert spoken(down) == "Paris is the capital."
     assert [m["content"] for m in twin.context.get_messages()] == [QUESTION, spoken(down)]
     assert remembered(tmp_path) == [("user", QUESTION), ("assistant", "Paris is the capital.")]
+    assert speculations("confirmed") - confirmed == 1
 
 
 @dataclass
@@ -179,6 +186,7 @@ def drip_server(then: list[bytes]) -> Iterator[tuple[Drip, str]]:
 async def test_a_withdrawn_speculation_says_nothing_closes_the_stream_and_changes_nothing(
     tmp_path: Path,
 ):
+    withdrawn = speculations("withdrawn")
     with drip_server([sse("Paris.")]) as (drip, url):
         twin = make_twin(tmp_path, [expert("a", url)])
         state_before = twin.routing_state.__dict__.copy()
@@ -205,6 +213,7 @@ async def test_a_withdrawn_speculation_says_nothing_closes_the_stream_and_change
     assert twin.context.get_messages() == []
     assert twin.routing_state.__dict__ == state_before
     assert remembered(tmp_path) == []
+    assert speculations("withdrawn") - withdrawn == 1
 
 
 calls_run: list[str] = []
@@ -225,6 +234,7 @@ async def test_a_tool_call_inside_a_speculation_withdraws_it_and_the_confirmed_t
 ):
     tool_round = TOOL_ROUND.read_bytes()
     calls_run.clear()
+    thrown = speculations("tool")
     with replay_server([tool_round, tool_round, sse("It is noon.")]) as replay:
         twin = make_twin(
             tmp_path,
@@ -245,6 +255,7 @@ async def test_a_tool_call_inside_a_speculation_withdraws_it_and_the_confirmed_t
             ],
         )
     assert any(isinstance(f, EagerEndOfTurnCancelFrame) for f in up)
+    assert speculations("tool") - thrown == 1
     # Asked three times: the speculation (withdrawn at its call), then the confirmed
     # turn's two rounds; its tool calls ran once, in the confirmed turn.
     assert len(replay.requests) == 3

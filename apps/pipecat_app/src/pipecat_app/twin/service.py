@@ -362,12 +362,15 @@ class TwinLLMProcessor(FrameProcessor):
         self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
     ) -> None:
         """Push through the speculation gate; settle a held turn its confirmation released."""
+        speculating = self._gate.is_speculating
         for gated, gated_direction in self._gate.process(frame, direction):
             await super().push_frame(gated, gated_direction)
+        confirmed = isinstance(frame, UserStoppedSpeakingFrame)
+        if speculating and confirmed and not self._gate.is_speculating:
+            SPECULATIONS.labels(outcome="confirmed").inc()
         if self._unconfirmed is not None and not self._gate.is_speculating:
             settle, self._unconfirmed = self._unconfirmed, None
-            if isinstance(frame, UserStoppedSpeakingFrame):
-                SPECULATIONS.labels(outcome="confirmed").inc()
+            if confirmed:
                 await settle()
 
     async def _withdraw(self, why: str) -> None:
