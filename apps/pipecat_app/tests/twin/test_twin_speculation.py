@@ -140,17 +140,18 @@ async def test_a_confirmed_speculation_is_spoken_once_from_the_answer_already_un
 
 @dataclass
 class Drip:
-    """An expert that sends one word every 0.1 s for 10 s, then the next replies whole."""
+    """An expert sending ``words`` words, one every 0.1 s; the next requests get ``then``."""
 
     then: list[bytes]
+    words: int = 100
     requests: list[dict[str, Any]] = field(default_factory=list)
     closed_at: float | None = None  # when the client closed the dripping stream
     closed: threading.Event = field(default_factory=threading.Event)
 
 
 @contextmanager
-def drip_server(then: list[bytes]) -> Iterator[tuple[Drip, str]]:
-    state = Drip(then)
+def drip_server(then: list[bytes], words: int = 100) -> Iterator[tuple[Drip, str]]:
+    state = Drip(then, words)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -164,7 +165,7 @@ def drip_server(then: list[bytes]) -> Iterator[tuple[Drip, str]]:
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            body = [sse(" word", finish=False) for _ in range(100)]
+            body = [sse(" word", finish=False) for _ in range(state.words)]
             if len(state.requests) > 1:
                 body = [state.then.pop(0)]
             try:
@@ -263,3 +264,24 @@ async def test_a_tool_call_inside_a_speculation_withdraws_it_and_the_confirmed_t
     assert len(calls_run) == len(in_progress) == 4
     assert spoken(down).endswith("It is noon.")
     assert sum(isinstance(f, LLMFullResponseStartFrame) for f in down) == 1
+
+
+async def test_a_speculation_confirmed_mid_answer_is_spoken_once_and_counted(tmp_path: Path):
+    confirmed = speculations("confirmed")
+    with drip_server([], words=20) as (drip, url):
+        twin = make_twin(tmp_path, [expert("a", url)])
+        down, _ = await converse(
+            twin,
+            [
+                ProposedUserStartedSpeakingFrame(),
+                eager(QUESTION),
+                SleepFrame(sleep=2.0),  # recall, then two seconds of dripping words
+                transcript(QUESTION),
+                ProposedUserStoppedSpeakingFrame(),
+                SleepFrame(sleep=3.0),
+            ],
+        )
+    assert len(drip.requests) == 1
+    assert not drip.closed.is_set()
+    assert spoken(down) == " word" * 20
+    assert speculations("confirmed") - confirmed == 1
