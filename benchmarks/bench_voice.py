@@ -214,6 +214,7 @@ async def _run_turns(
                 flush=True,
             )
         speculated = {k: v - speculated[k] for k, v in _speculations().items()}
+        before_paused = _speculations()
         for index, (text, (first, second)) in enumerate(halves):
             answered, before = len(session.turn_metrics.turns), _user_turns(session)
             spoken = transport.say(first + silence(pause_s, rate) + second + silence(0.3, rate))
@@ -223,13 +224,14 @@ async def _run_turns(
             user_turns = _user_turns(session) - before
             results.append({"question": text, "paused": True, "user_turns": user_turns})
             print(f"  paused {index + 1:2d}: {user_turns} user turn(s)  {text!r}", flush=True)
+        speculated_paused = {k: v - before_paused[k] for k, v in _speculations().items()}
     finally:
         await session.stop()
         await asyncio.wait_for(run, 60)
     return results, {
         "stt": config.stt.model_dump(mode="json"),
         "vad": config.vad.model_dump(),
-        "speculations": speculated,
+        "speculations": {"latency_turns": speculated, "paused_questions": speculated_paused},
     }
 
 
@@ -249,11 +251,12 @@ def _table(summary: dict[str, Any]) -> str:
         f"premature turn ends: {premature['count']}/{premature['questions']} questions "
         f"with a {premature['pause_s']} s pause inside"
     )
-    if any(summary["speculations"].values()):
-        lines.append(
-            "speculations (latency turns): "
-            + ", ".join(f"{k} {int(v)}" for k, v in summary["speculations"].items())
-        )
+    for part, counts in summary["speculations"].items():
+        if any(counts.values()):
+            lines.append(
+                f"speculations ({part.replace('_', ' ')}): "
+                + ", ".join(f"{k} {int(v)}" for k, v in counts.items())
+            )
     lines.append(f"peak resident memory of the pipeline process: {summary['peak_rss_mb']} MiB")
     return "\n".join(lines)
 
