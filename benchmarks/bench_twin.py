@@ -182,8 +182,16 @@ async def run(memories: int, turns: int, workdir: Path, embedded: int) -> dict[s
     (turn_stage,) = twin.processors()
     assert isinstance(turn_stage, TwinLLMProcessor)
     await twin.start()
-    if not twin.memory.wait_indexed(timeout=120):
-        raise RuntimeError("the memory's background thread did not catch up")
+    # Loading the sentence model and embedding take far longer on a loaded
+    # machine; say what was missing if the wait still runs out.
+    if not twin.memory.wait_indexed(timeout=600):
+        raise RuntimeError(
+            "the memory's background thread did not catch up in 600 s: "
+            f"encoder loaded: {twin.memory.encoder is not None}, "
+            f"memory error: {twin.memory.error}, "
+            "memories waiting for a vector (up to 1000 counted): "
+            f"{len(twin.memory.unembedded(1000))}"
+        )
     stages: dict[str, list[float]] = {name: [] for name in (*STAGES, "total")}
     cpu: dict[str, list[float]] = {name: [] for name in (*STAGES, "total")}
     try:

@@ -20,7 +20,7 @@ def run_bench(script: str, out: Path, *args: str) -> None:
         [sys.executable, str(ROOT / "benchmarks" / script), "--out", str(out), *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a loaded machine: the twin bench alone may wait 600 s for its vectors
         check=False,
         cwd=ROOT,
     )
