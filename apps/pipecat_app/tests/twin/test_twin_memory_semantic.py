@@ -176,7 +176,10 @@ def test_kill_9_while_writing_leaves_whole_rows_and_no_vector_without_its_text(t
     try:
         assert writer.stdout is not None
         assert writer.stdout.readline().strip() == "ready"
-        # Kill once vectors are being written too, at a different moment each round.
+        # Kill once vectors are being written too, at a different moment each round,
+        # and once more than 40 memories are committed (a forget only ever follows
+        # a remember, so 42 rows cannot fall below 40 again): what was committed
+        # must survive the kill, however slowly a loaded machine wrote it.
         db = raw(path)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -184,7 +187,11 @@ def test_kill_9_while_writing_leaves_whole_rows_and_no_vector_without_its_text(t
                 tables = db.execute(
                     "SELECT count(*) FROM sqlite_master WHERE name = 'memories_vec'"
                 ).fetchone()[0]
-                if tables and db.execute("SELECT count(*) FROM memories_vec").fetchone()[0] > 20:
+                if (
+                    tables
+                    and db.execute("SELECT count(*) FROM memories_vec").fetchone()[0] > 20
+                    and db.execute("SELECT count(*) FROM memories").fetchone()[0] >= 42
+                ):
                     break
             time.sleep(0.05)
         db.close()
