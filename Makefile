@@ -14,7 +14,7 @@ SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/m
 PYTEST_ARGS ?=
 PXE_PYTEST_ARGS ?=
 
-.PHONY: help deps check-fetch lint checks suites unit pxe-tests molecule molecule-and-pxe test test-live bench demo llama-server collection clean evolve
+.PHONY: help deps check-fetch lint checks suites unit pxe-tests molecule test test-live bench demo llama-server collection clean evolve
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,9 +50,6 @@ checks: deps ## make check-fetch and make lint side by side.
 
 suites: deps ## make unit, make molecule and make pxe-tests side by side.
 	@scripts/side-by-side.sh unit molecule pxe-tests
-
-molecule-and-pxe: deps ## make molecule and make pxe-tests side by side.
-	@scripts/side-by-side.sh molecule pxe-tests
 
 # The fresh-fetch check runs before anything can use a cached build, and each
 # stage prints its time (CI reads them from its log).

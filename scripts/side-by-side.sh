@@ -11,10 +11,16 @@ cd "$(dirname "$0")/.."
 mkdir -p .cache
 MAKE=${MAKE:-make}
 
-declare -A pids starts
+declare -A pids
 for target in "${@:2}"; do
-  starts[$target]=$(date +%s)
-  "${MAKE}" --no-print-directory "${target}" > ".cache/${target}.log" 2>&1 &
+  # The time line ends the target's own log, so it is printed with it.
+  (
+    begun=$(date +%s)
+    "${MAKE}" --no-print-directory "${target}"
+    rc=$?
+    echo "side-by-side: ${target} took $(($(date +%s) - begun)) s (beside $1)"
+    exit "${rc}"
+  ) > ".cache/${target}.log" 2>&1 &
   pids[$target]=$!
 done
 
@@ -27,7 +33,6 @@ for target in "${@:2}"; do
   wait "${pids[$target]}" || failed+=("${target}")
   echo "=== make ${target} (ran beside $1; log .cache/${target}.log)"
   cat ".cache/${target}.log"
-  echo "side-by-side: ${target} ended $(($(stat -c %Y ".cache/${target}.log") - starts[$target])) s after it started"
 done
 
 if ((${#failed[@]})); then
