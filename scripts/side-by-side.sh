@@ -26,7 +26,10 @@ done
 
 failed=()
 start=$(date +%s)
-"${MAKE}" --no-print-directory "$1" || failed+=("$1")
+# The foreground target streams and is kept in its log too, so the summary
+# at the end can name what failed in it.
+"${MAKE}" --no-print-directory "$1" 2>&1 | tee ".cache/$1.log"
+((PIPESTATUS[0] == 0)) || failed+=("$1")
 echo "side-by-side: $1 took $(($(date +%s) - start)) s"
 
 for target in "${@:2}"; do
@@ -36,6 +39,11 @@ for target in "${@:2}"; do
 done
 
 if ((${#failed[@]})); then
+  # The end of a CI log is what gets read: repeat what failed there.
+  for target in "${failed[@]}"; do
+    echo "=== what failed in make ${target} (.cache/${target}.log)"
+    grep -E '^(FAILED|ERROR) |^=+ .*(failed|error).* =+$|^make(\[[0-9]+\])?: \*\*\*' ".cache/${target}.log" | tail -n 40
+  done
   echo "side-by-side: failed: ${failed[*]}" >&2
   exit 1
 fi
