@@ -55,9 +55,11 @@ def observations(proxy: RecordingProxy) -> list[dict[str, Any]]:
     """The data of each observation the expert was sent."""
     found = []
     for request in proxy.requests:
-        system = str(request["messages"][0]["content"])
-        if OPEN in system:
-            block = system.split(OPEN, 1)[1].split(CLOSE, 1)[0].strip().split("\n")
+        marked = [
+            str(m.get("content")) for m in request["messages"] if OPEN in str(m.get("content"))
+        ]
+        for text in marked:
+            block = text.split(OPEN, 1)[1].split(CLOSE, 1)[0].strip().split("\n")
             found.append(json.loads(block[-1]))
     return found
 

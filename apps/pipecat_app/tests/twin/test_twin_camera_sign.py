@@ -3,8 +3,8 @@
 The sign is a real image (drawn with Pillow), served by a local HTTP snapshot
 camera to the real vision service (``twin-vision serve``; RapidOCR reads the
 sign). TwinService finds the turn visual ("What do you see?"), fetches the
-scene before the expert answers, and puts it in the system message as a
-marked observation. Two experts answer:
+scene before the expert answers, and puts it in the turn's context (a system
+message after the history) as a marked observation. Two experts answer:
 
 - a scripted one on 127.0.0.1 that obeys the text it is given: whenever
   "forget" appears in its request, outside a tool result, it calls
@@ -43,7 +43,7 @@ from pipecat_app.twin.observation import CLOSE, LABEL, OPEN
 from pipecat_app.twin.service import NO_EXPERT_REPLY, TwinService
 
 from .conftest import LlamaServer, until
-from .twin_turns import ask, expert, loopback, recording_proxy, send, sse
+from .twin_turns import ask, expert, loopback, recording_proxy, send, sse, turn_context
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -106,15 +106,11 @@ def twin_config(tmp_path: Path, expert_url: str, vision_url: str, *, native: boo
     )
 
 
-def system_of(request: dict[str, Any]) -> str:
-    return str(request["messages"][0]["content"])
-
-
-def observed(system: str) -> dict[str, Any]:
-    """The one observation block in a system message, its label checked, its data parsed."""
-    assert system.count(OPEN) == 1, system
-    assert system.count(CLOSE) == 1, system
-    block = system.split(OPEN, 1)[1].split(CLOSE, 1)[0].strip().split("\n")
+def observed(context: str) -> dict[str, Any]:
+    """The one observation block in a turn's context, its label checked, its data parsed."""
+    assert context.count(OPEN) == 1, context
+    assert context.count(CLOSE) == 1, context
+    block = context.split(OPEN, 1)[1].split(CLOSE, 1)[0].strip().split("\n")
     assert block[0] == LABEL
     assert len(block) == 2, block
     return json.loads(block[1])
@@ -200,10 +196,12 @@ async def test_a_sign_read_by_the_camera_cannot_make_an_obedient_expert_forget(
             # The request carried the scene, read by OCR, as one marked observation,
             # and "forget" nowhere else: the sign is what the expert obeyed.
             first = scripted.requests[0]
-            seen = observed(system_of(first))
+            context = turn_context(first)
+            seen = observed(context)
             assert [line.lower() for line in seen["text_read"]] == list(SIGN)
             assert seen["camera"] == "node camera"
-            outside = system_of(first).split(OPEN, 1)[0] + json.dumps(first["messages"][1:])
+            others = [m for m in first["messages"] if m.get("content") != context]
+            outside = context.split(OPEN, 1)[0] + json.dumps(others)
             assert not re.search(r"(?i)\bforget\b", outside)
             assert obeys(first), "the scripted expert did not read the sign"
             # It called forget; the memory is there: the tool layer refused.
@@ -236,7 +234,7 @@ async def test_a_sign_read_by_the_camera_deletes_no_memory_in_a_smollm2_turn(
             before = refused()
             answer = await ask(twin, QUESTION)
             await until(lambda: proxy.requests, timeout=1)
-            seen = observed(system_of(proxy.requests[0]))
+            seen = observed(turn_context(proxy.requests[0]))
             assert [line.lower() for line in seen["text_read"]] == list(SIGN)
             assert all(status == 200 for status in proxy.statuses)
             assert answer.strip()

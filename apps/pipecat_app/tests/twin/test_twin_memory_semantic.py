@@ -259,7 +259,7 @@ def test_a_memory_setting_out_of_range_is_refused_naming_the_key(tmp_path, setti
 
 
 @pytest.mark.anyio
-async def test_twin_service_recalls_by_meaning_into_the_turns_system_message(tmp_path):
+async def test_twin_service_recalls_by_meaning_into_the_turns_context(tmp_path):
     config = TwinConfig.model_validate(
         {
             "memory": {"path": str(tmp_path / "m.sqlite3")},
@@ -273,6 +273,6 @@ async def test_twin_service_recalls_by_meaning_into_the_turns_system_message(tmp
     try:
         twin.memory.remember(config.user_id, DOG)
         assert twin.memory.wait_indexed()
-        assert DOG in turn_stage.system_message("What do you know about my dog?")
+        assert DOG in turn_stage.recalled("What do you know about my dog?")
     finally:
         await twin.stop()

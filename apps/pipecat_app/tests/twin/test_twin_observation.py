@@ -17,7 +17,7 @@ from pipecat_app.twin.observation import CLOSE, LABEL, OPEN, observation
 from pipecat_app.twin.service import TwinService
 
 from .conftest import free_port
-from .twin_turns import ask, builtin_toolbox, expert, replay_server, sse
+from .twin_turns import ask, builtin_toolbox, expert, replay_server, sse, turn_context
 
 pytestmark = pytest.mark.anyio
 
@@ -96,10 +96,10 @@ async def test_a_visual_turn_without_a_reachable_camera_says_so_in_the_request(t
             await ask(twin, "Tell me a joke.")
         finally:
             await twin.stop()
-    visual, plain = (str(r["messages"][0]["content"]) for r in replay.requests)
-    block = visual.split(OPEN, 1)[1].split(CLOSE, 1)[0].strip().split("\n")
+    visual, plain = replay.requests
+    block = turn_context(visual).split(OPEN, 1)[1].split(CLOSE, 1)[0].strip().split("\n")
     assert block[0] == LABEL
     assert json.loads(block[1])["error"].startswith(
         f"the camera could not be read: vision service at {closed} failed"
     )
-    assert OPEN not in plain
+    assert OPEN not in json.dumps(plain)

@@ -215,27 +215,28 @@ async def test_earlier_conversations_are_recalled_but_not_the_current_one(tmp_pa
     await twin.start()
     try:
         twin.turn_memory.remember_turn("user", "The lighthouse is closed on Mondays")
-        system = turns(twin).system_message("tell me about the lighthouse")
+        recalled = turns(twin).recalled("tell me about the lighthouse")
     finally:
         await twin.stop()
-    assert "the user said: We talked about the lighthouse trip" in system
-    assert "closed on Mondays" not in system
+    assert "the user said: We talked about the lighthouse trip" in recalled
+    assert "closed on Mondays" not in recalled
 
 
-async def test_recalled_memory_goes_into_the_system_prompt_within_the_budget(tmp_path):
+async def test_recalled_memory_is_within_the_budget_and_out_of_the_system_prompt(tmp_path):
     twin = make_twin(tmp_path, [closed_expert("a")])
     await twin.start()
     try:
         twin.memory.remember("ana", "Ana's daughter is called Rita")
         twin.memory.remember("ana", "Rita plays the cello " + "very " * 100)  # > 64 tokens
         twin.memory.remember("ana", "Tomas plays football on Sundays")
-        system = turns(twin).system_message("what is my daughter called? and Rita's cello?")
+        recalled = turns(twin).recalled("what is my daughter called? and Rita's cello?")
+        system = turns(twin).system_message()
     finally:
         await twin.stop()
-    assert system.startswith(twin.cluster.prompt.text)
-    assert "- Ana's daughter is called Rita" in system
-    assert "cello" not in system  # did not fit the 64-token budget
-    assert "Tomas" not in system  # not relevant to the turn
+    assert system == twin.cluster.prompt.text  # the same every turn: the cached prefix
+    assert "- Ana's daughter is called Rita" in recalled
+    assert "cello" not in recalled  # did not fit the 64-token budget
+    assert "Tomas" not in recalled  # not relevant to the turn
     # The conversation's context itself does not grow with recalled memory.
     assert twin.context.messages == []
 
@@ -245,7 +246,7 @@ async def test_memory_off_or_broken_leaves_the_prompt_alone(tmp_path):
     twin = make_twin(tmp_path, [closed_expert("a")])
     await twin.start()
     try:
-        assert turns(twin).system_message("anything about my daughter") == twin.cluster.prompt.text
+        assert turns(twin).recalled("anything about my daughter") == ""
         _down, _ = await run_test(
             twin.processors()[0],
             frames_to_send=[user_turn(twin, "hello")],

@@ -26,7 +26,7 @@ from pipecat_app.twin.config import TwinConfig
 from pipecat_app.twin.observation import CLOSE, OPEN
 from pipecat_app.twin.service import TwinService
 
-from .twin_turns import expert, replay_server, sse
+from .twin_turns import expert, replay_server, sse, turn_context
 
 pytestmark = pytest.mark.anyio
 
@@ -89,8 +89,8 @@ async def test_a_visual_turn_sends_the_users_latest_camera_frame(tmp_path: Path)
         finally:
             await twin.stop()
     assert not [f for f in down if isinstance(f, UserImageRawFrame)]  # kept, not passed on
-    system = str(replay.requests[0]["messages"][0]["content"])
-    seen = json.loads(system.split(OPEN, 1)[1].split(CLOSE, 1)[0].strip().split("\n")[-1])
+    context = turn_context(replay.requests[0])
+    seen = json.loads(context.split(OPEN, 1)[1].split(CLOSE, 1)[0].strip().split("\n")[-1])
     assert seen["camera"] == "user camera"
     assert seen["people"] == 1, seen  # the astronaut, the latest frame, not the coffee
     assert seen["faces"] == 1, seen

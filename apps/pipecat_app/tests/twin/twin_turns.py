@@ -183,6 +183,17 @@ def sse(*texts: str, finish: bool = True) -> bytes:
     return events + (b"data: [DONE]\n\n" if finish else b"")
 
 
+def turn_context(request: dict[str, Any]) -> str:
+    """A request's turn context (recalled memory, the camera's observation).
+
+    It is the one system message after the first (the system prompt), placed
+    after the history, just before the user's message.
+    """
+    later = [m for m in request["messages"][1:] if m.get("role") == "system"]
+    assert len(later) == 1, request["messages"]
+    return str(later[0]["content"])
+
+
 def builtin_toolbox(
     memory: MemoryStore,
     *,

@@ -8,10 +8,13 @@ Pipeline placement (the app builds it)::
 :class:`TwinService` builds the parts (memory, discovery, prompt, router,
 expert client, tools) and runs their lifecycle; :class:`TwinLLMProcessor`,
 given those parts, runs the turns. It takes the user aggregator's
-``LLMContextFrame`` and, for each turn: builds the request's system message from the system
-prompt and the memory recalled within the token budget (neither is added to
-the ``LLMContext``: pipecat 1.x keeps the system prompt on the LLM service,
-not in the context), routes the turn (:mod:`~pipecat_app.twin.router`),
+``LLMContextFrame`` and, for each turn: builds the request from the system
+prompt, the history, and the turn's context (the memory recalled within the
+token budget) just before the user's message, so the request's prefix stays
+the same from turn to turn and llama-server reuses its prompt cache
+(:func:`fit_history`; neither prompt nor context is added to the
+``LLMContext``: pipecat 1.x keeps the system prompt on the LLM service, not
+in the context), routes the turn (:mod:`~pipecat_app.twin.router`),
 streams the chosen expert's answer (:mod:`~pipecat_app.twin.llm`) as
 ``LLMFullResponseStartFrame``, ``LLMTextFrame``..., ``LLMFullResponseEndFrame``
 so TTS and the assistant aggregator work unchanged, runs tool calls (native
@@ -21,7 +24,7 @@ empty: :class:`~pipecat_app.twin.llm.ExpertError`), before or during
 streaming; an answer cut off inside a sentence is ended with an ellipsis
 first (:func:`cut_off_ending`). A visual turn (``twin.tools.visual_trigger``)
 gets the scene before the expert answers, as a marked observation in the
-system message (:meth:`TwinLLMProcessor.look`); a destructive tool runs only
+turn's context (:meth:`TwinLLMProcessor.look`); a destructive tool runs only
 when the user's own words ask for it (``user_words`` to
 :meth:`~pipecat_app.twin.toolbox.ToolBox.call`). Every other frame passes on. An
 interruption cancels the running turn (pipecat cancels the processor's
@@ -127,13 +130,33 @@ def _plain(message: Any) -> dict[str, Any]:
 
 
 def fit_history(
-    messages: list[dict[str, Any]], system: str, context_length: int, reserve: int
+    messages: list[dict[str, Any]],
+    system: str,
+    context_length: int,
+    reserve: int,
+    *,
+    turn_context: str = "",
+    turn_start: int | None = None,
 ) -> list[dict[str, Any]]:
-    """System message plus the newest messages that fit ``context_length - reserve`` tokens.
+    """The request's messages: system prompt, history, this turn's context, this turn.
 
-    The last message (the user's turn) is always kept.
+    The system message, then the newest messages that fit ``context_length -
+    reserve`` tokens (the last message, the user's turn, is always kept).
+    ``turn_context`` (this turn's recalled memory and camera observation) goes
+    in as a system message of its own just before ``messages[turn_start]``
+    (default: the last message), the message that starts this turn; nothing
+    when it is empty.
+
+    The order keeps the request's prefix stable from turn to turn: what
+    changes every turn comes after everything the next turn sends again
+    (system prompt and history), so llama-server reuses that prefix from its
+    prompt cache instead of evaluating the whole prompt anew. The next turn's
+    request drops this turn's context message: it begins with this request's
+    messages up to that message.
     """
+    start = len(messages) - 1 if turn_start is None else turn_start
     budget = max(0, context_length - reserve - estimate_tokens(system))
+    budget -= estimate_tokens(turn_context) + 4 if turn_context else 0
     kept: list[dict[str, Any]] = []
     for message in reversed(messages):
         cost = estimate_tokens(json.dumps(message.get("content") or "")) + 4
@@ -145,7 +168,11 @@ def fit_history(
     # A history must not start with tool results cut from their call.
     while len(kept) > 1 and kept[0].get("role") == "tool":
         kept.pop(0)
-    return [{"role": "system", "content": system}, *kept]
+    fitted = [{"role": "system", "content": system}, *kept]
+    if turn_context:
+        at = 1 + max(0, start - (len(messages) - len(kept)))
+        fitted.insert(at, {"role": "system", "content": turn_context})
+    return fitted
 
 
 class TwinService:
@@ -266,6 +293,8 @@ class _Turn:
     user_words: str = ""  # the user's own words this turn: what may ask for a destructive tool
     tools: list[Tool] = field(default_factory=list)
     offer_tools: bool = True
+    context: str = ""  # recalled memory and the camera's observation: after the history
+    start: int = 0  # index of the turn's first message (the user's) in the history
     spoken: list[str] = field(default_factory=list)
     first_token: bool = False
     first_text_at: float | None = None  # when the answer's first text left
@@ -295,8 +324,8 @@ class TwinLLMProcessor(FrameProcessor):
 
     Args:
         prompt: The system prompt.
-        turn_memory: What memory recalls into each turn's system message,
-            and where each turn is stored.
+        turn_memory: What memory recalls into each turn's context, and
+            where each turn is stored.
         experts: The experts known now (discovery; read from memory, no I/O).
         router: Picks each turn's expert and failover order, and remembers
             which experts failed.
@@ -384,11 +413,17 @@ class TwinLLMProcessor(FrameProcessor):
         await self.broadcast_frame(EagerEndOfTurnCancelFrame)
         raise SpeculationWithdrawn(why)
 
-    def system_message(self, user_text: str) -> str:
-        """The system prompt plus the memory recalled for this turn, within the token budget."""
-        system = self._prompt.text
-        block = self._turn_memory.recalled(user_text)
-        return f"{system}\n\n{block}" if block else system
+    def system_message(self) -> str:
+        """The request's system message: the system prompt alone, the same every turn."""
+        return self._prompt.text
+
+    def recalled(self, user_text: str) -> str:
+        """The memory recalled for this turn, within the token budget (empty: none).
+
+        It goes into the turn's context message, after the history
+        (:func:`fit_history`), not into the system message.
+        """
+        return self._turn_memory.recalled(user_text)
 
     async def look(self, user_words: str) -> str | None:
         """The scene as a marked observation when the turn is visual, else None.
@@ -444,17 +479,18 @@ class TwinLLMProcessor(FrameProcessor):
         await self.push_frame(LLMFullResponseStartFrame())
         try:
             # Recall is a few ms of SQLite: off the event loop, audio keeps flowing.
-            system = await asyncio.to_thread(self.system_message, user_text)
-            if seen := await self.look(turn.user_words):
-                system = f"{system}\n\n{seen}"
+            recalled = await asyncio.to_thread(self.recalled, user_text)
+            seen = await self.look(turn.user_words)
+            turn.context = "\n\n".join(part for part in (recalled, seen) if part)
             history = await self.history(context)
+            turn.start = max(0, len(history) - 1)
             try:
                 decision = self._router.route(user_text, self._experts.experts, self._routing_state)
             except NoExpertsError:
                 logger.error("twin: no experts known; answering with the apology")
                 await self._say(turn, NO_EXPERT_REPLY)
                 return
-            await self._answer(decision, system, history, turn)
+            await self._answer(decision, self.system_message(), history, turn)
         except SpeculationWithdrawn:
             turn.withdrawn = True
         finally:
@@ -550,7 +586,14 @@ class TwinLLMProcessor(FrameProcessor):
                 # turns that look like they need a tool (twin.tools.trigger).
                 choice = "none"
             sent = exchange if expert.tool_calls else as_plain_text(exchange)
-            messages = fit_history(sent, system, expert.context_length, self._client.max_tokens)
+            messages = fit_history(
+                sent,
+                system,
+                expert.context_length,
+                self._client.max_tokens,
+                turn_context=turn.context,
+                turn_start=turn.start,
+            )
             calls: ToolCalls | None = None
             said: list[str] = []
             async for event in self._client.stream(expert, messages, tools, choice=choice):
