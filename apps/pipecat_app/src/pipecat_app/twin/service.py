@@ -206,7 +206,8 @@ class TwinService:
         self.cluster = cluster or ClusterView(config)
         self.memory = MemoryStore.from_config(config.memory)
         self.turn_memory = TurnMemory(self.memory, config.memory, config.user_id)
-        self.router = Router(config.routing)
+        # Routing and recall share the turn's one embedding (the store keeps it).
+        self.router = Router(config.routing, embedder=self.memory)
         self.routing_state = RoutingState()
         self.client = client or ExpertClient(
             timeout_s=config.routing.expert_timeout_s,
