@@ -27,6 +27,13 @@ pause of ``--pause-s`` (0.3 s) cut between two of their words
 more than one user turn (user messages written to the conversation's context)
 ended prematurely. They are not in the latency figures.
 
+Side by side: ``--compare bare`` then runs the same spoken turns (the same
+audio) in this process through a bare pipecat pipeline, the app's own voice
+pipeline with pipecat's ``OpenAILLMService`` in TwinService's place
+(``bare_pipeline.py``) on the same llama-server, and reports both, the ratio
+of their p50s and whether TwinService adds no more than 5% or 40 ms to it,
+whichever is larger. The paused questions run through TwinService only.
+
 Prompt cache: llama-server runs with ``--metrics``; each turn records the
 prompt tokens it evaluated and those it reused from its prompt cache (its own
 ``prompt_tokens_total`` and ``prompt_tokens_cached_total``), and the table
@@ -53,6 +60,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +185,11 @@ async def _run_turns(
     settings: dict[str, str],
     paused: int = 0,
     pause_s: float = 0.3,
+    session_factory: Callable[..., Any] | None = None,
+    speech: dict[str, bytes] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Speak the questions into a voice session (``session_factory``: the app's
+    ``VoiceSession``); ``speech`` keeps each question's audio to replay it."""
     from helpers.audio_transport import AudioFileTransport
     from helpers.speech import silence, split_between_words, synthesize
     from pipecat_app.config import DEMO_CONFIG, load_config
@@ -198,20 +210,27 @@ async def _run_turns(
         },
     )
     rate = 16000
-    questions = [(q, synthesize(q, config.tts, rate)) for q in (QUESTIONS * 2)[:count]]
+    speech = {} if speech is None else speech
+
+    def spoken_audio(question: str) -> bytes:
+        if question not in speech:
+            speech[question] = synthesize(question, config.tts, rate)
+        return speech[question]
+
+    questions = [(q, spoken_audio(q)) for q in (QUESTIONS * 2)[:count]]
     # The longer questions, each cut between two words near its middle
     # (skipping those Piper speaks without a quiet gap between words).
     halves: list[tuple[str, tuple[bytes, bytes]]] = []
     for q in sorted(QUESTIONS, key=len, reverse=True):
         try:
-            halves.append((q, split_between_words(synthesize(q, config.tts, rate), 0.5, rate)))
+            halves.append((q, split_between_words(spoken_audio(q), 0.5, rate)))
         except AssertionError:
             continue
     halves = (halves * paused)[:paused]
     speculated = _speculations()
 
     transport = AudioFileTransport(sample_rate_in=rate)
-    session = VoiceSession(config, transport)
+    session = (session_factory or VoiceSession)(config, transport)
     run = asyncio.create_task(session.run())
     results: list[dict[str, Any]] = []
     try:
@@ -276,6 +295,61 @@ async def _run_turns(
     }
 
 
+STAGES = ("total", "endpointing", "stt", "turn", "llm_ttfb", "tts_ttfb")
+
+
+def _latency(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    """Each stage's percentiles over the answered turns of ``rows``."""
+    answered = [r for r in rows if r.get("answered")]
+    return {
+        stage: _percentiles([r[f"{stage}_s"] for r in answered if r[f"{stage}_s"] is not None])
+        for stage in STAGES
+    }
+
+
+def _compared(bare_rows: list[dict[str, Any]], twin_total: dict[str, Any]) -> dict[str, Any]:
+    """The bare pipeline's figures and TwinService's overhead on the p50 (``bare_pipeline``)."""
+    from bare_pipeline import overhead
+
+    latency = _latency(bare_rows)
+    twin_p50, bare_p50 = twin_total["p50"], latency["total"]["p50"]
+    return {
+        "pipeline": "the app's voice pipeline with pipecat's OpenAILLMService for TwinService",
+        "turns": len(bare_rows),
+        "turns_answered": sum(1 for r in bare_rows if r.get("answered")),
+        "latency_s": latency,
+        "overhead": None if twin_p50 is None or bare_p50 is None else overhead(twin_p50, bare_p50),
+        "per_turn": bare_rows,
+    }
+
+
+def _compare_table(summary: dict[str, Any]) -> list[str]:
+    bare = summary["compare"]["bare"]
+    lines = [
+        f"side by side, the same audio: TwinService {summary['turns_answered']}/"
+        f"{summary['turns']} turns, bare pipecat (OpenAILLMService) "
+        f"{bare['turns_answered']}/{bare['turns']}",
+        f"{'stage':<14}{'twin p50':>10}{'bare p50':>10}{'twin p95':>10}{'bare p95':>10}",
+    ]
+    for stage, twin in summary["latency_s"].items():
+        other = bare["latency_s"][stage]
+        cells = [
+            "-" if stats[key] is None else f"{stats[key]:.3f}"
+            for key, stats in (("p50", twin), ("p50", other), ("p95", twin), ("p95", other))
+        ]
+        lines.append(f"{stage:<14}" + "".join(f"{c:>10}" for c in cells))
+    verdict = bare["overhead"]
+    if verdict is None:
+        lines.append("TwinService against bare: no p50 (a pipeline answered no turn)")
+    else:
+        lines.append(
+            f"TwinService against bare, p50: x{verdict['ratio']:.3f}, "
+            f"{verdict['added_s'] * 1000:+.0f} ms (allowed {verdict['allowed_s'] * 1000:.0f} ms: "
+            f"the larger of 5% and 40 ms): {'met' if verdict['met'] else 'NOT met'}"
+        )
+    return lines
+
+
 def _table(summary: dict[str, Any]) -> str:
     lines = [
         f"voice turn latency over {summary['turns_answered']}/{summary['turns']} turns "
@@ -305,8 +379,36 @@ def _table(summary: dict[str, Any]) -> str:
                 f"speculations ({part.replace('_', ' ')}): "
                 + ", ".join(f"{k} {int(v)}" for k, v in counts.items())
             )
+    if "compare" in summary:
+        lines += _compare_table(summary)
     lines.append(f"peak resident memory of the pipeline process: {summary['peak_rss_mb']} MiB")
     return "\n".join(lines)
+
+
+async def _run_both(
+    base_url: str, state: Path, args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]] | None]:
+    """TwinService's turns, then (``--compare bare``) the bare pipeline's on the same audio."""
+    speech: dict[str, bytes] = {}
+    settings = _overrides(args.set)
+    rows, used = await _run_turns(
+        base_url,
+        state,
+        args.turns,
+        settings,
+        paused=args.paused,
+        pause_s=args.pause_s,
+        speech=speech,
+    )
+    if args.compare != "bare":
+        return rows, used, None
+    from bare_pipeline import bare_session
+
+    print("the same turns through the bare pipecat pipeline:", flush=True)
+    bare_rows, _ = await _run_turns(
+        base_url, state, args.turns, settings, session_factory=bare_session, speech=speech
+    )
+    return rows, used, bare_rows
 
 
 def main() -> int:
@@ -336,6 +438,11 @@ def main() -> int:
         default=0,
         help="memories of an earlier conversation to store first, for recall to find",
     )
+    parser.add_argument(
+        "--compare",
+        choices=["bare"],
+        help="also run the same turns through a bare pipecat pipeline (bare_pipeline.py)",
+    )
     args = parser.parse_args()
     if args.turns < 1:
         parser.error("--turns must be positive")
@@ -355,29 +462,16 @@ def main() -> int:
         nice=False,
     ) as llama:
         started = time.time()
-        rows, used = asyncio.run(
-            _run_turns(
-                llama.base_url,
-                state,
-                args.turns,
-                _overrides(args.set),
-                paused=args.paused,
-                pause_s=args.pause_s,
-            )
-        )
+        rows, used, bare_rows = asyncio.run(_run_both(llama.base_url, state, args))
 
     answered = [r for r in rows if r.get("answered")]
     paused = [r for r in rows if r.get("paused")]
     later = [r for r in answered[1:] if "prompt_cached" in r]
-    stages = ("total", "endpointing", "stt", "turn", "llm_ttfb", "tts_ttfb")
-    summary = {
+    summary: dict[str, Any] = {
         "benchmark": "voice",
         "turns": len(rows) - len(paused),
         "turns_answered": len(answered),
-        "latency_s": {
-            stage: _percentiles([r[f"{stage}_s"] for r in answered if r[f"{stage}_s"] is not None])
-            for stage in stages
-        },
+        "latency_s": _latency(rows),
         "turn_2_on": {
             key: _percentiles([r[key] for r in later if r[key] is not None])
             for key in ("llm_ttfb_s", "prompt_evaluated", "prompt_cached")
@@ -407,6 +501,8 @@ def main() -> int:
         },
         "per_turn": rows,
     }
+    if bare_rows is not None:
+        summary["compare"] = {"bare": _compared(bare_rows, summary["latency_s"]["total"])}
     out = args.out / "voice.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(_table(summary))
