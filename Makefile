@@ -62,8 +62,12 @@ test: ## Everything a change must pass: set-up, fresh-fetch check, lint, pytest,
 test-live: deps ## Checks against a real cluster (CONSUL_HTTP_ADDR, NOMAD_ADDR and tokens).
 	pytest -m live -rs $(PYTEST_ARGS)
 
+# bench_voice also runs its turns through a bare pipecat pipeline, for the side by side.
+BENCH_VOICE_ARGS ?= --compare bare
 bench: deps ## Benchmarks: write JSON under .cache/bench/ and print tables.
-	@set -e; mkdir -p .cache/bench; for b in benchmarks/bench_*.py; do echo "=== $$b"; python $$b --out .cache/bench; done
+	@set -e; mkdir -p .cache/bench; for b in benchmarks/bench_*.py; do echo "=== $$b"; \
+	  args=; if [[ $$b == */bench_voice.py ]]; then args="$(BENCH_VOICE_ARGS)"; fi; \
+	  python $$b --out .cache/bench $$args; done
 
 llama-server: deps ## Build llama.cpp's llama-server once (cached) and print its path.
 	@scripts/build-llama-server.sh

@@ -55,3 +55,32 @@ def test_vision_benchmark_runs_and_writes_its_numbers(tmp_path: Path) -> None:
     run_bench("bench_vision.py", tmp_path, "--frames", "2", "--ocr-frames", "1", "--seconds", "3")
     numbers = json.loads((tmp_path / "vision.json").read_text())
     assert set(numbers) >= {"describe_without_ocr", "describe_with_ocr", "camera_loop_fps"}
+
+
+def test_load_benchmark_runs_within_its_bounds_and_writes_its_numbers(tmp_path: Path) -> None:
+    run_bench(
+        "bench_load.py", tmp_path, "--clients", "1", "2", "--seconds", "3", "--max-turns", "3"
+    )
+    numbers = json.loads((tmp_path / "load.json").read_text())
+    levels = numbers["levels"]
+    assert [level["clients"] for level in levels] == [1, 2]
+    for level in levels:
+        assert 1 <= level["turns"] <= 3
+        assert level["answered"] >= 1
+        assert level["ttft_s"]["n"] >= 1
+        assert level["app_rss_mb"]["max"] > 0
+        assert level["app_cpu_cores"] > 0
+        assert level["llama_busy"] > 0
+        assert level["limit"] in {"llama-server", "the app", "the CPU", "nothing"}
+
+
+def test_voice_benchmark_compares_with_the_bare_pipeline(tmp_path: Path) -> None:
+    run_bench("bench_voice.py", tmp_path, "--turns", "2", "--paused", "0", "--compare", "bare")
+    numbers = json.loads((tmp_path / "voice.json").read_text())
+    bare = numbers["compare"]["bare"]
+    assert numbers["turns_answered"] >= 1
+    assert bare["turns_answered"] >= 1
+    assert set(bare["latency_s"]) == set(numbers["latency_s"])
+    verdict = bare["overhead"]
+    assert verdict["twin_p50_s"] == numbers["latency_s"]["total"]["p50"]
+    assert verdict["bare_p50_s"] == bare["latency_s"]["total"]["p50"]
