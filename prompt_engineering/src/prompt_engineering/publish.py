@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import consul
+from twin_common.consul_client import consul_client
 
 
 @dataclass(frozen=True)
@@ -71,16 +71,7 @@ class ConsulTarget:
         self.key = key.strip("/")
         self.meta_key = f"{self.key}.meta"
         self.name = f"consul:{self.key} at {addr}"
-        scheme, _, hostport = addr.rpartition("://")
-        host, _, port = hostport.partition(":")
-        self._kv = consul.Consul(
-            host=host,
-            port=int(port or 8500),
-            scheme=scheme or "http",
-            token=token or None,
-            verify=ca_file or True,
-            cert=cert,
-        ).kv
+        self._kv = consul_client(addr, token, verify=ca_file or True, cert=cert).kv
 
     def current(self) -> Current:
         _, entry = self._kv.get(self.key)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import urllib.parse
 from typing import Any
 
-import consul
 import httpx
+from twin_common.consul_client import consul_client
 from twin_common.tasks import BackgroundTask
 
 from vision.config import VLMConfig
@@ -89,13 +88,10 @@ class VLMLocator:
         return self.config.url or self._found
 
     def _lookup(self) -> str | None:
-        addr = urllib.parse.urlsplit(self.config.consul_addr)
-        client = consul.Consul(
-            host=addr.hostname or "127.0.0.1",
-            port=addr.port or (443 if addr.scheme == "https" else 8500),
-            scheme=addr.scheme or "http",
-            token=self.config.consul_token.get_secret_value() or None,
-            verify=str(self.config.consul_ca_file) if self.config.consul_ca_file else None,
+        client = consul_client(
+            self.config.consul_addr,
+            self.config.consul_token.get_secret_value(),
+            verify=str(self.config.consul_ca_file) if self.config.consul_ca_file else True,
         )
         _, entries = client.health.service(
             self.config.consul_service, tag=self.config.consul_tag, passing=True

@@ -24,7 +24,6 @@ reads.
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
 from collections.abc import Callable
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,6 +32,7 @@ import consul
 import httpx
 import nomad
 from pydantic import Field
+from twin_common.consul_client import consul_client
 
 from pipecat_app.twin.api_tls import describe_failure
 from pipecat_app.twin.config import DiscoveryConfig, ToolsConfig
@@ -138,13 +138,10 @@ async def current_time(ctx: ToolContext, timezone: str = "UTC") -> dict[str, Any
 
 
 def _consul_api(config: DiscoveryConfig) -> consul.Consul:
-    url = urllib.parse.urlsplit(config.resolved_consul_addr())
     tls = config.consul_tls()
-    return consul.Consul(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or (443 if url.scheme == "https" else 8500),
-        scheme=url.scheme or "http",
-        token=config.resolved_consul_token() or None,
+    return consul_client(
+        config.resolved_consul_addr(),
+        config.resolved_consul_token(),
         verify=tls.requests_verify,
         cert=tls.requests_cert,
     )
