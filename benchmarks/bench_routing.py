@@ -5,10 +5,12 @@ of labelled turns across the general, code, home and vision domains, with
 follow-ups and turns that belong to no expert) through the router with the
 example inventory's experts (``inventory/example``) and the pipecat_app
 role's default ``[twin.routing]``. Reports accuracy on the tuning and the
-test half for the router of this tree and for the router before example
-utterances (its source read from git at ``OLD_ROUTER_COMMIT``), the misses on
-the test half, routing latency per turn (p50/p99, encoding included), and
-the encoder's load time and memory.
+test half for the router of this tree deciding by the turn's sentence
+embedding (``embedding``) and by its TF-IDF fallback (``tfidf``, while the
+model is not loaded), and for the router before example utterances (its
+source read from git at ``OLD_ROUTER_COMMIT``); the misses on the test half;
+routing latency per turn (p50/p99, the turn's embedding included) for both
+encoders; and the sentence model's load time and memory.
 
     python benchmarks/bench_routing.py --out DIR [--rounds 20]
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers.routing_suite import (
     ROOT,
+    SentenceEmbedder,
     accuracy,
     conversations,
     example_experts,
@@ -72,12 +76,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def evaluate(module: Any, experts: list[Any], config: Any) -> dict[str, Any]:
+def evaluate(module: Any, experts: list[Any], config: Any, **router: Any) -> dict[str, Any]:
     """Accuracy per half and the test half's misses, for one router module."""
     result: dict[str, Any] = {}
     for split in ("tune", "test"):
         outcomes = run_suite(
-            module.Router(config),
+            module.Router(config, **router),
             experts,
             conversations(split),
             state_factory=module.RoutingState,
@@ -99,48 +103,63 @@ def evaluate(module: Any, experts: list[Any], config: Any) -> dict[str, Any]:
     return result
 
 
-def run(rounds: int) -> dict[str, Any]:
-    """Measure both routers; ``rounds`` passes over the test half for latency."""
-    rss_before = _rss_mb()
-    started = time.perf_counter()
-    from pipecat_app.twin import router as new_router
-
-    experts = example_experts()
-    config = role_routing()
-    router = new_router.Router(config)
-    router.route("warm up", experts)  # fits and encodes the domains' examples
-    load_s = time.perf_counter() - started
-    rss_after = _rss_mb()
-
+def latency(router: Any, experts: list[Any], state_factory: Any, rounds: int) -> dict[str, Any]:
+    """p50/p99 of ``router.route`` over ``rounds`` passes of the test half, in ms."""
     latencies: list[float] = []
     test = conversations("test")
     for _ in range(rounds):
         for conv in test:
-            state = new_router.RoutingState()
+            state = state_factory()
             for turn in conv:
                 t0 = time.perf_counter()
                 decision = router.route(turn.text, experts, state)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 state.commit(decision)
+    return {
+        "p50": round(statistics.median(latencies), 3),
+        "p99": round(percentile(latencies, 99), 3),
+        "decisions": len(latencies),
+    }
+
+
+def run(rounds: int) -> dict[str, Any]:
+    """Measure the routers; ``rounds`` passes over the test half for latency."""
+    from pipecat_app.twin import router as new_router
+
+    experts = example_experts()
+    config = role_routing()
+    tfidf = new_router.Router(config)
+    tfidf.route("warm up", experts)  # fits and encodes the domains' examples
+    rss_before = _rss_mb()
+    started = time.perf_counter()
+    embedder = SentenceEmbedder()
+    load_s = time.perf_counter() - started
+    embedding = new_router.Router(config, embedder=embedder)
+    started = time.perf_counter()
+    assert embedding.prepare(experts) == "embedding"
+    examples_s = time.perf_counter() - started
+    rss_after = _rss_mb()
 
     old = old_router_module()
     return {
         "experts": [(e.name, e.domain, len(e.examples)) for e in experts],
         "routing": config.model_dump(),
-        "new": evaluate(new_router, experts, config),
+        "embedding": evaluate(new_router, experts, config, embedder=embedder),
+        "tfidf": evaluate(new_router, experts, config),
         "old": evaluate(old, experts, config)
         if old is not None
         else {"skipped": f"no git history with {OLD_ROUTER_COMMIT[:7]}"},
         "latency_ms": {
-            "p50": round(statistics.median(latencies), 3),
-            "p99": round(percentile(latencies, 99), 3),
-            "decisions": len(latencies),
+            "embedding": latency(embedding, experts, new_router.RoutingState, rounds),
+            "tfidf": latency(tfidf, experts, new_router.RoutingState, rounds),
         },
         "encoder": {
-            "kind": "tfidf (scikit-learn, words + char_wb 3-5)",
+            "kind": "all-MiniLM-L6-v2 int8 ONNX (fallback: tfidf, words + char_wb 3-5)",
             "load_s": round(load_s, 3),
+            "examples_embedded_s": round(examples_s, 3),
             "rss_growth_mb": round(rss_after - rss_before, 1),
         },
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -153,17 +172,24 @@ def main() -> int:
     result = run(args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "routing.json").write_text(json.dumps(result, indent=2) + "\n")
-    new, old, lat, enc = result["new"], result["old"], result["latency_ms"], result["encoder"]
-    print(f"routing suite ({new['test_turns']} test turns, {new['tune_turns']} tuning turns)")
-    print(f"  {'router':<8} {'tune':>7} {'test':>7}")
-    for name, r in (("old", old), ("new", new)):
+    lat, enc = result["latency_ms"], result["encoder"]
+    test_turns = result["embedding"]["test_turns"]
+    print(f"routing suite ({test_turns} test turns, {result['embedding']['tune_turns']} tuning)")
+    print(f"  {'router':<10} {'tune':>7} {'test':>7}")
+    for name in ("old", "tfidf", "embedding"):
+        r = result[name]
         if "skipped" in r:
-            print(f"  {name:<8} skipped: {r['skipped']}")
+            print(f"  {name:<10} skipped: {r['skipped']}")
         else:
-            print(f"  {name:<8} {r['tune_accuracy']:>7.1%} {r['test_accuracy']:>7.1%}")
-    print(f"  latency per turn: p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms")
-    print(f"  encoder {enc['kind']}: load {enc['load_s']:.2f} s, +{enc['rss_growth_mb']} MB")
-    for miss in new["test_misses"]:
+            print(f"  {name:<10} {r['tune_accuracy']:>7.1%} {r['test_accuracy']:>7.1%}")
+    for name, row in lat.items():
+        print(f"  latency per turn ({name}): p50 {row['p50']:.3f} ms, p99 {row['p99']:.3f} ms")
+    print(
+        f"  encoder {enc['kind']}: load {enc['load_s']:.2f} s, examples embedded in "
+        f"{enc['examples_embedded_s']:.2f} s, +{enc['rss_growth_mb']} MB"
+    )
+    print(f"  load average {result['load_average']}")
+    for miss in result["embedding"]["test_misses"]:
         print(f"  miss: {miss['text']!r} want {miss['want']} got {miss['got']} ({miss['reason']})")
     return 0
 

@@ -6,7 +6,8 @@ follow; turns that belong to no expert labelled with the default domain),
 each conversation in the ``tune`` or the ``test`` half. :func:`run_suite`
 plays every conversation through a router as TwinService would: each turn
 is routed with the conversation's state, then committed as answered by the
-chosen expert.
+chosen expert. :class:`SentenceEmbedder` gives a router the turn's sentence
+embedding as TwinService's memory store does (the model loaded at once).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from pipecat_app.twin.config import RoutingConfig
 from pipecat_app.twin.discovery import Expert
+from pipecat_app.twin.embedding import SentenceEncoder, sentence_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "data" / "routing_suite.json"
@@ -65,6 +68,24 @@ def example_experts(path: Path = INVENTORY_EXPERTS) -> list[Expert]:
 def role_routing(path: Path = ROLE_DEFAULTS) -> RoutingConfig:
     """``[twin.routing]`` as the pipecat_app role renders it by default."""
     return RoutingConfig(**yaml.safe_load(path.read_text())["pipecat_app_routing"])
+
+
+class SentenceEmbedder:
+    """A router's :class:`~pipecat_app.twin.router.TurnEmbedder`: the process's sentence encoder.
+
+    ``calls`` counts the texts embedded for turns.
+    """
+
+    def __init__(self) -> None:
+        self.encoder: SentenceEncoder | None = sentence_encoder()
+        self.calls = 0
+
+    def embed_query(self, text: str) -> np.ndarray | None:
+        """The text's vector."""
+        if self.encoder is None:
+            return None
+        self.calls += 1
+        return self.encoder.encode([text])[0]
 
 
 @dataclass(frozen=True)

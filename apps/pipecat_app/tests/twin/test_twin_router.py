@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from helpers.routing_suite import accuracy, conversations, example_experts, run_suite
+import numpy as np
+from helpers.routing_suite import (
+    SentenceEmbedder,
+    accuracy,
+    conversations,
+    example_experts,
+    run_suite,
+)
 
 from pipecat_app.metrics import ROUTING_DECISIONS
 from pipecat_app.twin.config import RoutingConfig, RoutingRule
@@ -25,11 +32,11 @@ COOKING = Expert(
 EXPERTS = [GENERAL, GENERAL_2, CODE, COOKING]
 
 
-def router(**kwargs) -> Router:
+def router(embedder: SentenceEmbedder | None = None, **kwargs) -> Router:
     config = RoutingConfig(
         rules=[RoutingRule(domain="code", pattern=r"(?i)\b(stack ?trace|segfault)\b")], **kwargs
     )
-    return Router(config)
+    return Router(config, embedder=embedder)
 
 
 def decisions(expert: str, reason: str) -> float:
@@ -159,3 +166,95 @@ def test_suite_test_half_reaches_ninety_percent_with_the_example_inventory():
     assert len(outcomes) >= 50
     misses = [(o.turn.text, o.domain) for o in outcomes if not o.right]
     assert accuracy(outcomes) >= 0.9, misses
+
+
+# Turns of the suite's test half that TF-IDF sends to the wrong domain (a
+# word or n-gram of another domain's examples: "board" / "game" near vision,
+# "loop" near "look") and the sentence embedding gets right.
+TFIDF_MISSES = [
+    ("Suggest a board game for four people.", "general"),
+    ("Why does my loop never terminate?", "code"),
+    ("Write a haiku about the sea.", "general"),
+    ("What's the difference between weather and climate?", "general"),
+]
+
+
+def test_routing_decides_by_the_turns_embedding_once_the_examples_are_embedded():
+    experts = example_experts()
+    embedder = SentenceEmbedder()
+    r = Router(RoutingConfig(), embedder=embedder)
+    assert r.prepare(experts) == "embedding"
+    for text, domain in TFIDF_MISSES:
+        calls = embedder.calls
+        decision = r.route(text, experts)
+        assert (decision.domain, decision.reason, decision.encoder) == (
+            domain,
+            "similarity",
+            "embedding",
+        ), text
+        assert embedder.calls == calls + 1  # the turn's one embedding
+    # A rule decides before any vector is compared (and embeds nothing).
+    calls = embedder.calls
+    ruled = router(embedder=embedder).route("I got a segfault", experts)
+    assert (ruled.reason, ruled.encoder, embedder.calls) == ("rule", None, calls)
+
+
+def test_suite_test_half_reaches_ninety_percent_by_embedding():
+    experts = example_experts()
+    r = Router(RoutingConfig(), embedder=SentenceEmbedder())
+    assert r.prepare(experts) == "embedding"
+    outcomes = run_suite(r, experts, conversations("test"), state_factory=RoutingState)
+    misses = [(o.turn.text, o.domain) for o in outcomes if not o.right]
+    assert accuracy(outcomes) >= 0.9, misses
+
+
+class _NotLoaded:
+    """A turn embedder whose model has not loaded (yet)."""
+
+    encoder = None
+
+    def embed_query(self, text: str) -> np.ndarray | None:
+        raise AssertionError("no turn is embedded before the model is loaded")
+
+
+class _Broken(SentenceEmbedder):
+    """The model loads, but cannot embed the domains' examples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = _Failing()
+
+
+class _Failing:
+    model = "broken-model"
+    dimensions = 384
+
+    def encode(self, texts):
+        raise RuntimeError("model file damaged")
+
+
+def test_tfidf_decides_while_the_model_is_not_loaded_or_cannot_embed_the_examples():
+    experts = example_experts()
+    for embedder in (_NotLoaded(), _Broken()):
+        r = Router(RoutingConfig(), embedder=embedder)
+        assert r.prepare(experts) == "tfidf"
+        decision = r.route("Turn the living room lights on.", experts)
+        assert (decision.domain, decision.reason, decision.encoder) == (
+            "home",
+            "similarity",
+            "tfidf",
+        )
+
+
+def test_a_turn_with_no_real_evidence_goes_to_the_default_domain_by_either_encoder():
+    experts = example_experts()
+    embedding = Router(RoutingConfig(), embedder=SentenceEmbedder())
+    assert embedding.prepare(experts) == "embedding"
+    for r in (embedding, Router(RoutingConfig())):
+        for text in ("Thanks!", "ok", "blah blah", "Cheers!", "Thanks, that's all."):
+            decision = r.route(text, experts)
+            assert (decision.domain, decision.reason) == ("general", "fallback"), (
+                text,
+                decision.encoder,
+                decision.scores,
+            )

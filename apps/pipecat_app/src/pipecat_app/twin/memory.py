@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import apsw
 import numpy as np
@@ -50,6 +50,7 @@ from loguru import logger
 
 from pipecat_app.metrics import MEMORY_ERRORS
 from pipecat_app.twin.config import MemoryConfig
+from pipecat_app.twin.embedding import Embedder
 
 Kind = Literal["episode", "fact"]
 
@@ -133,16 +134,6 @@ _WORD = re.compile(r"[\w']+", re.UNICODE)
 _CHARS_PER_TOKEN = 4
 _MAX_ITEM_CHARS = MemoryConfig.model_fields["max_item_chars"].default
 _FATAL = (apsw.CorruptError, apsw.NotADBError)
-
-
-class Embedder(Protocol):
-    """What the store needs of a sentence encoder (:class:`~.embedding.SentenceEncoder`)."""
-
-    model: str
-    dimensions: int
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised float32 row per text."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ Who: ``domain``, ``expert`` and ``node`` of the expert that answered. Why:
 ``fallback``; see :mod:`~pipecat_app.twin.router`) or ``failover`` when
 another expert failed the turn first (``failed`` names them, ``routed`` keeps
 the router's reason). ``score``: the router's probability (0..1) for the
-domain it chose; none for a rule.
+domain it chose; none for a rule. ``encoder``: which vectors gave the scores,
+``embedding`` (the turn's sentence embedding) or ``tfidf`` (the fallback
+while the model is not loaded); none for a rule.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class RouteLabel(BaseModel):
     reason: Reason
     routed: str
     score: float | None
+    encoder: Literal["embedding", "tfidf"] | None = None
     failed: list[str]
     latency_ms: int | None
     answer_ms: int
@@ -73,6 +76,7 @@ def route_label(
         reason="failover" if failed else cast(Reason, decision.reason),
         routed=decision.reason,
         score=None if decision.reason == "rule" else round(decision.score, 3),
+        encoder=decision.encoder,
         failed=[e.name for e in failed],
         latency_ms=None if first_text is None else round((first_text - started) * 1000),
         answer_ms=round((ended - started) * 1000),
