@@ -14,7 +14,7 @@ SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/m
 PYTEST_ARGS ?=
 PXE_PYTEST_ARGS ?=
 
-.PHONY: help deps check-fetch lint checks suites unit pxe-tests molecule test test-live bench demo llama-server collection clean evolve
+.PHONY: help deps check-fetch lint checks suites unit pxe-tests test-metal molecule test test-live bench demo llama-server collection clean evolve
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ unit: deps ## pytest: unit tests and real-component tests (not the live cluster 
 
 pxe-tests: deps ## pytest tests/pxe: the pxe_server role and real network boots (qemu, minutes).
 	pytest -m "not live" $(PXE_PYTEST_ARGS) tests/pxe
+
+# Not part of make test: a whole install under software emulation (tests/pxe/test_metal_install.py).
+test-metal: deps ## A full unattended Debian install over the network in qemu, then SSH checks (long).
+	pytest -m metal -s -rs --durations=0 $(PXE_PYTEST_ARGS) tests/pxe/test_metal_install.py
 
 molecule: deps ## Every molecule scenario: converge, idempotence, verify.
 	@set -e; for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; start=$$(date +%s); \

@@ -4,7 +4,11 @@ Two namespaces: ``server`` (the PXE server's dnsmasq and web server, and a
 second dnsmasq playing the home router: full DHCP with a DNS option) and
 ``lan`` (a bridge with one tap device per VM; the VMs run there). A veth
 pair joins them. Nothing touches the host's own network, and deleting the
-namespaces removes every link.
+namespaces removes every link. :meth:`Lan.add_host_link` is the exception a
+test asks for: a second veth pair from the host namespace to the bridge, the
+host end with ``HOST_ADDRESS`` (a service on the host, such as an apt proxy,
+that the VMs reach and that itself reaches out); the VMs' default route stays
+the server namespace, which has no way out.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +26,8 @@ SERVER_ADDRESS = "10.77.0.1"
 SUBNET = "10.77.0.0"
 # The server side's link, inside the server namespace (the name is free there).
 SERVER_LINK = "pxe0"
+# The host namespace's address on the test network (Lan.add_host_link).
+HOST_ADDRESS = "10.77.0.2"
 
 
 def unavailable() -> str | None:
@@ -76,6 +82,20 @@ class Lan:
         self.taps.append(tap)
         return tap
 
+    def add_host_link(self) -> str:
+        """A veth from the host namespace to the bridge; the host end has ``HOST_ADDRESS``/24.
+
+        Gone with the namespaces: deleting the lan namespace deletes its end,
+        and a veth pair goes with either end.
+        """
+        host_link, lan_end = f"{self.bridge}h", f"{self.bridge}v"
+        _ip("link", "add", host_link, "type", "veth", "peer", "name", lan_end, "netns", self.lan)
+        _ip("addr", "add", f"{HOST_ADDRESS}/24", "dev", host_link)
+        _ip("link", "set", host_link, "up")
+        _ip("-n", self.lan, "link", "set", lan_end, "master", self.bridge)
+        _ip("-n", self.lan, "link", "set", lan_end, "up")
+        return host_link
+
     def start(self, namespace: str, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         """Run ``argv`` in ``namespace``, its stdout and stderr in ``log``."""
         with log.open("wb") as out:
@@ -87,6 +107,25 @@ class Lan:
             )
         self.processes.append(proc)
         return proc
+
+
+def router_argv(workdir: Path, addresses: Mapping[str, str]) -> list[str]:
+    """The home router: full DHCP with a gateway and a DNS server, ``addresses`` by MAC.
+
+    Its gateway and DNS server are the server side, which routes nowhere and
+    answers no DNS (``--port=0``): the VMs reach nothing outside the LAN.
+    """
+    argv = ["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-file=/dev/null"]
+    argv += ["--port=0", f"--interface={SERVER_LINK}", "--bind-interfaces", "--log-dhcp"]
+    argv += [
+        f"--pid-file={workdir / 'router.pid'}",
+        f"--dhcp-leasefile={workdir / 'router.leases'}",
+    ]
+    argv += ["--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h"]
+    argv += [f"--dhcp-option=option:router,{SERVER_ADDRESS}"]
+    argv += [f"--dhcp-option=option:dns-server,{SERVER_ADDRESS}"]
+    argv += [f"--dhcp-host={mac},{address}" for mac, address in addresses.items()]
+    return argv
 
 
 @contextmanager

@@ -80,21 +80,6 @@ def qemu_argv(vm: Vm, tap: str, workdir: Path) -> list[str]:
     return argv
 
 
-def router_argv(workdir: Path) -> list[str]:
-    """The home router: full DHCP with a gateway and a DNS server, fixed addresses per VM."""
-    argv = ["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-file=/dev/null"]
-    argv += ["--port=0", f"--interface={lab.SERVER_LINK}", "--bind-interfaces", "--log-dhcp"]
-    argv += [
-        f"--pid-file={workdir / 'router.pid'}",
-        f"--dhcp-leasefile={workdir / 'router.leases'}",
-    ]
-    argv += ["--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h"]
-    argv += [f"--dhcp-option=option:router,{lab.SERVER_ADDRESS}"]
-    argv += [f"--dhcp-option=option:dns-server,{lab.SERVER_ADDRESS}"]
-    argv += [f"--dhcp-host={vm.mac},{vm.address}" for vm in VMS]
-    return argv
-
-
 @dataclass(frozen=True)
 class Logs:
     dnsmasq: Path
@@ -149,7 +134,8 @@ def boots() -> Iterator[Logs]:
         rendered = Rendered(workdir)
         logs = Logs(workdir / "dnsmasq.log", workdir / "http.log", workdir, rendered)
         with lab.lan() as net:
-            net.start(net.server, router_argv(workdir), workdir / "router.log")
+            router = lab.router_argv(workdir, {vm.mac: vm.address for vm in VMS})
+            net.start(net.server, router, workdir / "router.log")
             net.start(net.server, rendered.exec_start("twin-pxe-dnsmasq"), logs.dnsmasq)
             net.start(net.server, rendered.exec_start("twin-pxe-http"), logs.http)
             time.sleep(1)

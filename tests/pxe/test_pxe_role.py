@@ -9,6 +9,8 @@ web server, the next run keeps it there, and pxe_reinstall flips it back.
 from __future__ import annotations
 
 import http.client
+import os
+import re
 import socket
 import subprocess
 import time
@@ -144,3 +146,22 @@ def test_unknown_report_and_listing_are_refused(http_server):
     _, port = http_server
     assert _get(port, "/installed/52-54-00-00-00-99")[0] == 404
     assert _get(port, "/preseed/")[0] == 404
+
+
+def test_install_report_bypasses_the_installers_apt_proxy(http_server):
+    """The preseed's report command reaches the PXE server though http_proxy names an apt proxy.
+
+    An apt-cacher-ng answers 403 to anything but a Debian archive path, so a
+    report sent through it would never flip the boot entry; here the "proxy"
+    is a closed port, which fails any request that goes to it.
+    """
+    rendered, _ = http_server
+    preseed = (rendered.http / "preseed" / f"{DASHES}.cfg").read_text()
+    report = re.search(r"^\s*(.*wget .*/installed/\S+)$", preseed, re.MULTILINE)
+    assert report, preseed
+    env = {**os.environ, "http_proxy": f"http://127.0.0.1:{_free_port()}", "no_proxy": ""}
+    run = subprocess.run(
+        ["sh", "-c", report.group(1)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, f"{report.group(1)!r} failed: {run.stderr}"
+    assert (rendered.state / "installed" / DASHES).exists()
