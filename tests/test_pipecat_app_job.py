@@ -26,49 +26,30 @@ import pytest
 import yaml
 from cryptography import x509
 from helpers.ansible import PlayResult, inventory, run_playbook
+from helpers.consul_template import render_consul_template
 from helpers.fixture_api import FixtureAPI
 from helpers.jobs import Block, Job, evaluate, parse_hcl, parse_job, render_job
-from helpers.jobs import role_vars as helpers_role_vars
 from helpers.llama_server import tokens_predicted
 from helpers.llm_skip import smollm2_server_or_skip
 from helpers.nomad_task import LocalTask, TaskSpec
+from helpers.pipecat_app_role import (
+    ACCESS_TOKEN,
+    CONSUL_TOKEN,
+    OWNER,
+    RELEASE,
+    SOURCE_HASH,
+    VARIABLE,
+    VISION_TOKEN,
+    role_vars,
+    run_validate,
+    secrets_variable,
+)
 from helpers.tls import make_ca, tls_front
 from pipecat_app.config import load_config
 from pipecat_app.twin.prompt import load_default
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "pipecat-app.nomad.hcl.j2"
-APP_VERSION = tomllib.loads((ROOT / "apps" / "pipecat_app" / "pyproject.toml").read_text())[
-    "project"
-]["version"]
-SOURCE_HASH = "0123456789abcdef" * 4
-RELEASE = f"{APP_VERSION}-{SOURCE_HASH[:12]}"
-
-_CT_ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-_CT_WITH_VAR = re.compile(
-    r'\{\{\s*with nomadVar \(env "([^"]+)"\)\s*\}\}(.*?)\{\{\s*end\s*\}\}', re.DOTALL
-)
-# The ids files.yml finds for the task's user on every host.
-OWNER = {"uid": 990, "gid": 991}
-
-
-def role_vars(hostvars: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """The role's defaults and vars plus what Ansible provides, with ``overrides`` on top.
-
-    ``_pipecat_app_version`` (a file lookup in vars/main.yml) and the source
-    hash (computed by wheelhouse.yml) are given, as after the wheelhouse step.
-    """
-    if hostvars is None:
-        hostvars = {"node1": {"_pipecat_app_ids": OWNER}, "node2": {"_pipecat_app_ids": OWNER}}
-    defaults: dict[str, Any] = {
-        "playbook_dir": "/srv/playbooks",
-        "inventory_dir": "/srv/inventory",
-        "groups": {"pipecat_app_hosts": list(hostvars)},
-        "hostvars": hostvars,
-        "_pipecat_app_version": APP_VERSION,
-        "_pipecat_app_source_hash": SOURCE_HASH,
-    }
-    return helpers_role_vars("pipecat_app", **{**defaults, **overrides})
 
 
 def job_input(hostvars: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -87,47 +68,6 @@ def task_of(job: Job) -> Block:
 
 def templates_of(job: Job) -> dict[str, Block]:
     return {str(t["destination"]): t for t in task_of(job).blocks("template")}
-
-
-def render_consul_template(
-    data: str,
-    env: dict[str, str],
-    kv: dict[str, str],
-    variables: dict[str, dict[str, str]] | None = None,
-) -> str:
-    """Render the consul-template actions the job's templates use, as Nomad would.
-
-    ``{{ env "NAME" }}`` is the task's environment; ``{{ keyOrDefault (env
-    "NAME") "default" }}`` is the Consul KV value at the key that variable
-    names; ``{{ with nomadVar (env "NAME") }}...{{ .item }}...{{ end }}`` reads
-    the items of the Nomad Variable at the path that variable names
-    (``variables``: path -> items; a missing variable or item fails, where
-    Nomad would wait for it or write "<no value>"). Any other action fails the
-    test: the job's templates are kept to these so they can be rendered here
-    without consul-template.
-    """
-
-    def with_variable(match: re.Match[str]) -> str:
-        items = (variables or {})[env[match.group(1)]]
-
-        def item(found: re.Match[str]) -> str:
-            if name := re.fullmatch(r"\.(\w+)", found.group(1)):
-                return items[name.group(1)]
-            raise AssertionError(
-                f"action inside nomadVar this test cannot render: {found.group(0)}"
-            )
-
-        return _CT_ACTION.sub(item, match.group(2))
-
-    def action(match: re.Match[str]) -> str:
-        expr = match.group(1)
-        if found := re.fullmatch(r'env "([^"]+)"', expr):
-            return env[found.group(1)]
-        if found := re.fullmatch(r'keyOrDefault \(env "([^"]+)"\) "([^"]*)"', expr):
-            return kv.get(env[found.group(1)], found.group(2))
-        raise AssertionError(f"consul-template action this test cannot render: {match.group(0)}")
-
-    return _CT_ACTION.sub(action, _CT_WITH_VAR.sub(with_variable, data))
 
 
 def task_env(
@@ -383,27 +323,6 @@ def test_extra_env_reaches_the_task_environment():
 # Who may talk to it: the access token, HTTPS and the Consul token reach the
 # task through the job's Nomad Variable, never the job specification.
 
-ACCESS_TOKEN = "Qm9sZC1hY2Nlc3MtdG9rZW4tZm9yLXRoZS10ZXN0cw"
-CONSUL_TOKEN = "5d0e8a71-3c2b-4f96-8a17-e9b4c6d2f035"
-VISION_TOKEN = "VmlzaW9uLXNlcnZpY2UtdG9rZW4tZm9yLXRlc3Rz"
-VARIABLE = "nomad/jobs/pipecat-app"
-
-
-def secrets_variable(tmp_path: Path) -> dict[str, dict[str, str]]:
-    """The job's Nomad Variable as the role writes it, with a real certificate, key and CA."""
-    folder = tmp_path / "issued"
-    folder.mkdir(exist_ok=True)
-    certs = make_ca(folder)
-    items = {
-        "access_token": ACCESS_TOKEN,
-        "consul_token": CONSUL_TOKEN,
-        "vision_token": VISION_TOKEN,
-        "tls_cert": certs.cert.read_text(),
-        "tls_key": certs.key.read_text(),
-        "ca_cert": certs.ca.read_text(),
-    }
-    return {VARIABLE: items}
-
 
 def test_secrets_reach_the_task_from_the_jobs_nomad_variable_not_the_job_spec(tmp_path):
     text, job = render()
@@ -564,32 +483,6 @@ def test_consul_policy_reads_only_the_expert_and_vision_services_nodes_and_the_p
 
 
 # The role's own checks, through the real ansible-playbook.
-
-
-def run_validate(tmp_path: Path, groups: dict[str, list[str]], **role_vars_: Any) -> PlayResult:
-    """Include the role's validate.yml on localhost with ``role_vars_`` as play vars.
-
-    ``groups`` are the inventory's groups (their hosts have no vars);
-    localhost runs the play.
-    """
-    play = [
-        {
-            "name": "Run the pipecat_app role's checks.",
-            "hosts": "localhost",
-            "gather_facts": False,
-            "vars": role_vars_,
-            "tasks": [
-                {
-                    "name": "Check the settings.",
-                    "ansible.builtin.include_role": {
-                        "name": "twin.cluster.pipecat_app",
-                        "tasks_from": "validate.yml",
-                    },
-                }
-            ],
-        }
-    ]
-    return run_playbook(play, inventory(groups, local=["localhost"]), workdir=tmp_path)
 
 
 def test_validate_passes_the_defaults(tmp_path):

@@ -22,20 +22,14 @@ from typing import Any
 import pytest
 from helpers.ansible import inventory, run_playbook
 from helpers.consul_experts import serving_experts
+from helpers.consul_template import render_consul_template
 from helpers.evolve import LOSING_PROMPT, repeatable_smollm2
 from helpers.jobs import Block, Job, evaluate, parse_hcl, parse_job, render_job
 from helpers.llama_server import LlamaServer
 from helpers.nomad_task import LocalTask, TaskSpec, interpolate
+from helpers.pipecat_app_role import OWNER, RELEASE, SOURCE_HASH, role_vars, run_validate
 from pipecat_app.twin.config import SHIPPED_PROMPT
 from prompt_engineering.cli import parse_args
-from test_pipecat_app_job import (
-    OWNER,
-    RELEASE,
-    SOURCE_HASH,
-    render_consul_template,
-    role_vars,
-    run_validate,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "prompt-evolve.nomad.hcl.j2"

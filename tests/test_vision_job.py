@@ -19,13 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers.consul_template import render_consul_template
 from helpers.jobs import Job, evaluate, parse_job, render_job
 from helpers.jobs import role_vars as helpers_role_vars
 from helpers.nomad_task import LocalTask, TaskSpec, interpolate
+from helpers.pipecat_app_role import ACCESS_TOKEN, CONSUL_TOKEN
+from helpers.pipecat_app_role import secrets_variable as assistant_secrets
 from helpers.vision import photo
 from pipecat_app.twin.discovery import experts_from_health
-from test_pipecat_app_job import ACCESS_TOKEN, CONSUL_TOKEN, render_consul_template
-from test_pipecat_app_job import secrets_variable as assistant_secrets
 from vision.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
