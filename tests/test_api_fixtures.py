@@ -296,3 +296,18 @@ def test_app_fixtures_serve_the_names_the_pipecat_app_role_configures(app_role):
     assert kv["Key"] == evaluate("{{ pipecat_app_prompt_key }}", app_role)
     [vision] = fixture("consul_health_vision_140.json")["body"]
     assert vision["Service"]["Service"] == evaluate("{{ pipecat_app_vision_service }}", app_role)
+
+
+def test_the_vision_fixture_has_the_tags_and_meta_the_vision_job_registers():
+    """Written by hand (the vision job is a system job per camera node, not generated here)."""
+    vision_role = role_vars("vision")
+    [entry] = fixture("consul_health_vision_140.json")["body"]
+    service = entry["Service"]
+    assert service["Service"] == evaluate("{{ vision_service_name }}", vision_role)
+    assert service["Tags"] == evaluate("{{ vision_service_tags }}", vision_role)
+    # The job's service meta block: the node's camera and the scheme it serves.
+    job = (REPO / "jobs" / "vision.nomad.hcl.j2").read_text()
+    lines = job[job.index("service {") :].split("meta {", 1)[1].splitlines()
+    service_meta = lines[: [line.strip() for line in lines].index("}")]
+    keys = {line.split("=")[0].strip() for line in service_meta if "=" in line}
+    assert set(service["Meta"]) == keys
