@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import apsw
+import numpy as np
 import pytest
 import sqlite_vec
 
@@ -101,6 +102,63 @@ def test_turn_memory_recalls_by_meaning_once_the_model_is_loaded(tmp_path):
         assert DOG in turn.recalled("Do you remember my dog's name?")
     finally:
         turn.close()
+
+
+class _Directions:
+    """An encoder of known vectors: "old ..." near QUERY, "new ..." less near, the rest far."""
+
+    model = "test-directions"
+    dimensions = 384
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(3)
+        signs = rng.choice([-1.0, 1.0], size=self.dimensions)
+        self.query = (signs / np.sqrt(self.dimensions)).astype(np.float32)
+        self._old = self._flipped(5)  # cosine 0.97 with the query, 5 bits apart
+        self._new = self._flipped(60)  # cosine 0.69, 60 bits apart
+        self._rng = rng
+
+    def _flipped(self, count: int) -> np.ndarray:
+        vector = self.query.copy()
+        vector[:count] *= -1
+        return vector
+
+    def encode(self, texts):
+        rows = []
+        for text in texts:
+            if text.startswith("old"):
+                rows.append(self._old)
+            elif text.startswith("new"):
+                rows.append(self._new)
+            else:
+                far = self._rng.choice([-1.0, 1.0], size=self.dimensions)
+                rows.append((far / np.sqrt(self.dimensions)).astype(np.float32))
+        return np.stack(rows)
+
+
+@pytest.mark.slow
+def test_a_recent_memory_is_recalled_by_meaning_past_many_older_nearer_ones(tmp_path):
+    # 8,192 year-old episodes nearer to the question than the one from today,
+    # in older id blocks of the window: one k over the window is filled by
+    # them; each block with its own k finds today's (and recency ranks it first).
+    encoder = _Directions()
+    store = MemoryStore(tmp_path / "m.sqlite3", encoder=lambda: encoder)
+    assert store.open()
+    try:
+        now = time.time()
+        year_ago = now - 365 * 86400
+        store.remember_many(
+            ("ana", "episode", "user", f"old note {i}", year_ago + i) for i in range(8192)
+        )
+        store.remember_many(
+            ("ana", "episode", "user", f"other note {i}", now - 60) for i in range(10)
+        )
+        store.remember("ana", "new note from today", kind="episode", role="user", at=now)
+        assert store.wait_indexed(timeout=300)
+        found = store.recall("ana", "?", query_vector=encoder.query, lexical=False, now=now)
+        assert found[0].text == "new note from today", [i.text for i in found[:3]]
+    finally:
+        store.close()
 
 
 def test_forget_deletes_the_vector_with_its_text(tmp_path):

@@ -186,19 +186,21 @@ def render_block(items: Sequence[MemoryItem]) -> str:
     return f"What you remember about the user (use it when relevant):\n{lines}"
 
 
-def fuse(*rankings: Sequence[MemoryItem]) -> list[MemoryItem]:
+def fuse(*rankings: Sequence[MemoryItem], limit: int | None = None) -> list[MemoryItem]:
     """Reciprocal rank fusion: each item scores the sum of ``1 / (60 + rank)`` over the lists.
 
     The lists are each best first (BM25 and similarity, both weighted by
-    recency); an item in both outranks one found by only one of them.
+    recency); an item in both outranks one found by only one of them. Only
+    the best ``limit`` are returned (None: all).
     """
-    fused: dict[int, MemoryItem] = {}
+    scores: dict[int, float] = {}
+    items: dict[int, MemoryItem] = {}
     for ranking in rankings:
         for rank, item in enumerate(ranking, start=1):
-            earlier = fused.get(item.id)
-            score = 1.0 / (_RRF_K + rank) + (earlier.score if earlier else 0.0)
-            fused[item.id] = replace(item, score=score)
-    return sorted(fused.values(), key=lambda i: i.score, reverse=True)
+            scores[item.id] = scores.get(item.id, 0.0) + 1.0 / (_RRF_K + rank)
+            items.setdefault(item.id, item)
+    best = sorted(scores, key=scores.__getitem__, reverse=True)[:limit]
+    return [replace(items[i], score=scores[i]) for i in best]
 
 
 def _match_query(text: str, *, conjunction: str = "OR") -> str:
@@ -228,7 +230,8 @@ class MemoryStore:
         encoder: Loads the sentence encoder (called once, on the background
             thread); None recalls by BM25 alone and keeps no vectors.
         semantic_candidates: Nearest memories by hamming distance of the
-            binary-quantised vectors whose exact cosine similarity is then compared.
+            binary-quantised vectors whose exact cosine similarity is then
+            compared, per turn (shared out over the facts and the window's blocks).
         semantic_window: Episodes searched by meaning: those among about the
             newest ``semantic_window`` memories (facts: all of them).
         min_similarity: Cosine similarity below which a memory is not recalled
@@ -554,7 +557,7 @@ class MemoryStore:
         except apsw.Error as exc:
             self._call_failed("recall", exc)
             return []
-        return fuse(lexical_items, meaning)[:limit]
+        return fuse(lexical_items, meaning, limit=limit)
 
     def _recency(self, created: float, now: float) -> float:
         return 0.5 ** (max(0.0, now - created) / self._half_life_s)
@@ -563,19 +566,22 @@ class MemoryStore:
         match = _match_query(text)
         if not match:
             return []
+        # CROSS JOIN keeps FTS5's newest matches the outer loop, each memory
+        # found by its id; left to itself the planner walked all of the user's
+        # memories by index and probed the matches (10 ms at 100,000).
         with self._lock:
             rows = list(
                 self._conn().execute(
                     "SELECT m.id, m.kind, m.role, m.text, m.created, f.score "
-                    "FROM (SELECT rowid, bm25(memories_fts) AS score FROM memories_fts "
+                    "FROM (SELECT rowid, rank AS score FROM memories_fts "
                     "      WHERE memories_fts MATCH ? ORDER BY rowid DESC LIMIT ?) AS f "
-                    "JOIN memories AS m ON m.id = f.rowid WHERE m.user_id = ?",
+                    "CROSS JOIN memories AS m ON m.id = f.rowid WHERE m.user_id = ?",
                     (match, candidates, user_id),
                 )
             )
         items = []
         for mid, kind, role, body, created, rank in rows:
-            # bm25() is negative (more negative = better); facts weigh a little more.
+            # rank (FTS5's bm25()) is negative, more negative is better; facts weigh a little more.
             relevance = -rank * (1.25 if kind == "fact" else 1.0)
             items.append(
                 MemoryItem(mid, kind, role, body, created, relevance * self._recency(created, now))
@@ -586,9 +592,15 @@ class MemoryStore:
     def _by_meaning(self, user_id: str, query: np.ndarray, now: float) -> list[MemoryItem]:
         """The user's facts and recent episodes nearest to ``query``, by similarity x recency.
 
-        sqlite-vec compares every vector of the partitions it is given (a
-        few milliseconds per 20,000), so episodes are searched in the id
-        blocks of about the newest ``semantic_window`` memories, facts in all.
+        sqlite-vec compares every vector of the partitions it is given, so
+        episodes are searched in the id blocks of about the newest
+        ``semantic_window`` memories, facts in all. Its cost grows with the
+        vectors compared times ``k`` (it keeps each chunk's ``k`` nearest), so
+        the ``semantic_candidates`` of a turn are shared out: the facts and
+        each block get an equal ``k`` in their own KNN query, all in one
+        statement. Per block, not one ``k`` over the window: recency weighs
+        the similarity, and a newer block's nearest are not crowded out by
+        an older block's slightly nearer ones.
         """
         if self.encoder is None:
             return []
@@ -597,19 +609,22 @@ class MemoryStore:
             db = self._conn()
             newest = db.execute("SELECT coalesce(max(id), 0) FROM memories").fetchone()[0]
             first_block = max(0, newest - self._semantic_window) // _BLOCK
+            blocks = range(first_block, newest // _BLOCK + 1)
+            k = max(1, math.ceil(self._semantic_candidates / (len(blocks) + 1)))
+            knn = (
+                "SELECT rowid, vector FROM memories_vec "
+                "WHERE embedding MATCH vec_quantize_binary(?1) AND k = ?2 AND user_id = ?3 "
+            )
+            nearest = " UNION ALL ".join(
+                [knn + "AND kind = 'fact'"]
+                + [knn + f"AND kind = 'episode' AND block = {int(b)}" for b in blocks]
+            )
             rows = list(
                 db.execute(
                     "SELECT m.id, m.kind, m.role, m.text, m.created, "
                     "       1.0 - vec_distance_cosine(v.vector, ?1) "
-                    "FROM (SELECT rowid, vector FROM memories_vec "
-                    "      WHERE embedding MATCH vec_quantize_binary(?1) AND k = ?2 "
-                    "      AND user_id = ?3 AND kind = 'fact' "
-                    "      UNION ALL "
-                    "      SELECT rowid, vector FROM memories_vec "
-                    "      WHERE embedding MATCH vec_quantize_binary(?1) AND k = ?2 "
-                    "      AND user_id = ?3 AND kind = 'episode' AND block >= ?4) AS v "
-                    "JOIN memories AS m ON m.id = v.rowid",
-                    (blob, self._semantic_candidates, user_id, first_block),
+                    f"FROM ({nearest}) AS v CROSS JOIN memories AS m ON m.id = v.rowid",
+                    (blob, k, user_id),
                 )
             )
         items = [
