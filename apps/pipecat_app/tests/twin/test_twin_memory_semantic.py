@@ -14,11 +14,13 @@ import apsw
 import numpy as np
 import pytest
 import sqlite_vec
+from helpers.routing_suite import example_experts
 
 from pipecat_app.config import ConfigError, load_config
-from pipecat_app.twin.config import MemoryConfig, TwinConfig
+from pipecat_app.twin.config import MemoryConfig, RoutingConfig, TwinConfig
 from pipecat_app.twin.embedding import SENTENCE_MODEL, sentence_encoder
 from pipecat_app.twin.memory import MemoryStore, TurnMemory
+from pipecat_app.twin.router import Router
 from pipecat_app.twin.service import TwinLLMProcessor, TwinService
 
 DOG = "I have a labrador called Rex"
@@ -159,6 +161,37 @@ def test_a_recent_memory_is_recalled_by_meaning_past_many_older_nearer_ones(tmp_
         assert found[0].text == "new note from today", [i.text for i in found[:3]]
     finally:
         store.close()
+
+
+def test_routing_and_recall_share_the_turns_one_embedding(tmp_path):
+    embedded: list[list[str]] = []
+
+    class Counting:
+        model = SENTENCE_MODEL
+        dimensions = 384
+
+        def encode(self, texts):
+            embedded.append(list(texts))
+            return sentence_encoder().encode(texts)
+
+    config = MemoryConfig(path=tmp_path / "m.sqlite3")
+    store = MemoryStore(config.path, encoder=Counting)
+    turn = TurnMemory(store, config, "ana")
+    turn.open()
+    try:
+        store.remember("ana", DOG)
+        assert store.wait_indexed()
+        experts = example_experts()
+        router = Router(RoutingConfig(), embedder=store)
+        assert router.prepare(experts) == "embedding"
+        embedded.clear()
+        question = "Do you remember my dog's name?"
+        assert DOG in turn.recalled(question)  # what the turn's system message gets
+        decision = router.route(question, experts)
+        assert decision.encoder == "embedding"
+        assert embedded == [[question]]
+    finally:
+        turn.close()
 
 
 def test_forget_deletes_the_vector_with_its_text(tmp_path):
