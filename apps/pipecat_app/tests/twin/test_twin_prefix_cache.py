@@ -10,12 +10,16 @@ system message of its own just before the user's message; the system prompt
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from helpers.llm_skip import smollm2_server_or_skip
 
-from pipecat_app.twin.service import fit_history
+from pipecat_app.twin.llm import ExpertClient
+from pipecat_app.twin.service import NO_EXPERT_REPLY, fit_history
 
 from .twin_turns import ask, expert, make_twin, replay_server, sse, turn_context
 
@@ -91,3 +95,43 @@ def test_the_turn_context_stays_just_before_the_users_message_when_history_is_cu
         "assistant",
         "user",
     ]
+
+
+def prompt_tokens(url: str) -> tuple[float, float]:
+    """llama-server's prompt tokens so far (``--metrics``): evaluated, and reused from its cache."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    found = dict(re.findall(r"^llamacpp:(prompt_tokens\w*_total) (\S+)$", text, re.M))
+    return float(found["prompt_tokens_total"]), float(found["prompt_tokens_cached_total"])
+
+
+@pytest.mark.slow
+async def test_llama_server_reuses_the_history_from_its_prompt_cache(tmp_path: Path):
+    """With SmolLM2 on a real llama-server, the prompt tokens taken from its cache grow with
+    the history, turn after turn, while each turn recalls another memory."""
+    llama = smollm2_server_or_skip(extra_args=["--metrics"])
+    try:
+        twin = make_twin(
+            tmp_path,
+            [expert("general", llama.base_url)],
+            client=ExpertClient(timeout_s=120, max_tokens=48, temperature=0.0),
+        )
+        await twin.start()
+        try:
+            for fact in ("Ana's dog is called Rex", "Ana's bike is green", "Ana's cat is Tom"):
+                twin.memory.remember("ana", fact, kind="fact")
+            cached: list[float] = []
+            for question in ("What is my dog called?", "Is my bike green?", "Who is Tom?"):
+                before = prompt_tokens(llama.url)
+                answer = await ask(twin, question)
+                assert answer.strip()
+                assert NO_EXPERT_REPLY not in answer
+                cached.append(prompt_tokens(llama.url)[1] - before[1])
+        finally:
+            await twin.stop()
+    finally:
+        llama.kill()
+    # Turn 2 reuses the system prompt; turn 3 the system prompt and turn 1's
+    # question and answer too. With the memory in the system message, the cache
+    # ended where the memory began: the system prompt, every turn.
+    assert cached[1] > 0, cached
+    assert cached[2] > cached[1] + 10, cached
