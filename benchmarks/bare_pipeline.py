@@ -45,16 +45,16 @@ class BareTwin:
             base_url=expert.base_url,
             api_key=expert.api_key or "none",
             settings=OpenAILLMService.Settings(
-                model=expert.model, max_tokens=config.routing.max_answer_tokens
+                model=expert.model,
+                max_tokens=config.routing.max_answer_tokens,
+                system_instruction=load_default(config.prompt),
             ),
         )
-        self._context = LLMContext(
-            messages=[{"role": "system", "content": load_default(config.prompt)}]
-        )
+        self._context = LLMContext()
 
     @property
     def context(self) -> LLMContext:
-        """The conversation's context: the system prompt, then the turns."""
+        """The conversation's turns (the system prompt is the LLM service's)."""
         return self._context
 
     def processors(self) -> list[FrameProcessor]:

@@ -270,6 +270,8 @@ async def run_level(
         "llama_busy_s": _busy_s(after) - _busy_s(before),
         "llama_tokens": after.get("tokens_predicted_total", 0.0)
         - before.get("tokens_predicted_total", 0.0),
+        "llama_prompt_tokens": after.get("prompt_tokens_total", 0.0)
+        - before.get("prompt_tokens_total", 0.0),
         "rss_end_mb": rss_mb(app_pid),
     }
     return level, costs
@@ -301,6 +303,10 @@ def summarize(level: Level, costs: dict[str, float], ttft_s: list[float]) -> dic
         "llama_cpu_cores": round(costs["llama_cpu_s"] / elapsed, 3) if elapsed > 0 else 0.0,
         "llama_busy": round(costs["llama_busy_s"] / elapsed, 3) if elapsed > 0 else 0.0,
         "llama_tokens_per_s": round(costs["llama_tokens"] / elapsed, 1) if elapsed > 0 else 0.0,
+        # Prompt tokens llama-server evaluated (not reused from its cache) per turn.
+        "llama_prompt_tokens_per_turn": round(costs["llama_prompt_tokens"] / len(level.results), 1)
+        if level.results
+        else None,
         "llama_deferred": {
             "mean": round(float(np.mean(level.deferred)), 2) if level.deferred else None,
             "max": max(level.deferred, default=None),
@@ -336,23 +342,29 @@ def _table(summary: dict[str, Any]) -> str:
         f"{summary['max_turns_per_level']} turns per level; TTFT: the app's own, per turn",
         f"{'clients':>7}{'turns/s':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'answer p50':>12}"
         f"{'errors':>8}{'RSS MiB':>9}{'app CPU':>9}{'llama CPU':>11}{'llama busy':>12}"
-        f"{'limit':>14}",
+        f"{'prompt/turn':>13}{'limit':>14}",
     ]
 
     def secs(stats: dict[str, Any], key: str) -> str:
         return "-" if stats[key] is None else f"{stats[key]:.3f}"
 
     for level in summary["levels"]:
+        per_turn = level["llama_prompt_tokens_per_turn"]
+        prompt = "-" if per_turn is None else f"{per_turn:.0f}"
         lines.append(
             f"{level['clients']:>7}{level['turns_per_s']:>9.2f}"
             f"{secs(level['ttft_s'], 'p50'):>10}{secs(level['ttft_s'], 'p95'):>10}"
             f"{secs(level['answer_s'], 'p50'):>12}{level['errors']:>8}"
             f"{level['app_rss_mb']['max']:>9.0f}{level['app_cpu_cores']:>9.2f}"
-            f"{level['llama_cpu_cores']:>11.2f}{level['llama_busy']:>11.0%}"
-            f"{level['limit']:>14}"
+            f"{level['llama_cpu_cores']:>11.2f}{level['llama_busy']:>11.0%} "
+            f"{prompt:>13}{level['limit']:>14}"
         )
     errors = sum(level["errors"] for level in summary["levels"])
     kinds = {k for level in summary["levels"] for k in level["errors_by_kind"]}
+    lines.append(
+        "CPU: cores of CPU time; llama busy: its one slot computing; prompt/turn: prompt "
+        "tokens llama-server evaluated per turn (not reused from its cache)"
+    )
     lines.append(
         "errors: none"
         if not errors
@@ -380,7 +392,10 @@ async def _levels(
         level, costs = await run_level(
             url, llama_url, pids, clients, args.seconds, args.max_turns, conversations
         )
-        ttft = [t["total_s"] for t in log()[logged:] if t.get("total_s") is not None]
+        # Turns an expert answered (not the app's apology after a failed expert).
+        ttft = [
+            t["total_s"] for t in log()[logged:] if t.get("expert") and t.get("total_s") is not None
+        ]
         levels.append(summarize(level, costs, ttft))
         print(f"  {clients:2d} clients: {levels[-1]['turns_per_s']} turns/s", flush=True)
     return levels

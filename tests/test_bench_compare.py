@@ -148,9 +148,8 @@ def test_the_bare_pipeline_is_the_apps_with_openai_llm_service_for_twin_service(
     assert str(llm._client.base_url).rstrip("/") == "http://127.0.0.1:9/v1"
     assert llm._settings.model == "smollm2-135m"
     assert llm._settings.max_tokens == config.twin.routing.max_answer_tokens
-    (system,) = bare.twin.context.get_messages()
-    assert system["role"] == "system"
-    assert system["content"] == load_default(config.twin.prompt)
+    assert llm._settings.system_instruction == load_default(config.twin.prompt)
+    assert bare.twin.context.get_messages() == []
     user, assistant = bare_stages[at - 1], bare_stages[-1]
     assert user.context is bare.twin.context
     assert assistant.context is bare.twin.context

@@ -152,6 +152,7 @@ def test_summarize_counts_answered_turns_per_second_and_errors() -> None:
         "llama_cpu_s": 6.0,
         "llama_busy_s": 3.8,
         "llama_tokens": 400.0,
+        "llama_prompt_tokens": 900.0,
         "rss_end_mb": 510.0,
     }
     summary = bench_load.summarize(level, costs, [0.1, 0.3])
@@ -164,6 +165,7 @@ def test_summarize_counts_answered_turns_per_second_and_errors() -> None:
     assert (summary["app_cpu_cores"], summary["llama_cpu_cores"]) == (0.5, 1.5)
     assert summary["llama_busy"] == 0.95
     assert summary["llama_deferred"] == {"mean": 1.0, "max": 2.0}
+    assert summary["llama_prompt_tokens_per_turn"] == 300.0  # over the three turns
 
 
 def _level(busy: float, app: float, llama: float, per_s: float = 1.0, clients: int = 1) -> dict:
