@@ -46,8 +46,11 @@ def test_recall_benchmark_runs_and_writes_recall_at_3_three_ways(tmp_path: Path)
 def test_routing_benchmark_runs_and_writes_both_routers_figures(tmp_path: Path) -> None:
     run_bench("bench_routing.py", tmp_path, "--rounds", "1")
     numbers = json.loads((tmp_path / "routing.json").read_text())
-    assert numbers["new"]["test_turns"] > 0
-    assert numbers["latency_ms"]["decisions"] == numbers["new"]["test_turns"]
+    turns = numbers["embedding"]["test_turns"]
+    assert turns > 0
+    assert numbers["tfidf"]["test_turns"] == turns
+    for encoder in ("embedding", "tfidf"):
+        assert numbers["latency_ms"][encoder]["decisions"] == turns
     assert "test_accuracy" in numbers["old"] or "skipped" in numbers["old"]
 
 
