@@ -26,6 +26,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.aggregators.llm_text_processor import LLMTextProcessor
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.stt_service import STTService
@@ -36,6 +37,7 @@ from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import EagerUserTurnStrategies, UserTurnStrategies
 
 from pipecat_app.config import STTConfig, VADConfig, WhisperSTTConfig
+from pipecat_app.first_clause import FirstClauseAggregator
 
 
 class Twin(Protocol):
@@ -98,7 +100,9 @@ def voice_pipeline(
     the process's one smart-turn model; or, with an STT that guesses the end
     of the turn (``stt.eager_end_of_turn``), when the STT says so, and the
     answer starts at its guess (``EagerUserTurnStrategies``, which replaces
-    smart-turn).
+    smart-turn). TTS speaks the answer's first clause as soon as it is
+    written, then sentences (:class:`~pipecat_app.first_clause.FirstClauseAggregator`
+    in pipecat's ``LLMTextProcessor``).
     """
     from pipecat_app.speech_models import SharedSmartTurnAnalyzer
 
@@ -121,6 +125,7 @@ def voice_pipeline(
             stt,
             user,
             *twin.processors(),
+            LLMTextProcessor(text_aggregator=FirstClauseAggregator()),
             tts,
             transport.output(),
             assistant,
