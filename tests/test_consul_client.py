@@ -1,4 +1,4 @@
-"""twin_common.consul_client: the Consul client the app, the vision service and prompt publishing use.
+"""twin_common.consul_client: the Consul client of the app, the vision service and prompts.
 
 py-consul 1.8 lets ``CONSUL_HTTP_TOKEN`` override the token it is given; the
 configured token must win. Checked against a local HTTP server that records
@@ -21,7 +21,7 @@ def consul_stand_in() -> Iterator[tuple[str, list[str | None]]]:
     tokens: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             tokens.append(self.headers.get("X-Consul-Token"))
             self.send_response(404)
             self.send_header("X-Consul-Index", "1")
