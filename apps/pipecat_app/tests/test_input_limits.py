@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from helpers.memory_db import query
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
@@ -40,8 +40,7 @@ def stored_texts(tmp_path) -> list[str]:
     path = tmp_path / "memory.sqlite3"
     if not path.exists():
         return []
-    with sqlite3.connect(path) as db:
-        return [row[0] for row in db.execute("SELECT text FROM memories")]
+    return [row[0] for row in query(path, "SELECT text FROM memories")]
 
 
 AUDIO_SDP = (

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import time
 
 import pytest
+from helpers.memory_db import query
 from pipecat.frames.frames import (
     ErrorFrame,
     InterruptionFrame,
@@ -194,10 +194,8 @@ async def test_a_huge_turn_is_stored_cut_to_the_limit_the_remember_tool_shows(tm
         await run_test(twin.processors()[0], frames_to_send=[user_turn(twin, huge)])
     finally:
         await twin.stop()
-    rows = sqlite3.connect(tmp_path / "memory.sqlite3").execute(
-        "SELECT role, length(text) FROM memories ORDER BY id"
-    )
-    assert list(rows) == [("user", 300), ("assistant", len(NO_EXPERT_REPLY))]
+    rows = query(tmp_path / "memory.sqlite3", "SELECT role, length(text) FROM memories ORDER BY id")
+    assert rows == [("user", 300), ("assistant", len(NO_EXPERT_REPLY))]
     # The default: a remembered item, a turn or a fact, keeps up to 1000 characters.
     default = TwinService(TwinConfig.model_validate({"experts": [closed_expert("a")]}))
     assert default.memory.max_item_chars == 1000

@@ -12,7 +12,6 @@ its answer slowly and notes when the client closed its stream.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.memory_db import query
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
     EagerTranscriptionFrame,
@@ -109,8 +109,7 @@ def spoken(frames: list[Frame]) -> str:
 
 def remembered(tmp_path: Path) -> list[tuple[str, str]]:
     """Every turn memory holds (make_twin's store, read after the twin stopped)."""
-    db = sqlite3.connect(tmp_path / "memory.sqlite3")
-    return list(db.execute("SELECT role, text FROM memories ORDER BY id"))
+    return query(tmp_path / "memory.sqlite3", "SELECT role, text FROM memories ORDER BY id")
 
 
 async def test_a_confirmed_speculation_is_spoken_once_from_the_answer_already_under_way(
