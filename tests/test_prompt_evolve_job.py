@@ -227,7 +227,10 @@ def test_dispatched_task_evolves_on_the_expert_consul_lists_and_publishes_to_a_f
     target = tmp_path / "published" / "system.md"
     target.parent.mkdir()
     # A deliberately bad current prompt (longer than SmolLM2's context: every
-    # held-out case gets no answer), so that the run's best beats it.
+    # held-out case gets no answer), so that the run's best beats it. The
+    # answers get 64 tokens: the held-out case is a tool turn, and 32 cut its
+    # JSON tool call short once the turn's observation moved after the
+    # history, so no prompt could pass it.
     target.write_text(LOSING_PROMPT)
     with serving_experts({"general": smollm2.base_url}, tmp_path) as consul:
         _, job = render(
@@ -239,7 +242,7 @@ def test_dispatched_task_evolves_on_the_expert_consul_lists_and_publishes_to_a_f
             pipecat_app_prompt_evolve_concurrency=1,
             pipecat_app_prompt_evolve_extra_args=[
                 "--train-limit", "1", "--held-out-limit", "1", "--stage1-cases", "1",
-                "--stage1-threshold", "0", "--max-tokens", "32", "--mutator-max-tokens", "128",
+                "--stage1-threshold", "0", "--max-tokens", "64", "--mutator-max-tokens", "128",
                 "--temperature", "0", "--seed", "7",
             ],
         )  # fmt: skip
