@@ -42,7 +42,7 @@ if ((${#failed[@]})); then
   # The end of a CI log is what gets read: repeat what failed there.
   for target in "${failed[@]}"; do
     echo "=== what failed in make ${target} (.cache/${target}.log)"
-    grep -E '^(FAILED|ERROR) |^=+ .*(failed|error).* =+$|^make(\[[0-9]+\])?: \*\*\*' ".cache/${target}.log" | tail -n 40
+    grep -E '^(FAILED|ERROR) |Fatal Python error|File "[^"]*/test_[^"]*[.]py", line [0-9]+ in test_|^=+ .*(failed|error).* =+$|^make(\[[0-9]+\])?: \*\*\*' ".cache/${target}.log" | tail -n 40
   done
   echo "side-by-side: failed: ${failed[*]}" >&2
   exit 1
