@@ -58,7 +58,10 @@ def test_judge_score_is_reported_beside_the_checks_score_and_never_changes_it(
     prompt = tmp_path / "prompt.md"
     prompt.write_text("You are Twin, a friendly voice assistant. Answer in one short sentence.")
     scores = {}
-    for judged in (False, True):
+    # The first evaluation runs on llama-server's cold prompt cache and the
+    # later ones on a warm one, and SmolLM2's greedy answers can differ
+    # between the two; both compared runs come after a first, warm-up one.
+    for judged in (False, False, True):
         settings = RunSettings(
             run_dir=tmp_path / f"run-{judged}",
             assistant_urls=[smollm2.base_url],
