@@ -273,6 +273,8 @@ def test_an_answer_longer_than_the_idle_time_is_never_cut_by_expiry(endless, tmp
     env = {
         **app_environ(tmp_path, expert_url=endless.base_url),
         "TWIN_APP__SERVER__TEXT_IDLE_S": "1",
+        # The default cap (256 tokens) took under 3 s on a faster machine.
+        "TWIN_APP__TWIN__ROUTING__MAX_ANSWER_TOKENS": str(ENDLESS_ANSWER_TOKENS),
     }
     app = start_app(env, tmp_path / "app.log")
     try:
