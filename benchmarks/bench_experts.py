@@ -21,16 +21,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -40,116 +35,31 @@ from helpers.jobs import parse_job, render_job
 from helpers.llm_assets import llama_server_bin, prima_cpp_bins, smollm2_gguf
 from helpers.nomad_task import LocalTask, TaskSpec, in_netns
 
-SYSTEM_PROMPT = (
-    "You are the household's digital twin, a patient assistant that answers in one or two "
-    "short sentences. You know the family's routines: school starts at eight, the bins go out "
-    "on Tuesday evening, the cello lesson is on Thursday at five, grandmother calls on Sunday "
-    "mornings, and the car is due for its service in March. Prefer concrete answers, say when "
-    "you do not know, never invent appointments, and keep a friendly, calm tone. When a "
-    "question is about cooking, suggest something quick with what is usually in the pantry: "
-    "pasta, rice, eggs, tomatoes, onions, cheese, lentils and frozen peas. When it is about "
-    "travel, mention the train first, then the bicycle, and the car only for long trips. "
-) * 3
-QUESTIONS = [
-    "What should I cook tonight?",
-    "When do the bins go out?",
-    "How do I get to the station?",
-    "Is there anything on Thursday?",
-    "Who calls on Sunday?",
-    "When is the car service?",
-    "Give me a quick lunch idea.",
-    "What time does school start?",
-    "Should I take the bike today?",
-    "What is in the pantry?",
-    "Any plans for the weekend?",
-    "Remind me about the cello lesson.",
-]
+# The measuring code is the collection's, shared with twin.cluster.expert_benchmark
+# (playbooks/benchmark.yml); `make deps` links the checkout there as twin.cluster.
+# Imported after the helpers: they set up Ansible's collection loader, which must
+# see the collection first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / ".cache" / "collections"))
+
+from ansible_collections.twin.cluster.plugins.module_utils import expert_bench
+from ansible_collections.twin.cluster.plugins.module_utils.expert_bench import Endpoint
+
 RING_IPS = ("10.78.0.1", "10.78.0.2")
-
-
-@dataclass
-class Sample:
-    ttft_ms: float
-    tokens: int
-    tokens_per_s: float | None
-    prompt_evaluated: int | None
-
-
-def stream_chat(base: str, question: str, cache_prompt: bool, max_tokens: int) -> Sample:
-    """One streamed chat completion; times the first content token and the rest."""
-    body = {
-        "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": question},
-        ],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "cache_prompt": cache_prompt,
-    }
-    started = time.perf_counter()
-    first = last = None
-    tokens = 0
-    prompt_evaluated = None
-    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=300) as resp:
-        resp.raise_for_status()
-        for line in resp.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            timings = chunk.get("timings")
-            if timings and "prompt_n" in timings:
-                prompt_evaluated = int(timings["prompt_n"])
-            for choice in chunk.get("choices", []):
-                if (choice.get("delta") or {}).get("content"):
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
-                    tokens += 1
-    if first is None or last is None:
-        raise RuntimeError(f"no content streamed for {question!r}")
-    rate = (tokens - 1) / (last - first) if tokens > 1 and last > first else None
-    return Sample((first - started) * 1000, tokens, rate, prompt_evaluated)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summarize(samples: list[Sample]) -> dict[str, Any]:
-    ttft = [s.ttft_ms for s in samples]
-    rates = [s.tokens_per_s for s in samples if s.tokens_per_s]
-    evaluated = [s.prompt_evaluated for s in samples if s.prompt_evaluated is not None]
-    return {
-        "requests": len(samples),
-        "ttft_ms": {"p50": percentile(ttft, 0.5), "p90": percentile(ttft, 0.9)},
-        "tokens_per_s": {"p50": percentile(rates, 0.5), "p90": percentile(rates, 0.9)}
-        if rates
-        else None,
-        "prompt_tokens_evaluated_p50": statistics.median(evaluated) if evaluated else None,
-        "samples": [asdict(s) for s in samples],
-    }
 
 
 def measure(
     ask: Callable[[Callable[[], Any]], Any], base: str, requests: int, max_tokens: int
 ) -> dict[str, Any]:
     """Both cache settings against one running expert (a warm-up request first)."""
-    out = {}
-    for cache_prompt in (True, False):
-        ask(lambda c=cache_prompt: stream_chat(base, "Hello!", c, max_tokens))
-        samples = [
-            ask(
-                lambda i=i, c=cache_prompt: stream_chat(
-                    base, QUESTIONS[i % len(QUESTIONS)], c, max_tokens
-                )
+    endpoint = Endpoint(f"{base}/v1", timeout=300)
+    return {
+        "on" if cache_prompt else "off": ask(
+            lambda c=cache_prompt: expert_bench.measure(
+                endpoint, requests, cache_prompt=c, max_tokens=max_tokens
             )
-            for i in range(requests)
-        ]
-        out["on" if cache_prompt else "off"] = summarize(samples)
-    return out
+        )
+        for cache_prompt in (True, False)
+    }
 
 
 def expert_job(world: int, server: Path, worker: Path | None, model: Path) -> Any:
@@ -163,7 +73,8 @@ def expert_job(world: int, server: Path, worker: Path | None, model: Path) -> An
     if world == 2:
         for rank, ip in zip(expert["ranks"], RING_IPS, strict=True):
             rank.update(node=f"ring{rank['rank']}", address=ip)
-    bins = {"prima_cpp_server_bin": str(server)}
+    # A one-node expert runs upstream llama-server (engine llama.cpp), a ring prima.cpp.
+    bins = {"prima_cpp_server_bin": str(server), "prima_cpp_llama_server_bin": str(server)}
     if worker:
         bins["prima_cpp_worker_bin"] = str(worker)
     return parse_job(render_job("expert.nomad.hcl.j2", job_vars(expert, **bins)))
