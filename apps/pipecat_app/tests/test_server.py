@@ -1,6 +1,7 @@
 """The HTTP server as Nomad runs it: health, metrics, the browser client, SIGTERM."""
 
 import json
+import re
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,6 +37,19 @@ def test_root_redirects_to_the_prebuilt_voice_client(app):
     assert response.status_code == 200
     assert str(response.url).endswith("/client/")
     assert "<title>Pipecat UI</title>" in response.text
+
+
+def test_the_voice_page_enables_connect_only_once_its_click_is_handled(app):
+    # The button is in the HTML before the module script (and its imports) has
+    # loaded; enabled from the start, an early click did nothing (CI saw it:
+    # the browser test's page never made a peer connection).
+    page = httpx.get(f"{app.url}/voice").text
+    assert re.search(r'<button id="connect"[^>]*\bdisabled\b', page), "Connect starts enabled"
+    script = page[page.index('<script type="module">') : page.index("</script>")]
+    handled = script.index('connectButton.addEventListener("click"')
+    # The script's last statement enables it, after the click handler is attached.
+    assert script.rstrip().endswith("connectButton.disabled = false;"), script[-300:]
+    assert script.rindex("connectButton.disabled = false;") > handled
 
 
 def test_start_hands_out_a_session_for_the_offer(app):
