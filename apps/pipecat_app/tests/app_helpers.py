@@ -294,9 +294,11 @@ def hear_the_spoken_answer(chromium: Chromium, app: App, timeout: float = 150) -
         if heard["energy"] > 0 and _heard_the_question(app):
             return heard
         time.sleep(1)
+    shown = chromium.evaluate("document.body ? document.body.innerText : ''") or ""
     raise AssertionError(
         f"no spoken answer to the question: {heard}; turns: {app.turns()}"
-        f"\npage: {chromium.console[-5:]}\napp log tail:\n{app.logs()[-3000:]}"
+        f"\npage console: {chromium.console[-5:]}\npage shows: {shown[-500:]!r}"
+        f"\napp log tail:\n{app.logs()[-3000:]}"
     )
 
 
