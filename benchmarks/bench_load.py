@@ -1,18 +1,19 @@
 """Load: concurrent text conversations on ``/api/chat``; where it saturates, and why.
 
-    python benchmarks/bench_load.py --out DIR [--clients 1 4 16] [--seconds 30] [--max-turns 400]
+    python benchmarks/bench_load.py --out DIR [--clients 1 4 16] [--seconds 30]
+        [--max-turns 400] [--slots N]
 
-Starts llama-server (SmolLM2-135M) as ``make demo`` starts it (every core, one
-slot, 2048 tokens, no chat template; plus ``--metrics``, which only adds the
-``/metrics`` endpoint) and ``twin-app serve`` with the embedded default in a
-subprocess, as the app's tests start it (``app_helpers.start_app``). Then, for
-each number of clients in turn, that many clients each hold one conversation
-(client ``i`` keeps its conversation from level to level, so the app's
-``server.max_text_sessions`` of 16 is never exceeded) and post one question
-after another to ``POST /api/chat`` until ``--seconds`` have passed or
-``--max-turns`` turns have started, whichever comes first; the turns under way
-then finish (each request at most ``REQUEST_TIMEOUT_S``). Only 127.0.0.1 is
-ever asked (:func:`local_url`).
+Starts llama-server (SmolLM2-135M) as ``make demo`` starts it (every core, the
+demo's slots of 2048 tokens each, or ``--slots``; no chat template; plus
+``--metrics``, which only adds the ``/metrics`` endpoint) and ``twin-app
+serve`` with the embedded default in a subprocess, as the app's tests start it
+(``app_helpers.start_app``). Then, for each number of clients in turn, that
+many clients each hold one conversation (client ``i`` keeps its conversation
+from level to level, so the app's ``server.max_text_sessions`` of 16 is never
+exceeded) and post one question after another to ``POST /api/chat`` until
+``--seconds`` have passed or ``--max-turns`` turns have started, whichever
+comes first; the turns under way then finish (each request at most
+``REQUEST_TIMEOUT_S``). Only 127.0.0.1 is ever asked (:func:`local_url`).
 
 For each level it reports:
 
@@ -27,11 +28,12 @@ For each level it reports:
 - where the time went: the app's and llama-server's CPU time as cores
   (``/proc/PID/stat``), and llama-server's busy share of the level (its
   ``prompt_seconds_total`` and ``tokens_predicted_seconds_total`` against the
-  level's time: its one slot computing) with the requests it kept waiting.
+  level's time and its slots: every slot computing is 1.0) with the requests
+  it kept waiting.
 
 It saturates at the first level whose throughput grew less than
 ``SATURATED_GROWTH`` over the level before; :func:`limit` names what held it:
-llama-server (its slot busy), the app (a core of CPU: one Python process), or
+llama-server (its slots busy), the app (a core of CPU: one Python process), or
 the machine's cores. Writes ``DIR/load.json`` and prints a table.
 """
 
@@ -76,6 +78,10 @@ QUESTIONS = [
     "What is the largest ocean on Earth?",
     "What do plants need to grow?",
 ]
+#: llama-server's slots as ``make demo`` runs it (scripts/demo.sh, ``-np``), and
+#: each slot's context (``-c`` is their sum): the demo config's context_length.
+DEMO_SLOTS = 4
+SLOT_CONTEXT = 2048
 #: Longest wait for one answer (the app's own limit is 40 s with one expert).
 REQUEST_TIMEOUT_S = 60.0
 #: Pause of a client after an error, so a failing app is not hammered.
@@ -277,8 +283,15 @@ async def run_level(
     return level, costs
 
 
-def summarize(level: Level, costs: dict[str, float], ttft_s: list[float]) -> dict[str, Any]:
-    """One level's figures: throughput, first-token and answer times, errors, memory, costs."""
+def summarize(
+    level: Level, costs: dict[str, float], ttft_s: list[float], slots: int = 1
+) -> dict[str, Any]:
+    """One level's figures: throughput, first-token and answer times, errors, memory, costs.
+
+    ``llama_busy`` is the share of llama-server's slot time spent computing
+    (each slot's prompt and generation seconds, over the level's time and
+    ``slots``): 1.0 is every slot busy all the time.
+    """
     elapsed = costs["elapsed_s"]
     ok = [r for r in level.results if r.error is None]
     errors: dict[str, int] = {}
@@ -301,7 +314,7 @@ def summarize(level: Level, costs: dict[str, float], ttft_s: list[float]) -> dic
         },
         "app_cpu_cores": round(costs["app_cpu_s"] / elapsed, 3) if elapsed > 0 else 0.0,
         "llama_cpu_cores": round(costs["llama_cpu_s"] / elapsed, 3) if elapsed > 0 else 0.0,
-        "llama_busy": round(costs["llama_busy_s"] / elapsed, 3) if elapsed > 0 else 0.0,
+        "llama_busy": round(costs["llama_busy_s"] / (elapsed * slots), 3) if elapsed > 0 else 0.0,
         "llama_tokens_per_s": round(costs["llama_tokens"] / elapsed, 1) if elapsed > 0 else 0.0,
         # Prompt tokens llama-server evaluated (not reused from its cache) per turn.
         "llama_prompt_tokens_per_turn": round(costs["llama_prompt_tokens"] / len(level.results), 1)
@@ -362,8 +375,8 @@ def _table(summary: dict[str, Any]) -> str:
     errors = sum(level["errors"] for level in summary["levels"])
     kinds = {k for level in summary["levels"] for k in level["errors_by_kind"]}
     lines.append(
-        "CPU: cores of CPU time; llama busy: its one slot computing; prompt/turn: prompt "
-        "tokens llama-server evaluated per turn (not reused from its cache)"
+        "CPU: cores of CPU time; llama busy: share of its slots' time computing; prompt/turn: "
+        "prompt tokens llama-server evaluated per turn (not reused from its cache)"
     )
     lines.append(
         "errors: none"
@@ -396,7 +409,7 @@ async def _levels(
         ttft = [
             t["total_s"] for t in log()[logged:] if t.get("expert") and t.get("total_s") is not None
         ]
-        levels.append(summarize(level, costs, ttft))
+        levels.append(summarize(level, costs, ttft, args.slots))
         print(f"  {clients:2d} clients: {levels[-1]['turns_per_s']} turns/s", flush=True)
     return levels
 
@@ -410,9 +423,15 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="longest time per level")
     parser.add_argument("--max-turns", type=int, default=400, help="most turns per level")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=DEMO_SLOTS,
+        help=f"llama-server's slots (-np), each with {SLOT_CONTEXT} tokens (default: the demo's)",
+    )
     args = parser.parse_args()
-    if args.seconds <= 0 or args.max_turns < 1 or min(args.clients) < 1:
-        parser.error("--seconds, --max-turns and --clients must be positive")
+    if args.seconds <= 0 or args.max_turns < 1 or min(args.clients) < 1 or args.slots < 1:
+        parser.error("--seconds, --max-turns, --clients and --slots must be positive")
     if max(args.clients) > 16:
         parser.error("at most 16 clients: the demo's server.max_text_sessions")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -429,7 +448,7 @@ def main() -> int:
         log=state / "llama-server.log",
         threads=None,
         nice=False,
-        extra_args=["--metrics"],
+        extra_args=["--metrics", "-np", str(args.slots), "-c", str(SLOT_CONTEXT * args.slots)],
     ) as llama:
         env = app_environ(state, llama.base_url)
         app = start_app(env, state / "app.log")
@@ -457,7 +476,9 @@ def main() -> int:
         "setup": {
             "driven": "twin-app serve over HTTP: POST /api/chat (httpx), one conversation a client",
             "config": "apps/pipecat_app/config/demo.toml",
-            "llm": "SmolLM2-135M-Instruct Q4_1 on llama-server, one slot, as make demo runs it",
+            "llm": "SmolLM2-135M-Instruct Q4_1 on llama-server",
+            "llama_slots": args.slots,
+            "slot_context": SLOT_CONTEXT,
             "cpus": cores,
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],

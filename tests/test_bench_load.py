@@ -166,6 +166,8 @@ def test_summarize_counts_answered_turns_per_second_and_errors() -> None:
     assert summary["llama_busy"] == 0.95
     assert summary["llama_deferred"] == {"mean": 1.0, "max": 2.0}
     assert summary["llama_prompt_tokens_per_turn"] == 300.0  # over the three turns
+    # With four slots, 3.8 s of slot time in 4 s is a quarter of what they could give.
+    assert bench_load.summarize(level, costs, [0.1, 0.3], slots=4)["llama_busy"] == 0.237
 
 
 def _level(busy: float, app: float, llama: float, per_s: float = 1.0, clients: int = 1) -> dict:
@@ -214,3 +216,10 @@ def test_llama_metrics_reads_unlabelled_samples() -> None:
         "requests_deferred": 3.0,
     }
     assert bench_load._busy_s(metrics) == 3.75
+
+
+def test_the_benchmark_runs_llama_server_with_the_demo_s_slots() -> None:
+    demo = (ROOT / "scripts" / "demo.sh").read_text()
+    assert f"\nLLAMA_SLOTS={bench_load.DEMO_SLOTS}\n" in demo
+    assert '-c $((2048 * LLAMA_SLOTS)) -np "${LLAMA_SLOTS}"' in demo
+    assert bench_load.SLOT_CONTEXT == 2048
