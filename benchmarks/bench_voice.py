@@ -21,6 +21,12 @@ the question's audio to the first audio of the answer, split into:
 ``--set stt.eager_end_of_turn=true`` measures the answer started at a guessed
 end of turn (and reports how many guesses were thrown away).
 
+Answers: each answered turn is scored right when its answer holds one of its
+question's words (``EXPECTED``: "paris", "seven"/"7", ...), and answers the
+same as the turn before are counted (SmolLM2 once gave one French sentence to
+every question of a run); a latency figure from such a run measures the wrong
+answers.
+
 Premature turn ends: ``--paused N`` more questions are each spoken with a
 pause of ``--pause-s`` (0.3 s) cut between two of their words
 (``helpers.speech.split_between_words``); a question the pipeline took for
@@ -94,6 +100,50 @@ QUESTIONS = [
     "What is the boiling point of water in Celsius?",
     "Say something nice about the weekend.",
 ]
+#: Words of which a right answer to a question holds at least one (lower case,
+#: whole words). The last question has no one answer, so it is not scored.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    QUESTIONS[0]: ("paris",),
+    QUESTIONS[1]: ("seven", "7"),
+    QUESTIONS[2]: ("blue",),
+    QUESTIONS[3]: ("elephant", "elephants", "lion", "lions", "giraffe", "rhino", "hippo", "zebra"),
+    QUESTIONS[4]: ("honey",),
+    QUESTIONS[5]: ("eight", "8"),
+    QUESTIONS[6]: ("cold",),
+    QUESTIONS[7]: ("earth",),
+    QUESTIONS[8]: ("ice",),
+    QUESTIONS[9]: ("five", "5"),
+    QUESTIONS[10]: ("banana", "bananas", "lemon", "lemons", "pineapple", "mango"),
+    QUESTIONS[11]: ("spring",),
+    QUESTIONS[12]: ("water",),
+    QUESTIONS[13]: ("24", "twenty-four"),
+    QUESTIONS[14]: ("pacific",),
+    QUESTIONS[15]: ("spanish", "castilian"),
+    QUESTIONS[16]: ("water", "sunlight", "light", "sun"),
+    QUESTIONS[17]: ("lion",),
+    QUESTIONS[18]: ("100", "hundred"),
+}
+
+
+def answer_quality(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many answered turns were right, and how many repeated the answer before.
+
+    ``scored``: answered turns whose question has an entry in ``EXPECTED``;
+    ``right``: those whose answer holds one of its words; ``repeated``: answers
+    the same as the previous turn's (a small model stuck on its history).
+    """
+    answered = [r for r in rows if r.get("answered") and not r.get("paused")]
+    scored = right = repeated = 0
+    previous = None
+    for row in answered:
+        answer = row.get("answer", "").strip().lower()
+        words = set(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", answer))
+        if (expected := EXPECTED.get(row.get("question", ""))) is not None:
+            scored += 1
+            right += bool(words & set(expected))
+        repeated += previous is not None and answer == previous
+        previous = answer
+    return {"scored": scored, "right": right, "repeated": repeated}
 
 
 def _speech_length_s(pcm: bytes, rate: int, threshold: int = 500) -> float:
@@ -317,6 +367,7 @@ def _compared(bare_rows: list[dict[str, Any]], twin_total: dict[str, Any]) -> di
         "pipeline": "the app's voice pipeline with pipecat's OpenAILLMService for TwinService",
         "turns": len(bare_rows),
         "turns_answered": sum(1 for r in bare_rows if r.get("answered")),
+        "answers": answer_quality(bare_rows),
         "latency_s": latency,
         "overhead": None if twin_p50 is None or bare_p50 is None else overhead(twin_p50, bare_p50),
         "per_turn": bare_rows,
@@ -338,6 +389,12 @@ def _compare_table(summary: dict[str, Any]) -> list[str]:
             for key, stats in (("p50", twin), ("p50", other), ("p95", twin), ("p95", other))
         ]
         lines.append(f"{stage:<14}" + "".join(f"{c:>10}" for c in cells))
+    lines.append(
+        f"answers right: TwinService {summary['answers']['right']}/"
+        f"{summary['answers']['scored']}, bare {bare['answers']['right']}/"
+        f"{bare['answers']['scored']}; the same as the answer before: TwinService "
+        f"{summary['answers']['repeated']}, bare {bare['answers']['repeated']}"
+    )
     verdict = bare["overhead"]
     if verdict is None:
         lines.append("TwinService against bare: no p50 (a pipeline answered no turn)")
@@ -368,6 +425,11 @@ def _table(summary: dict[str, Any]) -> str:
             f"(llama-server) evaluated p50 {later['prompt_evaluated']['p50']:.0f}, "
             f"reused from its cache p50 {later['prompt_cached']['p50']:.0f}"
         )
+    quality = summary["answers"]
+    lines.append(
+        f"answers right: {quality['right']}/{quality['scored']}; "
+        f"the same as the answer before: {quality['repeated']}"
+    )
     premature = summary["premature_turn_ends"]
     lines.append(
         f"premature turn ends: {premature['count']}/{premature['questions']} questions "
@@ -471,6 +533,7 @@ def main() -> int:
         "benchmark": "voice",
         "turns": len(rows) - len(paused),
         "turns_answered": len(answered),
+        "answers": answer_quality(rows),
         "latency_s": _latency(rows),
         "turn_2_on": {
             key: _percentiles([r[key] for r in later if r[key] is not None])

@@ -70,8 +70,15 @@ def test_the_comparison_reports_both_pipelines_and_the_verdict() -> None:
     assert compared["overhead"]["ratio"] == pytest.approx(0.9 / 0.7, abs=1e-3)
     assert compared["overhead"]["met"] is False
     lines = bench_voice._compare_table(
-        {"turns": 3, "turns_answered": 3, "latency_s": twin, "compare": {"bare": compared}}
+        {
+            "turns": 3,
+            "turns_answered": 3,
+            "answers": bench_voice.answer_quality(twin_rows),
+            "latency_s": twin,
+            "compare": {"bare": compared},
+        }
     )
+    assert "answers right: TwinService 0/0, bare 0/0" in lines[-2]
     assert any(line.startswith("total") and "0.900" in line and "0.700" in line for line in lines)
     assert "x1.286, +200 ms (allowed 40 ms" in lines[-1]
     assert lines[-1].endswith("NOT met")
@@ -160,3 +167,22 @@ def test_the_bare_pipeline_is_the_apps_with_openai_llm_service_for_twin_service(
         return [type(s) for s in [*chosen.start, *chosen.stop]]
 
     assert strategies(bare_stages, at - 1) == strategies(twin_stages, at - 1)
+
+
+def test_answers_are_scored_right_and_a_run_stuck_on_one_answer_is_counted() -> None:
+    def row(question: str, answer: str) -> dict[str, Any]:
+        return {"question": question, "answered": True, "answer": answer}
+
+    q = bench_voice.QUESTIONS
+    stuck = "Le Grand Paris est la première color de la lumière."
+    rows = [
+        row(q[0], "The capital of France is Paris."),
+        row(q[1], "A week has 7 days."),
+        row(q[2], stuck),
+        row(q[4], stuck),
+        row(q[5], "Spiders have eighty legs."),  # "eighty" is not "eight"
+        row(q[19], "Weekends are lovely."),  # no one answer: not scored
+        {"question": q[6], "answered": False},
+        {"question": q[7], "paused": True, "user_turns": 1},
+    ]
+    assert bench_voice.answer_quality(rows) == {"scored": 5, "right": 2, "repeated": 1}
