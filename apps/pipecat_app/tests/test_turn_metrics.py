@@ -225,3 +225,18 @@ def test_an_answer_cut_off_before_its_audio_is_logged_as_interrupted(clock):
     assert record["interrupted"]
     assert record["total_s"] is None
     assert record["answer"] == "Once upon"
+
+
+def test_a_text_turn_interrupted_before_its_expert_finished_is_not_logged_as_a_fallback(clock):
+    observer = TurnMetricsObserver(voice=False)
+    with turn_log() as logged:
+        push(observer, clock, 1.0, LLMContextFrame(context=LLMContext()))
+        push(observer, clock, 1.2, LLMTextFrame("Once upon"))
+        push(observer, clock, 1.3, InterruptionFrame())
+        push(observer, clock, 1.4, answer_end(None))  # TwinService's end frame: no expert finished
+    (record,) = logged
+    assert record["interrupted"]
+    assert record["expert"] is None
+    assert record["message"].startswith("turn interrupted before an expert finished"), record[
+        "message"
+    ]

@@ -101,6 +101,20 @@ def _secs(value: float | None) -> str:
     return "?" if value is None else f"{value:.2f}s"
 
 
+def _outcome(turn: Turn) -> str:
+    """Who answered the turn and when, for the log line.
+
+    A turn interrupted before its expert finished names no expert, as the
+    fallback reply does; it is logged as interrupted, not as a fallback.
+    """
+    if turn.expert:
+        interrupted = " (interrupted)" if turn.interrupted else ""
+        return f"answered by {turn.expert} in {_secs(turn.total_secs)}{interrupted}"
+    if turn.interrupted:
+        return f"interrupted before an expert finished, after {_secs(turn.total_secs)}"
+    return f"answered by no expert (the fallback reply) in {_secs(turn.total_secs)}"
+
+
 class TurnMetricsObserver(BaseObserver):
     """Times each user turn and records it in the Prometheus metrics.
 
@@ -213,8 +227,4 @@ class TurnMetricsObserver(BaseObserver):
             llm_ttfb_s=turn.llm_ttfb_secs,
             tts_ttfb_s=turn.tts_ttfb_secs,
             total_s=turn.total_secs,
-        ).info(
-            f"turn answered by {turn.expert or 'no expert (the fallback reply)'} "
-            f"in {_secs(turn.total_secs)}{' (interrupted)' if turn.interrupted else ''}: "
-            f"{turn.transcript!r} -> {answer!r}"
-        )
+        ).info(f"turn {_outcome(turn)}: {turn.transcript!r} -> {answer!r}")
