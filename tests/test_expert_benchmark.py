@@ -28,7 +28,9 @@ PLAYBOOK = ROOT / "playbooks" / "benchmark.yml"
 sys.path.insert(0, str(ROOT / ".cache" / "collections"))
 
 from ansible_collections.twin.cluster.plugins.module_utils.expert_bench import (  # noqa: E402
+    Endpoint,
     experts_from_health,
+    stream_chat,
 )
 
 FAST = {"twin_benchmark_requests": 3, "twin_benchmark_max_tokens": 8, "twin_benchmark_timeout": 60}
@@ -167,3 +169,41 @@ def test_consul_discovery_reads_the_apps_fixture_as_the_app_does():
         ("general", "node1", "https://[fd00::5]:28080/api/v1", "smollm2-135m", "general"),
     ]
     assert found[2]["service_id"] == "tls6"
+
+
+def _burst_server(timings: dict[str, Any] | None) -> Any:
+    """A server that sends a whole streamed answer in one write, as a loaded link delivers it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    chunks = [{"choices": [{"delta": {"content": f" w{i}"}}]} for i in range(8)]
+    if timings is not None:
+        chunks.append({"choices": [], "timings": timings})
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_decode_rate_is_llama_server_s_own_when_it_reports_one():
+    server = _burst_server({"prompt_n": 12, "predicted_per_second": 42.5})
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        sample = stream_chat(Endpoint(url), "Hi?", max_tokens=8)
+    finally:
+        server.shutdown()
+    assert (sample.tokens, sample.prompt_evaluated) == (8, 12)
+    assert sample.tokens_per_s == 42.5  # not the burst's thousands a second

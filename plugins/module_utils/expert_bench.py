@@ -148,6 +148,7 @@ def stream_chat(
     first = last = None
     tokens = 0
     prompt_evaluated = None
+    server_rate = None
     try:
         with _open(endpoint, "/chat/completions", body) as response:
             for raw in response:
@@ -158,6 +159,8 @@ def stream_chat(
                 timings = chunk.get("timings")
                 if timings and "prompt_n" in timings:
                     prompt_evaluated = int(timings["prompt_n"])
+                if timings and timings.get("predicted_per_second"):
+                    server_rate = float(timings["predicted_per_second"])
                 for choice in chunk.get("choices", []):
                     if (choice.get("delta") or {}).get("content"):
                         now = time.perf_counter()
@@ -172,7 +175,12 @@ def stream_chat(
         raise ExpertError(f"{endpoint.base_url} streamed a chunk that is not JSON: {err}") from err
     if first is None or last is None:
         raise ExpertError(f"{endpoint.base_url} streamed no content for {question!r}")
-    rate = (tokens - 1) / (last - first) if tokens > 1 and last > first else None
+    # llama-server's own decode rate where it reports one (``timings``): chunks
+    # that reach a loaded client together would make the client's clock read
+    # tens of thousands of tokens a second. Other servers: the client's clock.
+    rate = server_rate
+    if rate is None and tokens > 1 and last > first:
+        rate = (tokens - 1) / (last - first)
     return Sample((first - started) * 1000, tokens, rate, prompt_evaluated)
 
 
