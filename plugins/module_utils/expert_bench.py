@@ -11,9 +11,10 @@ long system prompt.
 
 One request is one streamed chat completion (``stream: true``, greedy): its
 time to first token is from sending the request to the first chunk with
-content, its tokens per second are the content chunks after the first over
-the time from the first to the last (llama-server streams one token per
-chunk). Percentiles are nearest-rank.
+content; its tokens per second are llama-server's own decode rate (the final
+chunk's ``timings.predicted_per_second``) where the server reports one, else
+the content chunks after the first over the time from the first to the last
+(one token per chunk). Percentiles are nearest-rank.
 
 :func:`experts_from_health` finds the experts in Consul's answer to
 ``/v1/health/service/<name>`` as the assistant does
